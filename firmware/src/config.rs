@@ -1,0 +1,130 @@
+//! The model's shape and the badge's voice: what the blob header carries.
+
+/// The llama2.c-style transformer shape. Field names match the TOML configs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "std", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "std", serde(deny_unknown_fields))]
+pub struct ModelConfig {
+    pub dim: u32,
+    pub hidden_dim: u32,
+    pub n_layers: u32,
+    pub n_heads: u32,
+    pub n_kv_heads: u32,
+    pub vocab_size: u32,
+    pub seq_len: u32,
+    #[cfg_attr(feature = "std", serde(default = "default_norm_eps"))]
+    pub norm_eps: f32,
+    #[cfg_attr(feature = "std", serde(default = "default_rope_theta"))]
+    pub rope_theta: f32,
+}
+
+/// llama2.c's RMSNorm epsilon.
+pub const DEFAULT_NORM_EPS: f32 = 1e-5;
+/// llama2.c's RoPE base.
+pub const DEFAULT_ROPE_THETA: f32 = 10000.0;
+#[cfg(feature = "std")]
+fn default_norm_eps() -> f32 {
+    DEFAULT_NORM_EPS
+}
+#[cfg(feature = "std")]
+fn default_rope_theta() -> f32 {
+    DEFAULT_ROPE_THETA
+}
+
+impl ModelConfig {
+    pub fn head_dim(&self) -> usize {
+        (self.dim / self.n_heads) as usize
+    }
+    /// Width of the key/value projections (grouped-query attention).
+    pub fn kv_dim(&self) -> usize {
+        self.head_dim() * self.n_kv_heads as usize
+    }
+
+    /// Checks the relations the engine relies on; returns the offending field and value.
+    pub fn validate(&self) -> Result<(), (&'static str, u32)> {
+        let nonzero = [
+            ("dim", self.dim),
+            ("hidden_dim", self.hidden_dim),
+            ("n_layers", self.n_layers),
+            ("n_heads", self.n_heads),
+            ("n_kv_heads", self.n_kv_heads),
+            ("vocab_size", self.vocab_size),
+            ("seq_len", self.seq_len),
+        ];
+        for (field, v) in nonzero {
+            if v == 0 || v > 1 << 20 {
+                return Err((field, v));
+            }
+        }
+        if self.dim % self.n_heads != 0 {
+            return Err(("n_heads (must divide dim)", self.n_heads));
+        }
+        if self.n_heads % self.n_kv_heads != 0 {
+            return Err(("n_kv_heads (must divide n_heads)", self.n_kv_heads));
+        }
+        if self.head_dim() % 2 != 0 {
+            return Err(("dim / n_heads (must be even for RoPE)", self.dim / self.n_heads));
+        }
+        if !(self.norm_eps > 0.0 && self.norm_eps < 1.0) {
+            return Err(("norm_eps", self.norm_eps.to_bits()));
+        }
+        if !(self.rope_theta > 1.0 && self.rope_theta.is_finite()) {
+            return Err(("rope_theta", self.rope_theta.to_bits()));
+        }
+        Ok(())
+    }
+
+    /// Number of trainable parameters (the classifier shares the embedding).
+    pub fn parameter_count(&self) -> u64 {
+        let (d, h, kv) = (self.dim as u64, self.hidden_dim as u64, self.kv_dim() as u64);
+        let per_layer = 2 * d + 2 * d * d + 2 * kv * d + 3 * d * h;
+        self.vocab_size as u64 * d + self.n_layers as u64 * per_layer + d
+    }
+}
+
+/// How the engine stores keys and values (chosen at export, stored in the blob).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "std", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "std", serde(rename_all = "lowercase"))]
+#[repr(u32)]
+pub enum KvCacheKind {
+    /// Exact; 4 bytes per value.
+    F32 = 0,
+    /// IEEE half precision; 2 bytes per value.
+    F16 = 1,
+    /// int8 with one f32 scale per head row; ~1 byte per value.
+    Int8 = 2,
+}
+
+impl KvCacheKind {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            0 => Some(Self::F32),
+            1 => Some(Self::F16),
+            2 => Some(Self::Int8),
+            _ => None,
+        }
+    }
+}
+
+/// SAM voice parameters (see the `sam` module); the blob carries the owner's choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "std", derive(serde::Serialize, serde::Deserialize))]
+pub struct Voice {
+    pub speed: u8,
+    pub pitch: u8,
+    pub mouth: u8,
+    pub throat: u8,
+}
+
+impl Default for Voice {
+    /// SAM's own defaults.
+    fn default() -> Self {
+        Voice {
+            speed: 72,
+            pitch: 64,
+            mouth: 128,
+            throat: 128,
+        }
+    }
+}

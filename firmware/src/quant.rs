@@ -1,0 +1,157 @@
+//! Q8_0 quantization: int8 values in groups of `GS`, one f32 scale per group.
+//!
+//! The exporter quantizes weights with these functions and the engine quantizes activations
+//! with the very same ones at run time, so the host and the badge can never round differently.
+//! `scale = max|x| / 127`, `q = round(x / scale)` with ties away from zero, and an all-zero
+//! group gets scale 0 (and all-zero values) instead of a division by zero.
+
+/// Why a group size cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupSizeError {
+    /// Zero or not a power of two.
+    NotPowerOfTwo { group_size: usize },
+    /// The forced group size does not divide a row length the model has.
+    DoesNotDivide { group_size: usize, row_len: usize },
+}
+
+impl core::fmt::Display for GroupSizeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::NotPowerOfTwo { group_size } => {
+                write!(f, "group size {group_size} is not a power of two ≥ 1")
+            }
+            Self::DoesNotDivide {
+                group_size,
+                row_len,
+            } => write!(
+                f,
+                "group size {group_size} does not divide the row length {row_len}; \
+                 pick a power of two that divides every row length, or leave the size to the exporter"
+            ),
+        }
+    }
+}
+
+/// The largest power of two `≤ requested` that divides every row length: the group size the
+/// exporter uses when the user did not force one (the 6M model's dim 224 rules out 64 → 32).
+pub fn choose_group_size(requested: usize, row_lens: &[usize]) -> Result<usize, GroupSizeError> {
+    if requested == 0 {
+        return Err(GroupSizeError::NotPowerOfTwo { group_size: 0 });
+    }
+    let mut gs = 1usize << (usize::BITS - 1 - requested.leading_zeros());
+    while gs > 1 && row_lens.iter().any(|&n| n % gs != 0) {
+        gs /= 2;
+    }
+    Ok(gs)
+}
+
+/// Accepts a forced group size only when it is a power of two dividing every row length.
+pub fn check_group_size(group_size: usize, row_lens: &[usize]) -> Result<(), GroupSizeError> {
+    if group_size == 0 || !group_size.is_power_of_two() {
+        return Err(GroupSizeError::NotPowerOfTwo { group_size });
+    }
+    match row_lens.iter().find(|&&n| n % group_size != 0) {
+        Some(&row_len) => Err(GroupSizeError::DoesNotDivide {
+            group_size,
+            row_len,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Quantizes one group and returns its scale.
+#[inline]
+pub fn quantize_group(x: &[f32], q: &mut [i8]) -> f32 {
+    debug_assert_eq!(x.len(), q.len());
+    let max_abs = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    if max_abs == 0.0 {
+        q.fill(0);
+        return 0.0;
+    }
+    let scale = max_abs / 127.0;
+    for (qi, &xi) in q.iter_mut().zip(x) {
+        // `roundf` rounds half away from zero; the clamp only guards against NaN/overflow
+        // from pathological inputs (max_abs / scale is 127 by construction).
+        *qi = libm::roundf(xi / scale).clamp(-127.0, 127.0) as i8;
+    }
+    scale
+}
+
+/// Quantizes `x` (its length a multiple of `group_size`) into `q` and one scale per group.
+/// Every element belongs to exactly one group: there is no tail that could be skipped.
+pub fn quantize(x: &[f32], group_size: usize, q: &mut [i8], scales: &mut [f32]) {
+    assert!(
+        group_size > 0 && x.len() % group_size == 0,
+        "quantize: length {} is not a multiple of group size {group_size}",
+        x.len()
+    );
+    assert_eq!(q.len(), x.len());
+    assert_eq!(scales.len(), x.len() / group_size);
+    for ((xg, qg), s) in x
+        .chunks_exact(group_size)
+        .zip(q.chunks_exact_mut(group_size))
+        .zip(scales.iter_mut())
+    {
+        *s = quantize_group(xg, qg);
+    }
+}
+
+/// The inverse of [`quantize`]: `out[i] = q[i] * scale[group of i]`.
+pub fn dequantize(q: &[i8], scales: &[f32], group_size: usize, out: &mut [f32]) {
+    assert_eq!(q.len(), out.len());
+    assert_eq!(scales.len() * group_size, q.len());
+    for ((qg, og), &s) in q
+        .chunks_exact(group_size)
+        .zip(out.chunks_exact_mut(group_size))
+        .zip(scales)
+    {
+        for (o, &v) in og.iter_mut().zip(qg) {
+            *o = f32::from(v) * s;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chooses_largest_dividing_power_of_two() {
+        assert_eq!(choose_group_size(64, &[224, 768]), Ok(32));
+        assert_eq!(choose_group_size(64, &[128, 512]), Ok(64));
+        assert_eq!(choose_group_size(100, &[128]), Ok(64));
+        assert_eq!(choose_group_size(64, &[7]), Ok(1));
+        assert!(choose_group_size(0, &[8]).is_err());
+    }
+
+    #[test]
+    fn rejects_forced_size_that_does_not_divide() {
+        assert_eq!(
+            check_group_size(64, &[224, 768]),
+            Err(GroupSizeError::DoesNotDivide {
+                group_size: 64,
+                row_len: 224
+            })
+        );
+        assert!(check_group_size(48, &[96]).is_err());
+        assert!(check_group_size(32, &[224, 768]).is_ok());
+    }
+
+    #[test]
+    fn ties_round_away_from_zero_and_boundaries_hold() {
+        // max 127 → scale 1: values are reproduced exactly, halves round away from zero.
+        let x = [127.0, -127.0, 2.5, -2.5, 0.5, -0.5, 0.0, 1.49];
+        let mut q = [0i8; 8];
+        let s = quantize_group(&x, &mut q);
+        assert_eq!(s, 1.0);
+        assert_eq!(q, [127, -127, 3, -3, 1, -1, 0, 1]);
+    }
+
+    #[test]
+    fn zero_group_gets_zero_scale() {
+        let x = [0.0f32; 16];
+        let mut q = [1i8; 16];
+        assert_eq!(quantize_group(&x, &mut q), 0.0);
+        assert!(q.iter().all(|&v| v == 0));
+    }
+}

@@ -1,0 +1,285 @@
+//! Model configs and curricula (TOML files in `configs/`).
+//!
+//! A curriculum names the model, the tokenizer, the data sources and one `[[phase]]` table per
+//! phase. Paths inside it are relative to the curriculum file, so a config and its data move
+//! together.
+
+use crate::util::{read_to_string, relative_to};
+use anyhow::{bail, Context, Result};
+use badge_firmware::config::{ModelConfig, Voice};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The default prompt template: the badge formats questions the same way.
+pub const DEFAULT_TEMPLATE: &str = "Q: {question}\nA: {answer}";
+
+/// Reads a model config file (the fields of [`ModelConfig`]).
+pub fn load_model_config(path: &Path) -> Result<ModelConfig> {
+    let text = read_to_string(path)?;
+    let c: ModelConfig = toml::from_str(&text).with_context(|| format!("{}: not a valid model config", path.display()))?;
+    c.validate()
+        .map_err(|(field, value)| anyhow::anyhow!("{}: field `{field}` has invalid value {value}", path.display()))?;
+    Ok(c)
+}
+
+/// Where the model shape comes from: a file next to the curriculum, or inline.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ModelRef {
+    File(PathBuf),
+    Inline(ModelConfig),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenizerSection {
+    /// An existing `tokenizer.json`; when absent, `badge train` trains one.
+    pub path: Option<PathBuf>,
+    #[serde(default = "default_vocab")]
+    pub vocab_size: usize,
+    /// Sources whose text trains the tokenizer (default: all).
+    pub train_on: Option<Vec<String>>,
+}
+
+fn default_vocab() -> usize {
+    512
+}
+
+/// Which tokens of a Q&A sample carry loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LossOn {
+    /// Only the answer and its end-of-sequence token.
+    #[default]
+    Answer,
+    All,
+}
+
+/// One data source. Paths are relative to the curriculum file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// Stories separated by `<|endoftext|>` lines, or a JSON array of `{"story": ...}`.
+    Stories {
+        train: Option<PathBuf>,
+        valid: Option<PathBuf>,
+        /// Download TinyStories through hf-hub when `--download` is given.
+        #[serde(default)]
+        download: bool,
+        /// Use at most this many stories (0 = all).
+        #[serde(default)]
+        limit: usize,
+    },
+    /// A folder of `.txt`/`.md` paragraphs; `holdout` of them are kept for evaluation.
+    Prose {
+        path: PathBuf,
+        #[serde(default = "default_holdout")]
+        holdout: f64,
+    },
+    /// Q&A CSV with header `id,question,answer` (an optional `category` column).
+    Qa {
+        train: PathBuf,
+        valid: Option<PathBuf>,
+        #[serde(default)]
+        loss_on: LossOn,
+        /// Keep only the first N pairs (0 = all), for quick runs.
+        #[serde(default)]
+        limit: usize,
+    },
+    /// Prose and Q&A generated from a facts file by `badge data synth`'s generator.
+    Synth {
+        facts: PathBuf,
+        templates: PathBuf,
+        #[serde(default)]
+        seed: u64,
+        #[serde(default = "default_holdout")]
+        holdout: f64,
+        #[serde(default)]
+        loss_on: LossOn,
+    },
+}
+
+fn default_holdout() -> f64 {
+    0.1
+}
+
+/// One entry of a phase's data mix.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MixEntry {
+    pub source: String,
+    pub weight: f64,
+    /// How many times the source's samples are repeated (shuffled) in its stream.
+    #[serde(default = "one")]
+    pub repeat: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhaseConfig {
+    pub name: String,
+    pub steps: usize,
+    pub batch_size: usize,
+    /// Peak learning rate, reached after `warmup_steps`, then cosine decay to `min_lr`.
+    pub lr: f64,
+    pub min_lr: Option<f64>,
+    #[serde(default)]
+    pub warmup_steps: usize,
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// Clip the global gradient norm to this (0 = off).
+    #[serde(default)]
+    pub grad_clip: f64,
+    pub mix: Vec<MixEntry>,
+    #[serde(default = "default_every")]
+    pub eval_every: usize,
+    #[serde(default = "default_every")]
+    pub checkpoint_every: usize,
+    /// Success criterion: the phase's final train loss must be below this.
+    pub max_loss: Option<f64>,
+}
+
+fn default_every() -> usize {
+    100
+}
+
+impl PhaseConfig {
+    /// Learning rate at `step` (0-based): linear warm-up, then cosine to `min_lr`.
+    pub fn lr_at(&self, step: usize) -> f64 {
+        let min_lr = self.min_lr.unwrap_or(self.lr / 10.0);
+        if step < self.warmup_steps {
+            return self.lr * (step + 1) as f64 / self.warmup_steps as f64;
+        }
+        let span = self.steps.saturating_sub(self.warmup_steps).max(1) as f64;
+        let t = ((step - self.warmup_steps) as f64 / span).min(1.0);
+        min_lr + 0.5 * (1.0 + (std::f64::consts::PI * t).cos()) * (self.lr - min_lr)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Curriculum {
+    pub name: String,
+    pub model: ModelRef,
+    #[serde(default = "default_template")]
+    pub template: String,
+    #[serde(default)]
+    pub seed: u64,
+    pub tokenizer: TokenizerSection,
+    pub sources: BTreeMap<String, SourceConfig>,
+    pub phase: Vec<PhaseConfig>,
+    #[serde(default)]
+    pub voice: Option<Voice>,
+}
+
+fn default_template() -> String {
+    DEFAULT_TEMPLATE.to_string()
+}
+
+/// A curriculum with its model resolved and its paths made absolute.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResolvedCurriculum {
+    pub curriculum: Curriculum,
+    pub model: ModelConfig,
+}
+
+impl Curriculum {
+    /// Loads and checks a curriculum; paths inside become relative to the current directory.
+    pub fn load(path: &Path) -> Result<ResolvedCurriculum> {
+        let text = read_to_string(path)?;
+        let mut c: Curriculum = toml::from_str(&text).with_context(|| format!("{}: not a valid curriculum", path.display()))?;
+        let model = match &c.model {
+            ModelRef::File(p) => {
+                let p = relative_to(path, p);
+                c.model = ModelRef::File(p.clone());
+                load_model_config(&p)?
+            }
+            ModelRef::Inline(m) => *m,
+        };
+        c.resolve_paths(path);
+        c.check(path, &model)?;
+        Ok(ResolvedCurriculum { curriculum: c, model })
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| *p = relative_to(base, p);
+        if let Some(p) = self.tokenizer.path.as_mut() {
+            fix(p);
+        }
+        for s in self.sources.values_mut() {
+            match s {
+                SourceConfig::Stories { train, valid, .. } => {
+                    train.iter_mut().chain(valid.iter_mut()).for_each(fix);
+                }
+                SourceConfig::Prose { path, .. } => fix(path),
+                SourceConfig::Qa { train, valid, .. } => {
+                    fix(train);
+                    valid.iter_mut().for_each(fix);
+                }
+                SourceConfig::Synth { facts, templates, .. } => {
+                    fix(facts);
+                    fix(templates);
+                }
+            }
+        }
+    }
+
+    fn check(&self, path: &Path, model: &ModelConfig) -> Result<()> {
+        let at = path.display();
+        if self.phase.is_empty() {
+            bail!("{at}: the curriculum has no [[phase]] table");
+        }
+        badge_firmware::template::PromptTemplate::parse(&self.template)
+            .map_err(|e| anyhow::anyhow!("{at}: field `template`: {e}"))?;
+        if self.tokenizer.vocab_size != model.vocab_size as usize {
+            bail!(
+                "{at}: tokenizer.vocab_size is {} but the model's vocab_size is {}: make them equal",
+                self.tokenizer.vocab_size,
+                model.vocab_size
+            );
+        }
+        for (i, p) in self.phase.iter().enumerate() {
+            let name = &p.name;
+            if p.steps == 0 || p.batch_size == 0 {
+                bail!("{at}: phase {i} ({name}): steps and batch_size must be at least 1");
+            }
+            if !(p.lr > 0.0) {
+                bail!("{at}: phase {i} ({name}): lr must be positive");
+            }
+            if p.mix.is_empty() {
+                bail!("{at}: phase {i} ({name}): the data mix is empty");
+            }
+            for m in &p.mix {
+                if !self.sources.contains_key(&m.source) {
+                    bail!(
+                        "{at}: phase {i} ({name}): mix names source `{}`, which is not in [sources] (have: {})",
+                        m.source,
+                        self.sources.keys().cloned().collect::<Vec<_>>().join(", ")
+                    );
+                }
+                if !(m.weight > 0.0) || m.repeat == 0 {
+                    bail!("{at}: phase {i} ({name}): source `{}` needs weight > 0 and repeat ≥ 1", m.source);
+                }
+            }
+            if p.eval_every == 0 || p.checkpoint_every == 0 {
+                bail!("{at}: phase {i} ({name}): eval_every and checkpoint_every must be at least 1");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads either a model config or a curriculum (for `badge info`).
+pub fn load_any_model_config(path: &Path) -> Result<ModelConfig> {
+    let text = read_to_string(path)?;
+    if text.contains("[[phase]]") {
+        Ok(Curriculum::load(path)?.model)
+    } else {
+        load_model_config(path)
+    }
+}

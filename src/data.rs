@@ -1,0 +1,324 @@
+//! Reading the curriculum's data sources and turning them into token streams.
+//!
+//! Every source becomes a list of samples (plain text, or a Q&A pair rendered through the
+//! prompt template), then a token stream with a loss mask and the offset where each sample
+//! starts. Training windows begin at sample starts, so position 0 of a window is a BOS token,
+//! exactly as when the badge answers a question.
+
+use crate::config::{LossOn, SourceConfig};
+use crate::tokenizer::BadgeTokenizer;
+use anyhow::{bail, Context, Result};
+use badge_firmware::template::PromptTemplate;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use std::path::{Path, PathBuf};
+
+/// One Q&A pair from a CSV file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct QaPair {
+    pub id: String,
+    pub question: String,
+    pub answer: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+}
+
+/// Reads a Q&A CSV (header `id,question,answer`, optional `category`). A malformed row stops
+/// with an error naming the file and line.
+pub fn read_qa_csv(path: &Path) -> Result<Vec<QaPair>> {
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_path(path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let headers = rdr.headers().with_context(|| format!("{}: cannot read the header line", path.display()))?.clone();
+    for need in ["id", "question", "answer"] {
+        if !headers.iter().any(|h| h == need) {
+            bail!("{}: line 1: the header must have columns id,question,answer (found: {})", path.display(), headers.iter().collect::<Vec<_>>().join(","));
+        }
+    }
+    let mut out = Vec::new();
+    for rec in rdr.deserialize::<QaPair>() {
+        let pair = rec.map_err(|e| {
+            let line = e.position().map(|p| p.line()).unwrap_or(0);
+            anyhow::anyhow!("{}: line {line}: {e}", path.display())
+        })?;
+        if pair.question.trim().is_empty() || pair.answer.trim().is_empty() {
+            bail!("{}: row with id `{}`: question and answer must not be empty", path.display(), pair.id);
+        }
+        out.push(pair);
+    }
+    if out.is_empty() {
+        bail!("{}: no Q&A rows", path.display());
+    }
+    Ok(out)
+}
+
+/// Reads stories: a text file with stories separated by lines equal to `<|endoftext|>`, or a
+/// JSON array of objects with a `story` field.
+pub fn read_stories(path: &Path) -> Result<Vec<String>> {
+    let text = crate::util::read_to_string(path)?;
+    let stories: Vec<String> = if text.trim_start().starts_with('[') {
+        #[derive(serde::Deserialize)]
+        struct Story {
+            story: String,
+        }
+        let v: Vec<Story> = serde_json::from_str(&text).with_context(|| format!("{}: not a JSON array of {{\"story\": ...}}", path.display()))?;
+        v.into_iter().map(|s| s.story).collect()
+    } else {
+        text.split("<|endoftext|>").map(|s| s.trim().to_string()).collect()
+    };
+    let stories: Vec<String> = stories.into_iter().filter(|s| !s.is_empty()).collect();
+    if stories.is_empty() {
+        bail!("{}: no stories found", path.display());
+    }
+    Ok(stories)
+}
+
+/// Reads every `.txt`/`.md` file of a folder (sorted by name); paragraphs are separated by
+/// blank lines.
+pub fn read_prose_dir(dir: &Path) -> Result<Vec<String>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read the prose folder {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("txt" | "md")))
+        .collect();
+    files.sort();
+    let mut paragraphs = Vec::new();
+    for f in &files {
+        let text = crate::util::read_to_string(f)?;
+        paragraphs.extend(text.split("\n\n").map(|p| p.trim().to_string()).filter(|p| !p.is_empty()));
+    }
+    if paragraphs.is_empty() {
+        bail!("{}: no .txt or .md paragraphs found", dir.display());
+    }
+    Ok(paragraphs)
+}
+
+/// A training sample before tokenization.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Sample {
+    Text(String),
+    Qa { prompt: String, answer: String, loss_on: LossOn },
+}
+
+impl Sample {
+    pub fn qa(template: &PromptTemplate<'_>, pair: &QaPair, loss_on: LossOn) -> Self {
+        let (prompt, answer) = template.render(&pair.question, &pair.answer);
+        Sample::Qa { prompt, answer, loss_on }
+    }
+    /// All text of the sample (for tokenizer training).
+    pub fn text(&self) -> String {
+        match self {
+            Sample::Text(t) => t.clone(),
+            Sample::Qa { prompt, answer, .. } => format!("{prompt}{answer}"),
+        }
+    }
+}
+
+/// A source's samples, split into training and held-out parts.
+#[derive(Debug, Clone, Default)]
+pub struct SourceData {
+    pub train: Vec<Sample>,
+    pub valid: Vec<Sample>,
+    /// The Q&A pairs behind the training samples (for exact-match checks).
+    pub train_pairs: Vec<QaPair>,
+    pub valid_pairs: Vec<QaPair>,
+}
+
+fn split_holdout<T: Clone>(items: &[T], holdout: f64) -> (Vec<T>, Vec<T>) {
+    let n_valid = ((items.len() as f64 * holdout).round() as usize).min(items.len().saturating_sub(1));
+    // Every k-th item is held out, so both parts cover the whole file.
+    if n_valid == 0 {
+        return (items.to_vec(), Vec::new());
+    }
+    let k = items.len() / n_valid;
+    let (mut train, mut valid) = (Vec::new(), Vec::new());
+    for (i, it) in items.iter().enumerate() {
+        if (i + 1) % k == 0 && valid.len() < n_valid {
+            valid.push(it.clone());
+        } else {
+            train.push(it.clone());
+        }
+    }
+    (train, valid)
+}
+
+/// Loads one source. `synth_dir` is where generated data goes; `download` fetches TinyStories.
+pub fn load_source(cfg: &SourceConfig, template: &PromptTemplate<'_>, synth_dir: &Path, download: bool) -> Result<SourceData> {
+    let qa_samples = |pairs: &[QaPair], loss_on| pairs.iter().map(|p| Sample::qa(template, p, loss_on)).collect::<Vec<_>>();
+    match cfg {
+        SourceConfig::Stories { train, valid, download: can_download, limit } => {
+            let (train_path, valid_path) = if download && *can_download {
+                let (t, v) = crate::download::tinystories()?;
+                (Some(t), Some(v))
+            } else {
+                (train.clone(), valid.clone())
+            };
+            let Some(train_path) = train_path else {
+                bail!("a stories source has no `train` file; give one, or run with --download");
+            };
+            let mut stories = read_stories(&train_path)?;
+            if *limit > 0 {
+                stories.truncate(*limit);
+            }
+            let valid = match valid_path {
+                Some(v) => read_stories(&v)?.into_iter().take(200).collect(),
+                None => Vec::new(),
+            };
+            Ok(SourceData {
+                train: stories.into_iter().map(Sample::Text).collect(),
+                valid: valid.into_iter().map(Sample::Text).collect(),
+                ..Default::default()
+            })
+        }
+        SourceConfig::Prose { path, holdout } => {
+            let (t, v) = split_holdout(&read_prose_dir(path)?, *holdout);
+            Ok(SourceData {
+                train: t.into_iter().map(Sample::Text).collect(),
+                valid: v.into_iter().map(Sample::Text).collect(),
+                ..Default::default()
+            })
+        }
+        SourceConfig::Qa { train, valid, loss_on, limit } => {
+            let mut pairs = read_qa_csv(train)?;
+            if *limit > 0 {
+                pairs.truncate(*limit);
+            }
+            let valid_pairs = match valid {
+                Some(v) => read_qa_csv(v)?,
+                None => Vec::new(),
+            };
+            Ok(SourceData {
+                train: qa_samples(&pairs, *loss_on),
+                valid: qa_samples(&valid_pairs, *loss_on),
+                train_pairs: pairs,
+                valid_pairs,
+            })
+        }
+        SourceConfig::Synth { facts, templates, seed, holdout, loss_on } => {
+            let report = crate::synth::run(&crate::synth::SynthOptions {
+                facts: facts.clone(),
+                templates: templates.clone(),
+                out: synth_dir.to_path_buf(),
+                seed: *seed,
+            })?;
+            let prose = read_prose_dir(&synth_dir.join("prose"))?;
+            let pairs = read_qa_csv(&synth_dir.join("qa-synth.csv"))?;
+            let (pt, pv) = split_holdout(&prose, *holdout);
+            let (qt, qv) = split_holdout(&pairs, *holdout);
+            let _ = report;
+            let mut train: Vec<Sample> = pt.into_iter().map(Sample::Text).collect();
+            train.extend(qa_samples(&qt, *loss_on));
+            let mut valid: Vec<Sample> = pv.into_iter().map(Sample::Text).collect();
+            valid.extend(qa_samples(&qv, *loss_on));
+            Ok(SourceData { train, valid, train_pairs: qt, valid_pairs: qv })
+        }
+    }
+}
+
+/// Samples as one token stream: `BOS sample EOS BOS sample EOS ...`, with a loss mask per
+/// token (1 = predict this token) and the offset of every sample's BOS.
+#[derive(Debug, Clone, Default)]
+pub struct TokenStream {
+    pub tokens: Vec<u32>,
+    pub loss_mask: Vec<u8>,
+    pub starts: Vec<usize>,
+}
+
+impl TokenStream {
+    /// Tokenizes `samples`, each repeated `repeat` times, shuffled with `seed` when repeated.
+    pub fn build(tok: &BadgeTokenizer, samples: &[Sample], repeat: usize, seed: u64) -> Result<Self> {
+        let mut encoded = Vec::with_capacity(samples.len());
+        for s in samples {
+            let mut ids = vec![tok.bos_id()];
+            let mut mask = vec![0u8];
+            match s {
+                Sample::Text(t) => {
+                    let e = tok.encode(t)?;
+                    mask.extend(std::iter::repeat_n(1, e.len()));
+                    ids.extend(e);
+                }
+                Sample::Qa { prompt, answer, loss_on } => {
+                    let p = tok.encode(prompt)?;
+                    let a = tok.encode(answer)?;
+                    let on_prompt = u8::from(*loss_on == LossOn::All);
+                    mask.extend(std::iter::repeat_n(on_prompt, p.len()));
+                    mask.extend(std::iter::repeat_n(1, a.len()));
+                    ids.extend(p);
+                    ids.extend(a);
+                }
+            }
+            ids.push(tok.eos_id());
+            mask.push(1);
+            encoded.push((ids, mask));
+        }
+        let mut order: Vec<usize> = (0..encoded.len()).flat_map(|i| std::iter::repeat_n(i, repeat)).collect();
+        if repeat > 1 {
+            order.shuffle(&mut StdRng::seed_from_u64(seed));
+        }
+        let mut out = TokenStream::default();
+        for i in order {
+            out.starts.push(out.tokens.len());
+            out.tokens.extend_from_slice(&encoded[i].0);
+            out.loss_mask.extend_from_slice(&encoded[i].1);
+        }
+        Ok(out)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    /// A window of `len` tokens starting at `start`, wrapping around the end of the stream.
+    pub fn window(&self, start: usize, len: usize, tokens: &mut Vec<u32>, mask: &mut Vec<u8>) {
+        let n = self.tokens.len();
+        for i in 0..len {
+            tokens.push(self.tokens[(start + i) % n]);
+            mask.push(self.loss_mask[(start + i) % n]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn malformed_csv_row_names_file_and_line() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "id,question,answer\na,Who?,Me.\nb,\"broken,Me.\nc,x").unwrap();
+        let err = format!("{:#}", read_qa_csv(f.path()).unwrap_err());
+        assert!(err.contains(&f.path().display().to_string()), "{err}");
+        assert!(err.contains("line"), "{err}");
+    }
+
+    #[test]
+    fn missing_header_is_reported() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "q,a\nWho?,Me.").unwrap();
+        let err = format!("{:#}", read_qa_csv(f.path()).unwrap_err());
+        assert!(err.contains("id,question,answer"), "{err}");
+    }
+
+    #[test]
+    fn stories_split_on_end_of_text_and_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = dir.path().join("s.txt");
+        std::fs::write(&t, "One day.\n<|endoftext|>\nTwo.\n<|endoftext|>\n").unwrap();
+        assert_eq!(read_stories(&t).unwrap(), vec!["One day.", "Two."]);
+        let j = dir.path().join("s.json");
+        std::fs::write(&j, r#"[{"story":"A."},{"story":"B."}]"#).unwrap();
+        assert_eq!(read_stories(&j).unwrap(), vec!["A.", "B."]);
+    }
+
+    #[test]
+    fn holdout_keeps_every_item_once() {
+        let items: Vec<usize> = (0..20).collect();
+        let (t, v) = split_holdout(&items, 0.1);
+        assert_eq!(v.len(), 2);
+        assert_eq!(t.len() + v.len(), 20);
+        assert!(v.iter().all(|x| !t.contains(x)));
+    }
+}

@@ -1,0 +1,16 @@
+//! badge: turn facts about one person into a tiny language model for an ESP32-S3 badge.
+//!
+//! One module per stage; `main.rs`/`cli.rs` only parse arguments and call into them.
+
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod download;
+pub mod info;
+pub mod model;
+pub mod optim;
+pub mod plot;
+pub mod synth;
+pub mod tokenizer;
+pub mod train;
+pub mod util;

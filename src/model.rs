@@ -1,0 +1,299 @@
+//! The llama2.c transformer in candle (f32), for training and for f32 reference runs.
+//!
+//! Every op here has a backward pass: candle-nn's fused `softmax_last_dim`, `rms_norm` and
+//! `rope_i` do not (their gradient silently stops), so RMSNorm and softmax are composed from
+//! differentiable tensor ops and RoPE uses `rope_i_slow` (interleaved pairs, as llama2.c).
+//! A test proves that every parameter receives a non-zero gradient.
+//!
+//! Tensor names (safetensors checkpoints): `tok_embeddings`, `layers.{i}.attn_norm`,
+//! `layers.{i}.wq|wk|wv|wo`, `layers.{i}.ffn_norm`, `layers.{i}.w1|w2|w3`, `norm`; matrices are
+//! stored `[out, in]` like `torch.nn.Linear`.
+
+use anyhow::Result;
+use badge_firmware::config::ModelConfig;
+use candle_core::{DType, Device, Module, Tensor, Var, D};
+use candle_nn::VarBuilder;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::collections::BTreeMap;
+
+/// RMSNorm from differentiable ops: `x / sqrt(mean(x²) + eps) · w`.
+pub struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    pub fn new(vb: VarBuilder, dim: usize, eps: f64) -> Result<Self> {
+        Ok(RmsNorm { weight: vb.get(dim, "")?, eps })
+    }
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = x.broadcast_div(&(ms + self.eps)?.sqrt()?)?;
+        Ok(normed.broadcast_mul(&self.weight)?)
+    }
+}
+
+/// A bias-free linear layer, weight `[out, in]`.
+pub struct Linear {
+    weight: Tensor,
+}
+
+impl Linear {
+    pub fn new(vb: VarBuilder, out_dim: usize, in_dim: usize, name: &str) -> Result<Self> {
+        Ok(Linear { weight: vb.get((out_dim, in_dim), name)? })
+    }
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.broadcast_matmul(&self.weight.t()?)?)
+    }
+}
+
+/// Causal self-attention with grouped-query heads and interleaved RoPE.
+pub struct Attention {
+    wq: Linear,
+    wk: Linear,
+    wv: Linear,
+    wo: Linear,
+    n_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    pub fn new(vb: VarBuilder, c: &ModelConfig) -> Result<Self> {
+        let (dim, kv_dim) = (c.dim as usize, c.kv_dim());
+        Ok(Attention {
+            wq: Linear::new(vb.clone(), dim, dim, "wq")?,
+            wk: Linear::new(vb.clone(), kv_dim, dim, "wk")?,
+            wv: Linear::new(vb.clone(), kv_dim, dim, "wv")?,
+            wo: Linear::new(vb, dim, dim, "wo")?,
+            n_heads: c.n_heads as usize,
+            n_kv_heads: c.n_kv_heads as usize,
+            head_dim: c.head_dim(),
+        })
+    }
+
+    /// Repeats each key/value head `n_heads / n_kv_heads` times: `(B, KV, T, hd) → (B, H, T, hd)`.
+    fn repeat_kv(&self, x: Tensor) -> Result<Tensor> {
+        let rep = self.n_heads / self.n_kv_heads;
+        if rep == 1 {
+            return Ok(x);
+        }
+        let (b, kv, t, hd) = x.dims4()?;
+        Ok(x.unsqueeze(2)?.expand((b, kv, rep, t, hd))?.reshape((b, kv * rep, t, hd))?)
+    }
+
+    pub fn forward(&self, x: &Tensor, rope: &Rope, mask: &Tensor) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let heads = |y: Tensor, n: usize| -> Result<Tensor> { Ok(y.reshape((b, t, n, self.head_dim))?.transpose(1, 2)?.contiguous()?) };
+        let q = rope.apply(&heads(self.wq.forward(x)?, self.n_heads)?)?;
+        let k = rope.apply(&heads(self.wk.forward(x)?, self.n_kv_heads)?)?;
+        let v = heads(self.wv.forward(x)?, self.n_kv_heads)?;
+        let k = self.repeat_kv(k)?;
+        let v = self.repeat_kv(v)?;
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let att = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask)?;
+        let att = candle_nn::ops::softmax(&att, D::Minus1)?;
+        let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b, t, self.n_heads * self.head_dim))?;
+        self.wo.forward(&y)
+    }
+}
+
+/// `w2(silu(w1·x) ⊙ w3·x)`.
+pub struct FeedForward {
+    w1: Linear,
+    w2: Linear,
+    w3: Linear,
+}
+
+impl FeedForward {
+    pub fn new(vb: VarBuilder, c: &ModelConfig) -> Result<Self> {
+        let (dim, hidden) = (c.dim as usize, c.hidden_dim as usize);
+        Ok(FeedForward {
+            w1: Linear::new(vb.clone(), hidden, dim, "w1")?,
+            w2: Linear::new(vb.clone(), dim, hidden, "w2")?,
+            w3: Linear::new(vb, hidden, dim, "w3")?,
+        })
+    }
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let gate = self.w1.forward(x)?.silu()?;
+        self.w2.forward(&(gate * self.w3.forward(x)?)?)
+    }
+}
+
+pub struct Block {
+    attn_norm: RmsNorm,
+    attn: Attention,
+    ffn_norm: RmsNorm,
+    ffn: FeedForward,
+}
+
+impl Block {
+    pub fn new(vb: VarBuilder, c: &ModelConfig) -> Result<Self> {
+        let eps = f64::from(c.norm_eps);
+        Ok(Block {
+            attn_norm: RmsNorm::new(vb.pp("attn_norm"), c.dim as usize, eps)?,
+            attn: Attention::new(vb.clone(), c)?,
+            ffn_norm: RmsNorm::new(vb.pp("ffn_norm"), c.dim as usize, eps)?,
+            ffn: FeedForward::new(vb, c)?,
+        })
+    }
+    pub fn forward(&self, x: &Tensor, rope: &Rope, mask: &Tensor) -> Result<Tensor> {
+        let x = (x + self.attn.forward(&self.attn_norm.forward(x)?, rope, mask)?)?;
+        Ok((&x + self.ffn.forward(&self.ffn_norm.forward(&x)?)?)?)
+    }
+}
+
+/// cos/sin tables for interleaved RoPE: pair i of a head turns by `pos · θ^(-2i/head_dim)`.
+pub struct Rope {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl Rope {
+    pub fn new(c: &ModelConfig, device: &Device) -> Result<Self> {
+        let (hd, seq) = (c.head_dim(), c.seq_len as usize);
+        let mut cos = Vec::with_capacity(seq * hd / 2);
+        let mut sin = Vec::with_capacity(seq * hd / 2);
+        for pos in 0..seq {
+            for i in 0..hd / 2 {
+                // Same f32 arithmetic as the engine, so both turn by the same angles.
+                let freq = 1.0 / c.rope_theta.powf((2 * i) as f32 / hd as f32);
+                let angle = pos as f32 * freq;
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
+        }
+        Ok(Rope {
+            cos: Tensor::from_vec(cos, (seq, hd / 2), device)?,
+            sin: Tensor::from_vec(sin, (seq, hd / 2), device)?,
+        })
+    }
+    pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(candle_nn::rotary_emb::rope_i_slow(x, &self.cos, &self.sin)?)
+    }
+}
+
+/// The whole model. The classifier shares the token embedding.
+pub struct Transformer {
+    pub config: ModelConfig,
+    tok_embeddings: Tensor,
+    blocks: Vec<Block>,
+    norm: RmsNorm,
+    rope: Rope,
+    device: Device,
+}
+
+impl Transformer {
+    pub fn new(vb: VarBuilder, c: &ModelConfig) -> Result<Self> {
+        let device = vb.device().clone();
+        let blocks = (0..c.n_layers as usize)
+            .map(|i| Block::new(vb.pp(format!("layers.{i}")), c))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Transformer {
+            config: *c,
+            tok_embeddings: vb.get((c.vocab_size as usize, c.dim as usize), "tok_embeddings")?,
+            blocks,
+            norm: RmsNorm::new(vb.pp("norm"), c.dim as usize, f64::from(c.norm_eps))?,
+            rope: Rope::new(c, &device)?,
+            device,
+        })
+    }
+
+    fn causal_mask(&self, t: usize) -> Result<Tensor> {
+        let mask: Vec<f32> = (0..t)
+            .flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+            .collect();
+        Ok(Tensor::from_vec(mask, (t, t), &self.device)?)
+    }
+
+    /// Logits `(B, T, vocab)` for token ids `(B, T)`.
+    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let emb = candle_nn::Embedding::new(self.tok_embeddings.clone(), self.config.dim as usize);
+        let mut x = emb.forward(ids)?;
+        let mask = self.causal_mask(t)?;
+        for block in &self.blocks {
+            x = block.forward(&x, &self.rope, &mask)?;
+        }
+        let x = self.norm.forward(&x)?;
+        Ok(x.reshape((b * t, self.config.dim as usize))?.matmul(&self.tok_embeddings.t()?)?.reshape((b, t, self.config.vocab_size as usize))?)
+    }
+
+    /// Mean cross-entropy over the positions where `mask` is 1: logits `(B,T,V)`, targets and
+    /// mask `(B,T)`.
+    pub fn loss(&self, ids: &Tensor, targets: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let logits = self.forward(ids)?;
+        masked_cross_entropy(&logits, targets, mask)
+    }
+}
+
+/// Mean negative log-likelihood of `targets` over masked positions.
+pub fn masked_cross_entropy(logits: &Tensor, targets: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    let v = logits.dim(D::Minus1)?;
+    let logits = logits.reshape(((), v))?;
+    let lsm = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+    let picked = lsm.gather(&targets.flatten_all()?.unsqueeze(1)?, 1)?.squeeze(1)?;
+    let mask = mask.flatten_all()?.to_dtype(DType::F32)?;
+    let count = mask.sum_all()?.maximum(1f32)?;
+    Ok((picked * &mask)?.sum_all()?.neg()?.broadcast_div(&count)?)
+}
+
+/// Parameter names and shapes of a config, in a fixed order.
+pub fn parameter_shapes(c: &ModelConfig) -> Vec<(String, Vec<usize>)> {
+    let (d, h, kv, v) = (c.dim as usize, c.hidden_dim as usize, c.kv_dim(), c.vocab_size as usize);
+    let mut out = vec![("tok_embeddings".to_string(), vec![v, d])];
+    for i in 0..c.n_layers {
+        let p = format!("layers.{i}");
+        out.push((format!("{p}.attn_norm"), vec![d]));
+        out.push((format!("{p}.wq"), vec![d, d]));
+        out.push((format!("{p}.wk"), vec![kv, d]));
+        out.push((format!("{p}.wv"), vec![kv, d]));
+        out.push((format!("{p}.wo"), vec![d, d]));
+        out.push((format!("{p}.ffn_norm"), vec![d]));
+        out.push((format!("{p}.w1"), vec![h, d]));
+        out.push((format!("{p}.w2"), vec![d, h]));
+        out.push((format!("{p}.w3"), vec![h, d]));
+    }
+    out.push(("norm".to_string(), vec![d]));
+    out
+}
+
+/// The trainable parameters by name (sorted), as candle `Var`s.
+pub type Params = BTreeMap<String, Var>;
+
+/// Fresh weights from our own seeded RNG (candle's CPU RNG cannot be seeded): normal(0, 0.02),
+/// residual projections (`wo`, `w2`) scaled by 1/sqrt(2·n_layers) as in llama2.c, norms 1.
+pub fn init_params(c: &ModelConfig, seed: u64, device: &Device) -> Result<Params> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut params = Params::new();
+    for (name, shape) in parameter_shapes(c) {
+        let n: usize = shape.iter().product();
+        let values: Vec<f32> = if shape.len() == 1 {
+            vec![1.0; n]
+        } else {
+            let std = if name.ends_with(".wo") || name.ends_with(".w2") {
+                0.02 / (2.0 * c.n_layers as f32).sqrt()
+            } else {
+                0.02
+            };
+            (0..n).map(|_| normal(&mut rng) * std).collect()
+        };
+        params.insert(name, Var::from_tensor(&Tensor::from_vec(values, shape, device)?)?);
+    }
+    Ok(params)
+}
+
+/// A standard normal sample (Box–Muller).
+fn normal(rng: &mut StdRng) -> f32 {
+    let u1: f64 = rng.random::<f64>().max(1e-12);
+    let u2: f64 = rng.random::<f64>();
+    ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+}
+
+/// Builds the model over existing parameters (they stay shared: training updates them).
+pub fn build(c: &ModelConfig, params: &Params, device: &Device) -> Result<Transformer> {
+    let map: std::collections::HashMap<String, Tensor> = params.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
+    let vb = VarBuilder::from_tensors(map, DType::F32, device);
+    Transformer::new(vb, c)
+}

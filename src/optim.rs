@@ -1,0 +1,80 @@
+//! AdamW with two parameter groups (weight decay on matrices, none on the 1-D norm weights),
+//! global gradient-norm clipping, and state that can be saved in a checkpoint for exact
+//! resumption.
+
+use crate::model::Params;
+use anyhow::{anyhow, Result};
+use candle_core::backprop::GradStore;
+use candle_core::{Tensor, Var};
+use std::collections::BTreeMap;
+
+pub const BETA1: f64 = 0.9;
+pub const BETA2: f64 = 0.95;
+pub const EPS: f64 = 1e-8;
+
+/// First and second moments per parameter, plus the step count (for bias correction).
+pub struct AdamW {
+    pub m: BTreeMap<String, Tensor>,
+    pub v: BTreeMap<String, Tensor>,
+    pub step: u64,
+}
+
+/// What one optimizer step saw.
+#[derive(Debug, Clone, Copy)]
+pub struct StepInfo {
+    pub grad_norm: f64,
+    pub clipped: bool,
+}
+
+impl AdamW {
+    pub fn new(params: &Params) -> Result<Self> {
+        let mut m = BTreeMap::new();
+        let mut v = BTreeMap::new();
+        for (name, p) in params {
+            m.insert(name.clone(), p.as_tensor().zeros_like()?);
+            v.insert(name.clone(), p.as_tensor().zeros_like()?);
+        }
+        Ok(AdamW { m, v, step: 0 })
+    }
+
+    /// Norm weights (1-D) get no weight decay.
+    fn decays(p: &Var) -> bool {
+        p.as_tensor().rank() > 1
+    }
+
+    /// Global L2 norm of all gradients. A parameter without a gradient is an error: the graph
+    /// is broken somewhere (an op without backward), and training would silently skip it.
+    pub fn grad_norm(params: &Params, grads: &GradStore) -> Result<f64> {
+        let mut sum = 0.0f64;
+        for (name, p) in params {
+            let g = grads.get(p.as_tensor()).ok_or_else(|| anyhow!("parameter {name} received no gradient"))?;
+            sum += f64::from(g.sqr()?.sum_all()?.to_scalar::<f32>()?);
+        }
+        Ok(sum.sqrt())
+    }
+
+    pub fn step(&mut self, params: &Params, grads: &GradStore, lr: f64, weight_decay: f64, grad_clip: f64) -> Result<StepInfo> {
+        let norm = Self::grad_norm(params, grads)?;
+        let clipped = grad_clip > 0.0 && norm > grad_clip;
+        let scale = if clipped { grad_clip / norm } else { 1.0 };
+        self.step += 1;
+        let t = self.step as i32;
+        let bc1 = 1.0 - BETA1.powi(t);
+        let bc2 = 1.0 - BETA2.powi(t);
+        for (name, p) in params {
+            let g = grads.get(p.as_tensor()).ok_or_else(|| anyhow!("parameter {name} received no gradient"))?;
+            let g = if clipped { (g * scale)? } else { g.clone() };
+            let m = self.m.get_mut(name).ok_or_else(|| anyhow!("optimizer state lacks {name}"))?;
+            *m = ((&*m * BETA1)? + (&g * (1.0 - BETA1))?)?;
+            let v = self.v.get_mut(name).ok_or_else(|| anyhow!("optimizer state lacks {name}"))?;
+            *v = ((&*v * BETA2)? + (g.sqr()? * (1.0 - BETA2))?)?;
+            let update = ((&*m / bc1)? / ((&*v / bc2)?.sqrt()? + EPS)?)?;
+            let mut w = p.as_tensor().detach();
+            if weight_decay > 0.0 && Self::decays(p) {
+                w = (w * (1.0 - lr * weight_decay))?;
+            }
+            p.set(&(w - (update * lr)?)?)?;
+        }
+        Ok(StepInfo { grad_norm: norm, clipped })
+    }
+}
