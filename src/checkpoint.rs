@@ -24,10 +24,21 @@ pub struct Progress {
 
 /// Writes weights (and optimizer state when given) to `path`.
 pub fn save(path: &Path, params: &Params, opt: Option<&AdamW>) -> Result<()> {
-    let mut tensors: Vec<(String, Tensor)> = params.iter().map(|(n, v)| (format!("param.{n}"), v.as_tensor().clone())).collect();
+    let mut tensors: Vec<(String, Tensor)> = params
+        .iter()
+        .map(|(n, v)| (format!("param.{n}"), v.as_tensor().clone()))
+        .collect();
     if let Some(opt) = opt {
-        tensors.extend(opt.m.iter().map(|(n, t)| (format!("adam_m.{n}"), t.clone())));
-        tensors.extend(opt.v.iter().map(|(n, t)| (format!("adam_v.{n}"), t.clone())));
+        tensors.extend(
+            opt.m
+                .iter()
+                .map(|(n, t)| (format!("adam_m.{n}"), t.clone())),
+        );
+        tensors.extend(
+            opt.v
+                .iter()
+                .map(|(n, t)| (format!("adam_v.{n}"), t.clone())),
+        );
     }
     let mut data = Vec::new();
     for (name, t) in &tensors {
@@ -39,7 +50,14 @@ pub fn save(path: &Path, params: &Params, opt: Option<&AdamW>) -> Result<()> {
         .iter()
         .map(|(n, shape, values)| {
             let bytes: &[u8] = bytemuck_f32(values);
-            Ok((n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)?))
+            Ok((
+                n.clone(),
+                safetensors::tensor::TensorView::new(
+                    safetensors::Dtype::F32,
+                    shape.clone(),
+                    bytes,
+                )?,
+            ))
         })
         .collect::<Result<_>>()?;
     let bytes = safetensors::serialize(views, None).context("serialising the checkpoint")?;
@@ -54,15 +72,28 @@ fn bytemuck_f32(v: &[f32]) -> &[u8] {
 
 /// The tensors of a checkpoint file by name.
 pub fn read_tensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read checkpoint {}", path.display()))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes).with_context(|| format!("{}: not a safetensors file", path.display()))?;
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read checkpoint {}", path.display()))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .with_context(|| format!("{}: not a safetensors file", path.display()))?;
     let mut out = HashMap::new();
     for (name, view) in st.tensors() {
         if view.dtype() != safetensors::Dtype::F32 {
-            bail!("{}: tensor {name} is {:?}, expected F32", path.display(), view.dtype());
+            bail!(
+                "{}: tensor {name} is {:?}, expected F32",
+                path.display(),
+                view.dtype()
+            );
         }
-        let values: Vec<f32> = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-        out.insert(name, Tensor::from_vec(values, view.shape().to_vec(), device)?);
+        let values: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        out.insert(
+            name,
+            Tensor::from_vec(values, view.shape().to_vec(), device)?,
+        );
     }
     Ok(out)
 }
@@ -72,11 +103,18 @@ pub fn load_params(path: &Path, config: &ModelConfig, device: &Device) -> Result
     let tensors = read_tensors(path, device)?;
     let mut params = Params::new();
     for (name, shape) in crate::model::parameter_shapes(config) {
-        let t = tensors
-            .get(&format!("param.{name}"))
-            .ok_or_else(|| anyhow!("{}: missing tensor param.{name} (a checkpoint of another model size?)", path.display()))?;
+        let t = tensors.get(&format!("param.{name}")).ok_or_else(|| {
+            anyhow!(
+                "{}: missing tensor param.{name} (a checkpoint of another model size?)",
+                path.display()
+            )
+        })?;
         if t.dims() != shape.as_slice() {
-            bail!("{}: tensor {name} has shape {:?}, the config needs {shape:?}", path.display(), t.dims());
+            bail!(
+                "{}: tensor {name} has shape {:?}, the config needs {shape:?}",
+                path.display(),
+                t.dims()
+            );
         }
         params.insert(name, Var::from_tensor(t)?);
     }
@@ -84,13 +122,22 @@ pub fn load_params(path: &Path, config: &ModelConfig, device: &Device) -> Result
 }
 
 /// Loads weights and optimizer moments.
-pub fn load_with_optimizer(path: &Path, config: &ModelConfig, device: &Device, optimizer_step: u64) -> Result<(Params, AdamW)> {
+pub fn load_with_optimizer(
+    path: &Path,
+    config: &ModelConfig,
+    device: &Device,
+    optimizer_step: u64,
+) -> Result<(Params, AdamW)> {
     let params = load_params(path, config, device)?;
     let tensors = read_tensors(path, device)?;
     let mut opt = AdamW::new(&params)?;
     for name in params.keys() {
-        let m = tensors.get(&format!("adam_m.{name}")).ok_or_else(|| anyhow!("{}: no optimizer state for {name}", path.display()))?;
-        let v = tensors.get(&format!("adam_v.{name}")).ok_or_else(|| anyhow!("{}: no optimizer state for {name}", path.display()))?;
+        let m = tensors
+            .get(&format!("adam_m.{name}"))
+            .ok_or_else(|| anyhow!("{}: no optimizer state for {name}", path.display()))?;
+        let v = tensors
+            .get(&format!("adam_v.{name}"))
+            .ok_or_else(|| anyhow!("{}: no optimizer state for {name}", path.display()))?;
         opt.m.insert(name.clone(), m.clone());
         opt.v.insert(name.clone(), v.clone());
     }
@@ -106,7 +153,9 @@ pub struct RunDir {
 
 impl RunDir {
     pub fn new(root: &Path) -> Self {
-        RunDir { root: root.to_path_buf() }
+        RunDir {
+            root: root.to_path_buf(),
+        }
     }
     pub fn checkpoints(&self) -> PathBuf {
         self.root.join("checkpoints")
@@ -144,9 +193,14 @@ impl RunDir {
             return Ok(None);
         }
         let text = crate::util::read_to_string(&p)?;
-        Ok(Some(serde_json::from_str(&text).with_context(|| format!("{}: corrupt progress file", p.display()))?))
+        Ok(Some(serde_json::from_str(&text).with_context(|| {
+            format!("{}: corrupt progress file", p.display())
+        })?))
     }
     pub fn write_progress(&self, p: &Progress) -> Result<()> {
-        write_atomic(&self.progress(), serde_json::to_string_pretty(p)?.as_bytes())
+        write_atomic(
+            &self.progress(),
+            serde_json::to_string_pretty(p)?.as_bytes(),
+        )
     }
 }

@@ -1,6 +1,9 @@
 //! Argument parsing (clap derive) and dispatch to the stages. No logic beyond that.
 
 use anyhow::{Context, Result};
+
+#[path = "commands.rs"]
+mod commands;
 use badge::train::{self, TrainOptions};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -53,6 +56,121 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Train or measure the tokenizer.
+    #[command(subcommand)]
+    Tokenizer(TokenizerCmd),
+    /// Quantize a run's checkpoint to Q8_0 and write the blob the badge loads.
+    ///
+    /// Example: badge export --from runs/me --out model.bin
+    Export {
+        /// The run directory (its final checkpoint, tokenizer and template).
+        #[arg(long = "from")]
+        run: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Another checkpoint of the run (e.g. checkpoints/phase-profile.safetensors).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// Force this Q8_0 group size (default: 64, lowered to the largest power of two that
+        /// divides every row length).
+        #[arg(long)]
+        group_size: Option<usize>,
+        #[arg(long, value_enum, default_value = "blob")]
+        format: badge::export::ExportFormat,
+        /// KV cache representation on the badge: f32, f16 or int8.
+        #[arg(long, default_value = "f32", value_parser = parse_kv)]
+        kv_cache: badge_firmware::config::KvCacheKind,
+        /// Fail when any tensor's relative RMSE exceeds this.
+        #[arg(long)]
+        max_rel_error: Option<f64>,
+        /// Board profile to check the memory plan against.
+        #[arg(long, default_value = badge::board::DEFAULT_BOARD)]
+        board: PathBuf,
+        #[arg(long)]
+        json: bool,
+        /// Write the error table as CSV to this file.
+        #[arg(long)]
+        csv: Option<PathBuf>,
+    },
+    /// Show a blob's header, tensors, CRC and memory plan.
+    Inspect {
+        model: PathBuf,
+        /// Also measure quantization error against a run's f32 checkpoint.
+        #[arg(long)]
+        report: bool,
+        /// The run to compare with (for --report).
+        #[arg(long, requires = "report")]
+        against: Option<PathBuf>,
+        #[arg(long, default_value = badge::board::DEFAULT_BOARD)]
+        board: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask the model one question; the answer streams to stdout, timing to stderr.
+    ///
+    /// Example: badge ask --model model.bin "What is your email?"
+    Ask {
+        /// A blob, or a run directory with --engine candle.
+        #[arg(long)]
+        model: PathBuf,
+        question: String,
+        #[command(flatten)]
+        gen: GenArgs,
+        /// Also speak the answer into this WAV file.
+        #[arg(long)]
+        speak: Option<PathBuf>,
+    },
+    /// Ask questions interactively (one per line; an empty line or Ctrl-D ends).
+    Chat {
+        #[arg(long)]
+        model: PathBuf,
+        #[command(flatten)]
+        gen: GenArgs,
+    },
+    /// Speak text with SAM into a WAV file, as the badge will.
+    ///
+    /// Example: badge say "Hello, I am a badge." --voice robot --out hello.wav
+    Say {
+        text: String,
+        #[arg(long, default_value = "sam")]
+        voice: String,
+        /// The text is SAM phonemes, not English.
+        #[arg(long)]
+        phonetic: bool,
+        #[arg(long, default_value = "say.wav")]
+        out: PathBuf,
+    },
+    /// Ask every question of a Q&A CSV and report exact and normalized accuracy.
+    Eval {
+        /// A blob (the badge's engine) or a run directory (its f32 checkpoint in candle).
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        qa: PathBuf,
+        /// How many misses to list.
+        #[arg(long, default_value_t = 20)]
+        misses: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Generate training data from a facts file.
+    #[command(subcommand)]
+    Data(DataCmd),
+    /// The whole pipeline on the bundled example owner, in one command.
+    Demo {
+        #[arg(long, default_value = "configs/badge-tiny.toml")]
+        curriculum: PathBuf,
+        #[arg(long, default_value = "demo-out")]
+        out: PathBuf,
+        /// Cap every phase at this many steps (quick check).
+        #[arg(long)]
+        max_steps: Option<usize>,
+        /// How many trained questions to ask aloud.
+        #[arg(long, default_value_t = 8)]
+        questions: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a model's parameter count, sizes and on-device memory.
     Info {
         /// A model config or a curriculum.
@@ -63,12 +181,103 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum TokenizerCmd {
+    /// Train a vocabulary on stories, prose folders or Q&A CSV files.
+    ///
+    /// Example: badge tokenizer train --vocab-size 1024 --input data/stories/stories.txt --out tokenizer.json
+    Train {
+        #[arg(long, default_value_t = 512)]
+        vocab_size: usize,
+        #[arg(long, required = true, num_args = 1..)]
+        input: Vec<PathBuf>,
+        #[arg(long, default_value = "tokenizer.json")]
+        out: PathBuf,
+    },
+    /// Vocab size, tokens per character and byte fallbacks on a text.
+    Stats {
+        #[arg(long)]
+        tokenizer: PathBuf,
+        #[arg(long, required = true, num_args = 1..)]
+        input: Vec<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum DataCmd {
+    /// Prose paragraphs and Q&A pairs from facts.toml and the templates.
+    ///
+    /// Example: badge data synth --facts data/profile/facts.toml --out data/synth
+    Synth {
+        #[arg(long, default_value = "data/profile/facts.toml")]
+        facts: PathBuf,
+        #[arg(long, default_value = "data/templates")]
+        templates: PathBuf,
+        #[arg(long, default_value = "data/synth")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Generation settings shared by `ask` and `chat`.
+#[derive(clap::Args, Clone)]
+struct GenArgs {
+    /// int8 (the badge's engine over a blob) or candle (a run's f32 checkpoint).
+    #[arg(long, default_value = "int8")]
+    engine: String,
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    #[arg(long, default_value_t = 0.9)]
+    top_p: f32,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    #[arg(long, default_value_t = 64)]
+    max_tokens: usize,
+    /// Matmul workers (2 = the badge's two cores; a thread on the host).
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+}
+
+impl GenArgs {
+    fn options(&self) -> badge_firmware::generate::GenerateOptions {
+        badge_firmware::generate::GenerateOptions {
+            max_new_tokens: self.max_tokens,
+            sampler: badge_firmware::sampler::SamplerConfig {
+                temperature: self.temperature,
+                top_p: self.top_p,
+                seed: self.seed,
+            },
+        }
+    }
+}
+
+fn parse_kv(s: &str) -> Result<badge_firmware::config::KvCacheKind> {
+    use badge_firmware::config::KvCacheKind;
+    match s {
+        "f32" => Ok(KvCacheKind::F32),
+        "f16" => Ok(KvCacheKind::F16),
+        "int8" => Ok(KvCacheKind::Int8),
+        _ => anyhow::bail!("use f32, f16 or int8"),
+    }
+}
+
 pub fn parse_device(s: &str) -> Result<candle_core::Device> {
     match s {
         "cpu" => Ok(candle_core::Device::Cpu),
-        "metal" => candle_core::Device::new_metal(0).context("metal device (build with --features metal)"),
+        "metal" => {
+            candle_core::Device::new_metal(0).context("metal device (build with --features metal)")
+        }
         s if s == "cuda" || s.starts_with("cuda:") => {
-            let n = s.strip_prefix("cuda:").map_or(Ok(0), str::parse).with_context(|| format!("bad device {s}"))?;
+            let n = s
+                .strip_prefix("cuda:")
+                .map_or(Ok(0), str::parse)
+                .with_context(|| format!("bad device {s}"))?;
             candle_core::Device::new_cuda(n).context("cuda device (build with --features cuda)")
         }
         other => anyhow::bail!("unknown device `{other}`: use cpu, cuda, cuda:N or metal"),
@@ -77,7 +286,19 @@ pub fn parse_device(s: &str) -> Result<candle_core::Device> {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Train { curriculum, out, resume, device, seed, download, strict, from_phase, stop_after, quiet, json } => {
+        Command::Train {
+            curriculum,
+            out,
+            resume,
+            device,
+            seed,
+            download,
+            strict,
+            from_phase,
+            stop_after,
+            quiet,
+            json,
+        } => {
             let opts = TrainOptions {
                 curriculum,
                 out: resume.clone().unwrap_or(out),
@@ -96,6 +317,114 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 print!("{}", train::summary_table(&summary));
                 println!("run written to {}", opts.out.display());
+            }
+            Ok(())
+        }
+        Command::Tokenizer(cmd) => commands::tokenizer(cmd),
+        Command::Export {
+            run,
+            out,
+            checkpoint,
+            group_size,
+            format,
+            kv_cache,
+            max_rel_error,
+            board,
+            json,
+            csv,
+        } => {
+            let opts = badge::export::ExportOptions {
+                run,
+                checkpoint,
+                out,
+                group_size: group_size.map_or(
+                    badge::export::GroupSize::Auto(64),
+                    badge::export::GroupSize::Forced,
+                ),
+                format,
+                kv_cache,
+                max_rel_error,
+                board: Some(board).filter(|b| b.exists()),
+            };
+            commands::export(&opts, json, csv.as_deref())
+        }
+        Command::Inspect {
+            model,
+            report,
+            against,
+            board,
+            json,
+        } => commands::inspect(&model, report, against.as_deref(), &board, json),
+        Command::Ask {
+            model,
+            question,
+            gen,
+            speak,
+        } => commands::ask(&model, &question, &gen, speak.as_deref()),
+        Command::Chat { model, gen } => commands::chat(&model, &gen),
+        Command::Say {
+            text,
+            voice,
+            phonetic,
+            out,
+        } => {
+            let v = badge::say::voice_by_name(&voice)?;
+            let n = badge::say::say_to_wav(&text, &v, phonetic, &out)?;
+            eprintln!(
+                "{n} samples ({:.2} s) written to {}",
+                n as f64 / 22050.0,
+                out.display()
+            );
+            Ok(())
+        }
+        Command::Eval {
+            model,
+            qa,
+            misses,
+            json,
+        } => commands::eval(&model, &qa, misses, json),
+        Command::Data(DataCmd::Synth {
+            facts,
+            templates,
+            out,
+            seed,
+            json,
+        }) => {
+            let r = badge::synth::run(&badge::synth::SynthOptions {
+                facts,
+                templates,
+                out,
+                seed,
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "{} prose paragraphs ({} distinct templates), {} Q&A pairs",
+                    r.prose_paragraphs, r.distinct_prose_templates, r.qa_pairs
+                );
+                for (c, n) in &r.per_category {
+                    println!("  {c:<12} {n}");
+                }
+            }
+            Ok(())
+        }
+        Command::Demo {
+            curriculum,
+            out,
+            max_steps,
+            questions,
+            json,
+        } => {
+            let r = badge::demo::run(&badge::demo::DemoOptions {
+                curriculum,
+                out,
+                max_steps,
+                questions,
+                quiet: json,
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
             }
             Ok(())
         }

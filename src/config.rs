@@ -17,9 +17,14 @@ pub const DEFAULT_TEMPLATE: &str = "Q: {question}\nA: {answer}";
 /// Reads a model config file (the fields of [`ModelConfig`]).
 pub fn load_model_config(path: &Path) -> Result<ModelConfig> {
     let text = read_to_string(path)?;
-    let c: ModelConfig = toml::from_str(&text).with_context(|| format!("{}: not a valid model config", path.display()))?;
-    c.validate()
-        .map_err(|(field, value)| anyhow::anyhow!("{}: field `{field}` has invalid value {value}", path.display()))?;
+    let c: ModelConfig = toml::from_str(&text)
+        .with_context(|| format!("{}: not a valid model config", path.display()))?;
+    c.validate().map_err(|(field, value)| {
+        anyhow::anyhow!(
+            "{}: field `{field}` has invalid value {value}",
+            path.display()
+        )
+    })?;
     Ok(c)
 }
 
@@ -192,7 +197,8 @@ impl Curriculum {
     /// Loads and checks a curriculum; paths inside become relative to the current directory.
     pub fn load(path: &Path) -> Result<ResolvedCurriculum> {
         let text = read_to_string(path)?;
-        let mut c: Curriculum = toml::from_str(&text).with_context(|| format!("{}: not a valid curriculum", path.display()))?;
+        let mut c: Curriculum = toml::from_str(&text)
+            .with_context(|| format!("{}: not a valid curriculum", path.display()))?;
         let model = match &c.model {
             ModelRef::File(p) => {
                 let p = relative_to(path, p);
@@ -203,7 +209,10 @@ impl Curriculum {
         };
         c.resolve_paths(path);
         c.check(path, &model)?;
-        Ok(ResolvedCurriculum { curriculum: c, model })
+        Ok(ResolvedCurriculum {
+            curriculum: c,
+            model,
+        })
     }
 
     fn resolve_paths(&mut self, base: &Path) {
@@ -221,7 +230,9 @@ impl Curriculum {
                     fix(train);
                     valid.iter_mut().for_each(fix);
                 }
-                SourceConfig::Synth { facts, templates, .. } => {
+                SourceConfig::Synth {
+                    facts, templates, ..
+                } => {
                     fix(facts);
                     fix(templates);
                 }
@@ -263,11 +274,16 @@ impl Curriculum {
                     );
                 }
                 if !(m.weight > 0.0) || m.repeat == 0 {
-                    bail!("{at}: phase {i} ({name}): source `{}` needs weight > 0 and repeat ≥ 1", m.source);
+                    bail!(
+                        "{at}: phase {i} ({name}): source `{}` needs weight > 0 and repeat ≥ 1",
+                        m.source
+                    );
                 }
             }
             if p.eval_every == 0 || p.checkpoint_every == 0 {
-                bail!("{at}: phase {i} ({name}): eval_every and checkpoint_every must be at least 1");
+                bail!(
+                    "{at}: phase {i} ({name}): eval_every and checkpoint_every must be at least 1"
+                );
             }
         }
         Ok(())

@@ -31,10 +31,17 @@ pub fn read_qa_csv(path: &Path) -> Result<Vec<QaPair>> {
         .has_headers(true)
         .from_path(path)
         .with_context(|| format!("cannot read {}", path.display()))?;
-    let headers = rdr.headers().with_context(|| format!("{}: cannot read the header line", path.display()))?.clone();
+    let headers = rdr
+        .headers()
+        .with_context(|| format!("{}: cannot read the header line", path.display()))?
+        .clone();
     for need in ["id", "question", "answer"] {
         if !headers.iter().any(|h| h == need) {
-            bail!("{}: line 1: the header must have columns id,question,answer (found: {})", path.display(), headers.iter().collect::<Vec<_>>().join(","));
+            bail!(
+                "{}: line 1: the header must have columns id,question,answer (found: {})",
+                path.display(),
+                headers.iter().collect::<Vec<_>>().join(",")
+            );
         }
     }
     let mut out = Vec::new();
@@ -44,7 +51,11 @@ pub fn read_qa_csv(path: &Path) -> Result<Vec<QaPair>> {
             anyhow::anyhow!("{}: line {line}: {e}", path.display())
         })?;
         if pair.question.trim().is_empty() || pair.answer.trim().is_empty() {
-            bail!("{}: row with id `{}`: question and answer must not be empty", path.display(), pair.id);
+            bail!(
+                "{}: row with id `{}`: question and answer must not be empty",
+                path.display(),
+                pair.id
+            );
         }
         out.push(pair);
     }
@@ -63,10 +74,14 @@ pub fn read_stories(path: &Path) -> Result<Vec<String>> {
         struct Story {
             story: String,
         }
-        let v: Vec<Story> = serde_json::from_str(&text).with_context(|| format!("{}: not a JSON array of {{\"story\": ...}}", path.display()))?;
+        let v: Vec<Story> = serde_json::from_str(&text).with_context(|| {
+            format!("{}: not a JSON array of {{\"story\": ...}}", path.display())
+        })?;
         v.into_iter().map(|s| s.story).collect()
     } else {
-        text.split("<|endoftext|>").map(|s| s.trim().to_string()).collect()
+        text.split("<|endoftext|>")
+            .map(|s| s.trim().to_string())
+            .collect()
     };
     let stories: Vec<String> = stories.into_iter().filter(|s| !s.is_empty()).collect();
     if stories.is_empty() {
@@ -87,7 +102,11 @@ pub fn read_prose_dir(dir: &Path) -> Result<Vec<String>> {
     let mut paragraphs = Vec::new();
     for f in &files {
         let text = crate::util::read_to_string(f)?;
-        paragraphs.extend(text.split("\n\n").map(|p| p.trim().to_string()).filter(|p| !p.is_empty()));
+        paragraphs.extend(
+            text.split("\n\n")
+                .map(|p| p.trim().to_string())
+                .filter(|p| !p.is_empty()),
+        );
     }
     if paragraphs.is_empty() {
         bail!("{}: no .txt or .md paragraphs found", dir.display());
@@ -99,13 +118,21 @@ pub fn read_prose_dir(dir: &Path) -> Result<Vec<String>> {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Sample {
     Text(String),
-    Qa { prompt: String, answer: String, loss_on: LossOn },
+    Qa {
+        prompt: String,
+        answer: String,
+        loss_on: LossOn,
+    },
 }
 
 impl Sample {
     pub fn qa(template: &PromptTemplate<'_>, pair: &QaPair, loss_on: LossOn) -> Self {
         let (prompt, answer) = template.render(&pair.question, &pair.answer);
-        Sample::Qa { prompt, answer, loss_on }
+        Sample::Qa {
+            prompt,
+            answer,
+            loss_on,
+        }
     }
     /// All text of the sample (for tokenizer training).
     pub fn text(&self) -> String {
@@ -127,7 +154,8 @@ pub struct SourceData {
 }
 
 fn split_holdout<T: Clone>(items: &[T], holdout: f64) -> (Vec<T>, Vec<T>) {
-    let n_valid = ((items.len() as f64 * holdout).round() as usize).min(items.len().saturating_sub(1));
+    let n_valid =
+        ((items.len() as f64 * holdout).round() as usize).min(items.len().saturating_sub(1));
     // Every k-th item is held out, so both parts cover the whole file.
     if n_valid == 0 {
         return (items.to_vec(), Vec::new());
@@ -145,10 +173,25 @@ fn split_holdout<T: Clone>(items: &[T], holdout: f64) -> (Vec<T>, Vec<T>) {
 }
 
 /// Loads one source. `synth_dir` is where generated data goes; `download` fetches TinyStories.
-pub fn load_source(cfg: &SourceConfig, template: &PromptTemplate<'_>, synth_dir: &Path, download: bool) -> Result<SourceData> {
-    let qa_samples = |pairs: &[QaPair], loss_on| pairs.iter().map(|p| Sample::qa(template, p, loss_on)).collect::<Vec<_>>();
+pub fn load_source(
+    cfg: &SourceConfig,
+    template: &PromptTemplate<'_>,
+    synth_dir: &Path,
+    download: bool,
+) -> Result<SourceData> {
+    let qa_samples = |pairs: &[QaPair], loss_on| {
+        pairs
+            .iter()
+            .map(|p| Sample::qa(template, p, loss_on))
+            .collect::<Vec<_>>()
+    };
     match cfg {
-        SourceConfig::Stories { train, valid, download: can_download, limit } => {
+        SourceConfig::Stories {
+            train,
+            valid,
+            download: can_download,
+            limit,
+        } => {
             let (train_path, valid_path) = if download && *can_download {
                 let (t, v) = crate::download::tinystories()?;
                 (Some(t), Some(v))
@@ -180,7 +223,12 @@ pub fn load_source(cfg: &SourceConfig, template: &PromptTemplate<'_>, synth_dir:
                 ..Default::default()
             })
         }
-        SourceConfig::Qa { train, valid, loss_on, limit } => {
+        SourceConfig::Qa {
+            train,
+            valid,
+            loss_on,
+            limit,
+        } => {
             let mut pairs = read_qa_csv(train)?;
             if *limit > 0 {
                 pairs.truncate(*limit);
@@ -196,7 +244,13 @@ pub fn load_source(cfg: &SourceConfig, template: &PromptTemplate<'_>, synth_dir:
                 valid_pairs,
             })
         }
-        SourceConfig::Synth { facts, templates, seed, holdout, loss_on } => {
+        SourceConfig::Synth {
+            facts,
+            templates,
+            seed,
+            holdout,
+            loss_on,
+        } => {
             let report = crate::synth::run(&crate::synth::SynthOptions {
                 facts: facts.clone(),
                 templates: templates.clone(),
@@ -212,7 +266,12 @@ pub fn load_source(cfg: &SourceConfig, template: &PromptTemplate<'_>, synth_dir:
             train.extend(qa_samples(&qt, *loss_on));
             let mut valid: Vec<Sample> = pv.into_iter().map(Sample::Text).collect();
             valid.extend(qa_samples(&qv, *loss_on));
-            Ok(SourceData { train, valid, train_pairs: qt, valid_pairs: qv })
+            Ok(SourceData {
+                train,
+                valid,
+                train_pairs: qt,
+                valid_pairs: qv,
+            })
         }
     }
 }
@@ -228,7 +287,12 @@ pub struct TokenStream {
 
 impl TokenStream {
     /// Tokenizes `samples`, each repeated `repeat` times, shuffled with `seed` when repeated.
-    pub fn build(tok: &BadgeTokenizer, samples: &[Sample], repeat: usize, seed: u64) -> Result<Self> {
+    pub fn build(
+        tok: &BadgeTokenizer,
+        samples: &[Sample],
+        repeat: usize,
+        seed: u64,
+    ) -> Result<Self> {
         let mut encoded = Vec::with_capacity(samples.len());
         for s in samples {
             let mut ids = vec![tok.bos_id()];
@@ -239,7 +303,11 @@ impl TokenStream {
                     mask.extend(std::iter::repeat_n(1, e.len()));
                     ids.extend(e);
                 }
-                Sample::Qa { prompt, answer, loss_on } => {
+                Sample::Qa {
+                    prompt,
+                    answer,
+                    loss_on,
+                } => {
                     let p = tok.encode(prompt)?;
                     let a = tok.encode(answer)?;
                     let on_prompt = u8::from(*loss_on == LossOn::All);
@@ -253,7 +321,9 @@ impl TokenStream {
             mask.push(1);
             encoded.push((ids, mask));
         }
-        let mut order: Vec<usize> = (0..encoded.len()).flat_map(|i| std::iter::repeat_n(i, repeat)).collect();
+        let mut order: Vec<usize> = (0..encoded.len())
+            .flat_map(|i| std::iter::repeat_n(i, repeat))
+            .collect();
         if repeat > 1 {
             order.shuffle(&mut StdRng::seed_from_u64(seed));
         }

@@ -20,7 +20,9 @@ pub struct ModelInfo {
 
 impl ModelInfo {
     pub fn of(c: &ModelConfig) -> Self {
-        let gs = badge_firmware::quant::choose_group_size(64, &[c.dim as usize, c.hidden_dim as usize]).unwrap_or(1);
+        let gs =
+            badge_firmware::quant::choose_group_size(64, &[c.dim as usize, c.hidden_dim as usize])
+                .unwrap_or(1);
         let norms = (2 * c.n_layers as u64 + 1) * c.dim as u64;
         let matrices = c.parameter_count() - norms;
         let int8 = matrices + matrices / gs as u64 * 4 + norms * 4;

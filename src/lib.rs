@@ -2,14 +2,23 @@
 //!
 //! One module per stage; `main.rs`/`cli.rs` only parse arguments and call into them.
 
+pub mod answer;
+pub mod board;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod demo;
 pub mod download;
+pub mod eval;
+pub mod export;
 pub mod info;
+pub mod inspect;
+pub mod llama2c;
 pub mod model;
 pub mod optim;
 pub mod plot;
+pub mod quant_report;
+pub mod say;
 pub mod synth;
 pub mod tokenizer;
 pub mod train;

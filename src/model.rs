@@ -24,8 +24,11 @@ pub struct RmsNorm {
 }
 
 impl RmsNorm {
-    pub fn new(vb: VarBuilder, dim: usize, eps: f64) -> Result<Self> {
-        Ok(RmsNorm { weight: vb.get(dim, "")?, eps })
+    pub fn new(vb: VarBuilder, dim: usize, eps: f64, name: &str) -> Result<Self> {
+        Ok(RmsNorm {
+            weight: vb.get(dim, name)?,
+            eps,
+        })
     }
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
@@ -41,7 +44,9 @@ pub struct Linear {
 
 impl Linear {
     pub fn new(vb: VarBuilder, out_dim: usize, in_dim: usize, name: &str) -> Result<Self> {
-        Ok(Linear { weight: vb.get((out_dim, in_dim), name)? })
+        Ok(Linear {
+            weight: vb.get((out_dim, in_dim), name)?,
+        })
     }
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(x.broadcast_matmul(&self.weight.t()?)?)
@@ -80,12 +85,18 @@ impl Attention {
             return Ok(x);
         }
         let (b, kv, t, hd) = x.dims4()?;
-        Ok(x.unsqueeze(2)?.expand((b, kv, rep, t, hd))?.reshape((b, kv * rep, t, hd))?)
+        Ok(x.unsqueeze(2)?
+            .expand((b, kv, rep, t, hd))?
+            .reshape((b, kv * rep, t, hd))?)
     }
 
     pub fn forward(&self, x: &Tensor, rope: &Rope, mask: &Tensor) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
-        let heads = |y: Tensor, n: usize| -> Result<Tensor> { Ok(y.reshape((b, t, n, self.head_dim))?.transpose(1, 2)?.contiguous()?) };
+        let heads = |y: Tensor, n: usize| -> Result<Tensor> {
+            Ok(y.reshape((b, t, n, self.head_dim))?
+                .transpose(1, 2)?
+                .contiguous()?)
+        };
         let q = rope.apply(&heads(self.wq.forward(x)?, self.n_heads)?)?;
         let k = rope.apply(&heads(self.wk.forward(x)?, self.n_kv_heads)?)?;
         let v = heads(self.wv.forward(x)?, self.n_kv_heads)?;
@@ -94,7 +105,10 @@ impl Attention {
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let att = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask)?;
         let att = candle_nn::ops::softmax(&att, D::Minus1)?;
-        let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b, t, self.n_heads * self.head_dim))?;
+        let y = att
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .reshape((b, t, self.n_heads * self.head_dim))?;
         self.wo.forward(&y)
     }
 }
@@ -132,9 +146,9 @@ impl Block {
     pub fn new(vb: VarBuilder, c: &ModelConfig) -> Result<Self> {
         let eps = f64::from(c.norm_eps);
         Ok(Block {
-            attn_norm: RmsNorm::new(vb.pp("attn_norm"), c.dim as usize, eps)?,
+            attn_norm: RmsNorm::new(vb.clone(), c.dim as usize, eps, "attn_norm")?,
             attn: Attention::new(vb.clone(), c)?,
-            ffn_norm: RmsNorm::new(vb.pp("ffn_norm"), c.dim as usize, eps)?,
+            ffn_norm: RmsNorm::new(vb.clone(), c.dim as usize, eps, "ffn_norm")?,
             ffn: FeedForward::new(vb, c)?,
         })
     }
@@ -194,7 +208,7 @@ impl Transformer {
             config: *c,
             tok_embeddings: vb.get((c.vocab_size as usize, c.dim as usize), "tok_embeddings")?,
             blocks,
-            norm: RmsNorm::new(vb.pp("norm"), c.dim as usize, f64::from(c.norm_eps))?,
+            norm: RmsNorm::new(vb.clone(), c.dim as usize, f64::from(c.norm_eps), "norm")?,
             rope: Rope::new(c, &device)?,
             device,
         })
@@ -217,7 +231,9 @@ impl Transformer {
             x = block.forward(&x, &self.rope, &mask)?;
         }
         let x = self.norm.forward(&x)?;
-        Ok(x.reshape((b * t, self.config.dim as usize))?.matmul(&self.tok_embeddings.t()?)?.reshape((b, t, self.config.vocab_size as usize))?)
+        Ok(x.reshape((b * t, self.config.dim as usize))?
+            .matmul(&self.tok_embeddings.t()?)?
+            .reshape((b, t, self.config.vocab_size as usize))?)
     }
 
     /// Mean cross-entropy over the positions where `mask` is 1: logits `(B,T,V)`, targets and
@@ -233,7 +249,9 @@ pub fn masked_cross_entropy(logits: &Tensor, targets: &Tensor, mask: &Tensor) ->
     let v = logits.dim(D::Minus1)?;
     let logits = logits.reshape(((), v))?;
     let lsm = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-    let picked = lsm.gather(&targets.flatten_all()?.unsqueeze(1)?, 1)?.squeeze(1)?;
+    let picked = lsm
+        .gather(&targets.flatten_all()?.unsqueeze(1)?, 1)?
+        .squeeze(1)?;
     let mask = mask.flatten_all()?.to_dtype(DType::F32)?;
     let count = mask.sum_all()?.maximum(1f32)?;
     Ok((picked * &mask)?.sum_all()?.neg()?.broadcast_div(&count)?)
@@ -241,7 +259,12 @@ pub fn masked_cross_entropy(logits: &Tensor, targets: &Tensor, mask: &Tensor) ->
 
 /// Parameter names and shapes of a config, in a fixed order.
 pub fn parameter_shapes(c: &ModelConfig) -> Vec<(String, Vec<usize>)> {
-    let (d, h, kv, v) = (c.dim as usize, c.hidden_dim as usize, c.kv_dim(), c.vocab_size as usize);
+    let (d, h, kv, v) = (
+        c.dim as usize,
+        c.hidden_dim as usize,
+        c.kv_dim(),
+        c.vocab_size as usize,
+    );
     let mut out = vec![("tok_embeddings".to_string(), vec![v, d])];
     for i in 0..c.n_layers {
         let p = format!("layers.{i}");
@@ -279,7 +302,10 @@ pub fn init_params(c: &ModelConfig, seed: u64, device: &Device) -> Result<Params
             };
             (0..n).map(|_| normal(&mut rng) * std).collect()
         };
-        params.insert(name, Var::from_tensor(&Tensor::from_vec(values, shape, device)?)?);
+        params.insert(
+            name,
+            Var::from_tensor(&Tensor::from_vec(values, shape, device)?)?,
+        );
     }
     Ok(params)
 }
@@ -293,7 +319,10 @@ fn normal(rng: &mut StdRng) -> f32 {
 
 /// Builds the model over existing parameters (they stay shared: training updates them).
 pub fn build(c: &ModelConfig, params: &Params, device: &Device) -> Result<Transformer> {
-    let map: std::collections::HashMap<String, Tensor> = params.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
+    let map: std::collections::HashMap<String, Tensor> = params
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect();
     let vb = VarBuilder::from_tensors(map, DType::F32, device);
     Transformer::new(vb, c)
 }

@@ -47,13 +47,22 @@ impl AdamW {
     pub fn grad_norm(params: &Params, grads: &GradStore) -> Result<f64> {
         let mut sum = 0.0f64;
         for (name, p) in params {
-            let g = grads.get(p.as_tensor()).ok_or_else(|| anyhow!("parameter {name} received no gradient"))?;
+            let g = grads
+                .get(p.as_tensor())
+                .ok_or_else(|| anyhow!("parameter {name} received no gradient"))?;
             sum += f64::from(g.sqr()?.sum_all()?.to_scalar::<f32>()?);
         }
         Ok(sum.sqrt())
     }
 
-    pub fn step(&mut self, params: &Params, grads: &GradStore, lr: f64, weight_decay: f64, grad_clip: f64) -> Result<StepInfo> {
+    pub fn step(
+        &mut self,
+        params: &Params,
+        grads: &GradStore,
+        lr: f64,
+        weight_decay: f64,
+        grad_clip: f64,
+    ) -> Result<StepInfo> {
         let norm = Self::grad_norm(params, grads)?;
         let clipped = grad_clip > 0.0 && norm > grad_clip;
         let scale = if clipped { grad_clip / norm } else { 1.0 };
@@ -62,11 +71,19 @@ impl AdamW {
         let bc1 = 1.0 - BETA1.powi(t);
         let bc2 = 1.0 - BETA2.powi(t);
         for (name, p) in params {
-            let g = grads.get(p.as_tensor()).ok_or_else(|| anyhow!("parameter {name} received no gradient"))?;
+            let g = grads
+                .get(p.as_tensor())
+                .ok_or_else(|| anyhow!("parameter {name} received no gradient"))?;
             let g = if clipped { (g * scale)? } else { g.clone() };
-            let m = self.m.get_mut(name).ok_or_else(|| anyhow!("optimizer state lacks {name}"))?;
+            let m = self
+                .m
+                .get_mut(name)
+                .ok_or_else(|| anyhow!("optimizer state lacks {name}"))?;
             *m = ((&*m * BETA1)? + (&g * (1.0 - BETA1))?)?;
-            let v = self.v.get_mut(name).ok_or_else(|| anyhow!("optimizer state lacks {name}"))?;
+            let v = self
+                .v
+                .get_mut(name)
+                .ok_or_else(|| anyhow!("optimizer state lacks {name}"))?;
             *v = ((&*v * BETA2)? + (g.sqr()? * (1.0 - BETA2))?)?;
             let update = ((&*m / bc1)? / ((&*v / bc2)?.sqrt()? + EPS)?)?;
             let mut w = p.as_tensor().detach();
@@ -75,6 +92,9 @@ impl AdamW {
             }
             p.set(&(w - (update * lr)?)?)?;
         }
-        Ok(StepInfo { grad_norm: norm, clipped })
+        Ok(StepInfo {
+            grad_norm: norm,
+            clipped,
+        })
     }
 }

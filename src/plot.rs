@@ -9,8 +9,18 @@ pub fn loss_svg(metrics: &[MetricLine], path: &Path) -> Result<()> {
     if metrics.is_empty() {
         return Ok(());
     }
-    let max_step = metrics.iter().map(|m| m.global_step).max().unwrap_or(1).max(1);
-    let max_loss = metrics.iter().map(|m| m.loss).filter(|l| l.is_finite()).fold(0.0f64, f64::max).max(0.1);
+    let max_step = metrics
+        .iter()
+        .map(|m| m.global_step)
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let max_loss = metrics
+        .iter()
+        .map(|m| m.loss)
+        .filter(|l| l.is_finite())
+        .fold(0.0f64, f64::max)
+        .max(0.1);
     let root = SVGBackend::new(path, (900, 500)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
     let mut chart = ChartBuilder::on(&root)
@@ -34,7 +44,11 @@ pub fn loss_svg(metrics: &[MetricLine], path: &Path) -> Result<()> {
     }
     for (i, phase) in phases.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
-        let train: Vec<(u64, f64)> = metrics.iter().filter(|m| &m.phase == phase).map(|m| (m.global_step, m.loss)).collect();
+        let train: Vec<(u64, f64)> = metrics
+            .iter()
+            .filter(|m| &m.phase == phase)
+            .map(|m| (m.global_step, m.loss))
+            .collect();
         chart
             .draw_series(LineSeries::new(train, color.stroke_width(1)))
             .map_err(|e| anyhow!("{e}"))?
@@ -46,12 +60,18 @@ pub fn loss_svg(metrics: &[MetricLine], path: &Path) -> Result<()> {
     datasets.dedup();
     for (i, d) in datasets.iter().enumerate() {
         let color = Palette99::pick(i + phases.len()).to_rgba();
-        let pts: Vec<(u64, f64)> = metrics.iter().filter_map(|m| m.eval.get(*d).map(|&l| (m.global_step, l))).filter(|p| p.1.is_finite()).collect();
+        let pts: Vec<(u64, f64)> = metrics
+            .iter()
+            .filter_map(|m| m.eval.get(*d).map(|&l| (m.global_step, l)))
+            .filter(|p| p.1.is_finite())
+            .collect();
         chart
             .draw_series(LineSeries::new(pts, color.stroke_width(2)))
             .map_err(|e| anyhow!("{e}"))?
             .label(format!("eval {d}"))
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+            });
     }
     chart
         .configure_series_labels()

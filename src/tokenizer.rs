@@ -54,7 +54,10 @@ impl BadgeTokenizer {
         if texts.iter().all(|t| t.trim().is_empty()) {
             bail!("the tokenizer corpus is empty: give it at least one file with text");
         }
-        let mut specials: Vec<AddedToken> = [UNK, BOS, EOS].iter().map(|s| AddedToken::from(*s, true)).collect();
+        let mut specials: Vec<AddedToken> = [UNK, BOS, EOS]
+            .iter()
+            .map(|s| AddedToken::from(*s, true))
+            .collect();
         specials.extend((0..=255u8).map(|b| AddedToken::from(byte_piece(b), true)));
         // Room for the alphabet: rare characters beyond it use byte fallback.
         let limit_alphabet = (vocab_size - RESERVED_TOKENS) / 2;
@@ -73,10 +76,12 @@ impl BadgeTokenizer {
             .map_err(|e| anyhow!("building an empty BPE model: {e}"))?;
         let mut tk = Tokenizer::new(model);
         tk.with_pre_tokenizer(Some(metaspace()));
-        tk.train(&mut trainer, texts.iter()).map_err(|e| anyhow!("training the tokenizer: {e}"))?;
+        tk.train(&mut trainer, texts.iter())
+            .map_err(|e| anyhow!("training the tokenizer: {e}"))?;
         // Rebuild with only the three specials as added tokens: the byte tokens were given to
         // the trainer only to fix their ids; as added tokens they would match literal "<0x41>".
-        let json: serde_json::Value = serde_json::from_str(&tk.to_string(false).map_err(|e| anyhow!("{e}"))?)?;
+        let json: serde_json::Value =
+            serde_json::from_str(&tk.to_string(false).map_err(|e| anyhow!("{e}"))?)?;
         let (vocab, merges) = vocab_and_merges(&json)?;
         let mut vocab = vocab;
         let mut next = vocab.len() as u32;
@@ -85,14 +90,21 @@ impl BadgeTokenizer {
             next += 1;
         }
         if vocab.len() > vocab_size {
-            bail!("the trained vocabulary has {} tokens, more than the {vocab_size} asked for", vocab.len());
+            bail!(
+                "the trained vocabulary has {} tokens, more than the {vocab_size} asked for",
+                vocab.len()
+            );
         }
         Self::from_parts(&vocab, &merges)
     }
 
     /// Builds the tokenizer from pieces in id order and merges in rank order.
     pub fn from_parts(vocab: &[String], merges: &[(String, String)]) -> Result<Self> {
-        let map: ahash::AHashMap<String, u32> = vocab.iter().enumerate().map(|(i, p)| (p.clone(), i as u32)).collect();
+        let map: ahash::AHashMap<String, u32> = vocab
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.clone(), i as u32))
+            .collect();
         let model = BPE::builder()
             .vocab_and_merges(map, merges.to_vec())
             .unk_token(UNK.into())
@@ -102,10 +114,19 @@ impl BadgeTokenizer {
         let mut tk = Tokenizer::new(model);
         tk.with_pre_tokenizer(Some(metaspace()));
         tk.with_decoder(Some(decoder()));
-        let unused: Vec<AddedToken> = vocab.iter().filter(|p| p.starts_with("<unused")).map(|p| AddedToken::from(p.clone(), true)).collect();
-        tk.add_special_tokens([AddedToken::from(UNK, true), AddedToken::from(BOS, true), AddedToken::from(EOS, true)])
-            .map_err(|e| anyhow!("adding special tokens: {e}"))?;
-        tk.add_special_tokens(unused).map_err(|e| anyhow!("adding unused tokens: {e}"))?;
+        let unused: Vec<AddedToken> = vocab
+            .iter()
+            .filter(|p| p.starts_with("<unused"))
+            .map(|p| AddedToken::from(p.clone(), true))
+            .collect();
+        tk.add_special_tokens([
+            AddedToken::from(UNK, true),
+            AddedToken::from(BOS, true),
+            AddedToken::from(EOS, true),
+        ])
+        .map_err(|e| anyhow!("adding special tokens: {e}"))?;
+        tk.add_special_tokens(unused)
+            .map_err(|e| anyhow!("adding unused tokens: {e}"))?;
         let t = BadgeTokenizer { inner: tk };
         t.check_layout()?;
         Ok(t)
@@ -119,7 +140,11 @@ impl BadgeTokenizer {
         }
         for b in 0..=255u8 {
             if self.inner.token_to_id(&byte_piece(b)) != Some(3 + u32::from(b)) {
-                bail!("byte token {} must have id {}", byte_piece(b), 3 + u32::from(b));
+                bail!(
+                    "byte token {} must have id {}",
+                    byte_piece(b),
+                    3 + u32::from(b)
+                );
             }
         }
         Ok(())
@@ -127,13 +152,19 @@ impl BadgeTokenizer {
 
     pub fn load(path: &Path) -> Result<Self> {
         let text = crate::util::read_to_string(path)?;
-        let json: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
-        let (vocab, merges) = vocab_and_merges(&json).with_context(|| format!("{}: not a badge tokenizer", path.display()))?;
-        Self::from_parts(&vocab, &merges).with_context(|| format!("{}: not a badge tokenizer", path.display()))
+        let json: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+        let (vocab, merges) = vocab_and_merges(&json)
+            .with_context(|| format!("{}: not a badge tokenizer", path.display()))?;
+        Self::from_parts(&vocab, &merges)
+            .with_context(|| format!("{}: not a badge tokenizer", path.display()))
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
-        let text = self.inner.to_string(true).map_err(|e| anyhow!("serialising the tokenizer: {e}"))?;
+        let text = self
+            .inner
+            .to_string(true)
+            .map_err(|e| anyhow!("serialising the tokenizer: {e}"))?;
         crate::util::write_atomic(path, text.as_bytes())
     }
 
@@ -149,24 +180,34 @@ impl BadgeTokenizer {
 
     /// Token ids of `text`, without BOS/EOS.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self.inner.encode_fast(text, false).map_err(|e| anyhow!("encoding: {e}"))?;
+        let enc = self
+            .inner
+            .encode_fast(text, false)
+            .map_err(|e| anyhow!("encoding: {e}"))?;
         Ok(enc.get_ids().to_vec())
     }
 
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.inner.decode(ids, true).map_err(|e| anyhow!("decoding: {e}"))
+        self.inner
+            .decode(ids, true)
+            .map_err(|e| anyhow!("decoding: {e}"))
     }
 
     /// Pieces in id order and merges in rank order, for the blob and for llama2.c.
     pub fn parts(&self) -> Result<(Vec<String>, Vec<(String, String)>)> {
-        let json: serde_json::Value = serde_json::from_str(&self.inner.to_string(false).map_err(|e| anyhow!("{e}"))?)?;
+        let json: serde_json::Value =
+            serde_json::from_str(&self.inner.to_string(false).map_err(|e| anyhow!("{e}"))?)?;
         vocab_and_merges(&json)
     }
 
     /// The section the badge's tokenizer reads.
     pub fn to_spec(&self) -> Result<TokenizerSpec> {
         let (vocab, merges) = self.parts()?;
-        let id = |p: &str| self.inner.token_to_id(p).ok_or_else(|| anyhow!("merge result {p} is not in the vocabulary"));
+        let id = |p: &str| {
+            self.inner
+                .token_to_id(p)
+                .ok_or_else(|| anyhow!("merge result {p} is not in the vocabulary"))
+        };
         let tokens = vocab
             .iter()
             .enumerate()
@@ -194,19 +235,37 @@ fn vocab_and_merges(json: &serde_json::Value) -> Result<(Vec<String>, Vec<(Strin
     if model["type"] != "BPE" {
         bail!("model type is {}, expected BPE", model["type"]);
     }
-    let vocab_obj = model["vocab"].as_object().ok_or_else(|| anyhow!("model.vocab is missing"))?;
+    let vocab_obj = model["vocab"]
+        .as_object()
+        .ok_or_else(|| anyhow!("model.vocab is missing"))?;
     let mut vocab = vec![None; vocab_obj.len()];
     for (piece, id) in vocab_obj {
-        let id = id.as_u64().ok_or_else(|| anyhow!("vocab id of {piece:?} is not a number"))? as usize;
-        let slot = vocab.get_mut(id).ok_or_else(|| anyhow!("vocab ids are not contiguous (id {id})"))?;
+        let id = id
+            .as_u64()
+            .ok_or_else(|| anyhow!("vocab id of {piece:?} is not a number"))?
+            as usize;
+        let slot = vocab
+            .get_mut(id)
+            .ok_or_else(|| anyhow!("vocab ids are not contiguous (id {id})"))?;
         *slot = Some(piece.clone());
     }
-    let vocab = vocab.into_iter().collect::<Option<Vec<_>>>().ok_or_else(|| anyhow!("vocab ids are not contiguous"))?;
+    let vocab = vocab
+        .into_iter()
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| anyhow!("vocab ids are not contiguous"))?;
     let mut merges = Vec::new();
-    for m in model["merges"].as_array().ok_or_else(|| anyhow!("model.merges is missing"))? {
+    for m in model["merges"]
+        .as_array()
+        .ok_or_else(|| anyhow!("model.merges is missing"))?
+    {
         let pair = match m {
-            serde_json::Value::String(s) => s.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())),
-            serde_json::Value::Array(a) if a.len() == 2 => Some((a[0].as_str().unwrap_or_default().to_string(), a[1].as_str().unwrap_or_default().to_string())),
+            serde_json::Value::String(s) => s
+                .split_once(' ')
+                .map(|(a, b)| (a.to_string(), b.to_string())),
+            serde_json::Value::Array(a) if a.len() == 2 => Some((
+                a[0].as_str().unwrap_or_default().to_string(),
+                a[1].as_str().unwrap_or_default().to_string(),
+            )),
             _ => None,
         };
         merges.push(pair.ok_or_else(|| anyhow!("malformed merge {m}"))?);
@@ -231,7 +290,10 @@ pub fn stats(tok: &BadgeTokenizer, texts: &[String]) -> Result<TokenizerStats> {
         let ids = tok.encode(t)?;
         chars += t.chars().count();
         tokens += ids.len();
-        fallback += ids.iter().filter(|&&i| (3..RESERVED_TOKENS as u32).contains(&i)).count();
+        fallback += ids
+            .iter()
+            .filter(|&&i| (3..RESERVED_TOKENS as u32).contains(&i))
+            .count();
     }
     Ok(TokenizerStats {
         vocab_size: tok.vocab_size(),

@@ -85,7 +85,8 @@ pub struct Prepared {
 /// none and the run has none yet).
 pub fn prepare(rc: &ResolvedCurriculum, run: &RunDir, download: bool) -> Result<Prepared> {
     let c = &rc.curriculum;
-    let template = PromptTemplate::parse(&c.template).map_err(|e| anyhow::anyhow!("template: {e}"))?;
+    let template =
+        PromptTemplate::parse(&c.template).map_err(|e| anyhow::anyhow!("template: {e}"))?;
     let mut sources = BTreeMap::new();
     for (name, cfg) in &c.sources {
         let d = data::load_source(cfg, &template, &run.root.join("synth").join(name), download)
@@ -99,10 +100,16 @@ pub fn prepare(rc: &ResolvedCurriculum, run: &RunDir, download: bool) -> Result<
         t.save(&run.tokenizer())?;
         t
     } else {
-        let names: Vec<String> = c.tokenizer.train_on.clone().unwrap_or_else(|| sources.keys().cloned().collect());
+        let names: Vec<String> = c
+            .tokenizer
+            .train_on
+            .clone()
+            .unwrap_or_else(|| sources.keys().cloned().collect());
         let mut texts = Vec::new();
         for n in &names {
-            let s = sources.get(n).with_context(|| format!("tokenizer.train_on names unknown source `{n}`"))?;
+            let s = sources
+                .get(n)
+                .with_context(|| format!("tokenizer.train_on names unknown source `{n}`"))?;
             texts.extend(s.train.iter().map(|x| x.text()));
         }
         let t = BadgeTokenizer::train(&texts, c.tokenizer.vocab_size)?;
@@ -119,16 +126,33 @@ pub fn prepare(rc: &ResolvedCurriculum, run: &RunDir, download: bool) -> Result<
     let mut valid_streams = BTreeMap::new();
     for (name, d) in &sources {
         if !d.valid.is_empty() {
-            valid_streams.insert(name.clone(), TokenStream::build(&tokenizer, &d.valid, 1, 0)?);
+            valid_streams.insert(
+                name.clone(),
+                TokenStream::build(&tokenizer, &d.valid, 1, 0)?,
+            );
         }
     }
-    Ok(Prepared { tokenizer, sources, valid_streams })
+    Ok(Prepared {
+        tokenizer,
+        sources,
+        valid_streams,
+    })
 }
 
 /// The deterministic batch of (phase, step): the RNG is derived from them, so a resumed run
 /// draws exactly the batches the uninterrupted run would have.
-fn batch(streams: &[(TokenStream, f64)], seed: u64, phase: usize, step: usize, rows: usize, seq_len: usize, device: &Device) -> Result<(Tensor, Tensor, Tensor)> {
-    let mut rng = StdRng::seed_from_u64(seed ^ ((phase as u64) << 48) ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+fn batch(
+    streams: &[(TokenStream, f64)],
+    seed: u64,
+    phase: usize,
+    step: usize,
+    rows: usize,
+    seq_len: usize,
+    device: &Device,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let mut rng = StdRng::seed_from_u64(
+        seed ^ ((phase as u64) << 48) ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+    );
     let total: f64 = streams.iter().map(|s| s.1).sum();
     let (mut ids, mut targets, mut mask) = (Vec::new(), Vec::new(), Vec::new());
     let (mut win, mut win_mask) = (Vec::new(), Vec::new());
@@ -158,7 +182,13 @@ fn batch(streams: &[(TokenStream, f64)], seed: u64, phase: usize, step: usize, r
 }
 
 /// Mean held-out loss of a stream: windows at its first sample starts, in fixed order.
-pub fn eval_loss(model: &Transformer, stream: &TokenStream, seq_len: usize, max_windows: usize, device: &Device) -> Result<f64> {
+pub fn eval_loss(
+    model: &Transformer,
+    stream: &TokenStream,
+    seq_len: usize,
+    max_windows: usize,
+    device: &Device,
+) -> Result<f64> {
     let starts: Vec<usize> = stream.starts.iter().copied().take(max_windows).collect();
     let (mut total, mut count) = (0.0, 0.0);
     for chunk in starts.chunks(16) {
@@ -183,7 +213,12 @@ pub fn eval_loss(model: &Transformer, stream: &TokenStream, seq_len: usize, max_
     Ok(if count > 0.0 { total / count } else { f64::NAN })
 }
 
-fn eval_all(model: &Transformer, prep: &Prepared, seq_len: usize, device: &Device) -> Result<BTreeMap<String, f64>> {
+fn eval_all(
+    model: &Transformer,
+    prep: &Prepared,
+    seq_len: usize,
+    device: &Device,
+) -> Result<BTreeMap<String, f64>> {
     let mut out = BTreeMap::new();
     for (name, s) in &prep.valid_streams {
         out.insert(name.clone(), eval_loss(model, s, seq_len, 32, device)?);
@@ -210,7 +245,8 @@ pub fn read_metrics(path: &Path) -> Result<Vec<MetricLine>> {
         if line.trim().is_empty() {
             continue;
         }
-        let m: MetricLine = serde_json::from_str(line).with_context(|| format!("{}: line {}", path.display(), i + 1))?;
+        let m: MetricLine = serde_json::from_str(line)
+            .with_context(|| format!("{}: line {}", path.display(), i + 1))?;
         by_key.insert(m.global_step, m);
     }
     Ok(by_key.into_values().collect())
@@ -220,10 +256,15 @@ pub fn read_metrics(path: &Path) -> Result<Vec<MetricLine>> {
 pub fn run(opts: &TrainOptions) -> Result<Summary> {
     let run = RunDir::new(&opts.out);
     let rc: ResolvedCurriculum = if opts.resume {
-        let text = crate::util::read_to_string(&run.config()).context("--resume needs a run directory made by `badge train`")?;
-        serde_json::from_str(&text).with_context(|| format!("{}: corrupt run config", run.config().display()))?
+        let text = crate::util::read_to_string(&run.config())
+            .context("--resume needs a run directory made by `badge train`")?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("{}: corrupt run config", run.config().display()))?
     } else {
-        let path = opts.curriculum.as_ref().context("give --curriculum FILE (or --resume to continue a run)")?;
+        let path = opts
+            .curriculum
+            .as_ref()
+            .context("give --curriculum FILE (or --resume to continue a run)")?;
         let mut rc = Curriculum::load(path)?;
         if let Some(seed) = opts.seed {
             rc.curriculum.seed = seed;
@@ -235,7 +276,8 @@ pub fn run(opts: &TrainOptions) -> Result<Summary> {
                 opts.out.display()
             );
         }
-        std::fs::create_dir_all(run.checkpoints()).with_context(|| format!("creating {}", run.checkpoints().display()))?;
+        std::fs::create_dir_all(run.checkpoints())
+            .with_context(|| format!("creating {}", run.checkpoints().display()))?;
         crate::util::write_atomic(&run.config(), serde_json::to_string_pretty(&rc)?.as_bytes())?;
         rc
     };
@@ -248,25 +290,53 @@ pub fn run(opts: &TrainOptions) -> Result<Summary> {
     // Where to start.
     let (params, mut opt, start) = match (opts.resume, &opts.from_phase) {
         (true, _) => {
-            let p = run.read_progress()?.context("this run has no checkpoint yet: start it again without --resume")?;
-            let (params, opt) = checkpoint::load_with_optimizer(&run.latest(), &cfg, device, p.optimizer_step)?;
+            let p = run
+                .read_progress()?
+                .context("this run has no checkpoint yet: start it again without --resume")?;
+            let (params, opt) =
+                checkpoint::load_with_optimizer(&run.latest(), &cfg, device, p.optimizer_step)?;
             (params, opt, p)
         }
         (false, Some(name)) => {
-            let idx = c.phase.iter().position(|p| &p.name == name).with_context(|| format!("no phase named `{name}` in the curriculum"))?;
+            let idx = c
+                .phase
+                .iter()
+                .position(|p| &p.name == name)
+                .with_context(|| format!("no phase named `{name}` in the curriculum"))?;
             let params = if idx == 0 {
                 model::init_params(&cfg, c.seed, device)?
             } else {
                 let prev = run.phase_final(&c.phase[idx - 1].name);
-                checkpoint::load_params(&prev, &cfg, device).with_context(|| format!("phase `{name}` starts from the previous phase's final checkpoint {}", prev.display()))?
+                checkpoint::load_params(&prev, &cfg, device).with_context(|| {
+                    format!(
+                        "phase `{name}` starts from the previous phase's final checkpoint {}",
+                        prev.display()
+                    )
+                })?
             };
             let opt = AdamW::new(&params)?;
-            (params, opt, Progress { phase: idx, step: 0, optimizer_step: 0 })
+            (
+                params,
+                opt,
+                Progress {
+                    phase: idx,
+                    step: 0,
+                    optimizer_step: 0,
+                },
+            )
         }
         (false, None) => {
             let params = model::init_params(&cfg, c.seed, device)?;
             let opt = AdamW::new(&params)?;
-            (params, opt, Progress { phase: 0, step: 0, optimizer_step: 0 })
+            (
+                params,
+                opt,
+                Progress {
+                    phase: 0,
+                    step: 0,
+                    optimizer_step: 0,
+                },
+            )
         }
     };
 
@@ -292,22 +362,43 @@ pub fn run(opts: &TrainOptions) -> Result<Summary> {
             .map(|m| {
                 let d = &prep.sources[&m.source];
                 if d.train.is_empty() {
-                    bail!("phase `{}`: source `{}` has no training samples", phase.name, m.source);
+                    bail!(
+                        "phase `{}`: source `{}` has no training samples",
+                        phase.name,
+                        m.source
+                    );
                 }
-                Ok((TokenStream::build(&prep.tokenizer, &d.train, m.repeat, c.seed ^ pi as u64)?, m.weight))
+                Ok((
+                    TokenStream::build(&prep.tokenizer, &d.train, m.repeat, c.seed ^ pi as u64)?,
+                    m.weight,
+                ))
             })
             .collect::<Result<_>>()?;
         let model = model::build(&cfg, &params, device)?;
         let bar = progress_bar(phase, first_step, opts.quiet);
         let mut recent: Vec<f64> = Vec::new();
         for step in first_step..phase.steps {
-            if interrupted.load(Ordering::SeqCst) || opts.stop_after.is_some_and(|n| global_offset(c, pi) + step as u64 >= n) {
+            if interrupted.load(Ordering::SeqCst)
+                || opts
+                    .stop_after
+                    .is_some_and(|n| global_offset(c, pi) + step as u64 >= n)
+            {
                 bar.abandon_with_message("interrupted");
                 save_progress(&run, &params, &opt, pi, step)?;
-                bail!(Interrupted { run: opts.out.clone() });
+                bail!(Interrupted {
+                    run: opts.out.clone()
+                });
             }
             let ts = Instant::now();
-            let (ids, targets, mask) = batch(&streams, c.seed, pi, step, phase.batch_size, seq_len, device)?;
+            let (ids, targets, mask) = batch(
+                &streams,
+                c.seed,
+                pi,
+                step,
+                phase.batch_size,
+                seq_len,
+                device,
+            )?;
             let loss = model.loss(&ids, &targets, &mask)?;
             let loss_value = f64::from(loss.to_scalar::<f32>()?);
             if !loss_value.is_finite() {
@@ -348,7 +439,11 @@ pub fn run(opts: &TrainOptions) -> Result<Summary> {
         let eval = eval_all(&model, &prep, seq_len, device)?;
         let tail = (phase.steps / 10).max(1);
         let metrics = read_metrics(&run.metrics())?;
-        let phase_losses: Vec<f64> = metrics.iter().filter(|m| m.phase == phase.name).map(|m| m.loss).collect();
+        let phase_losses: Vec<f64> = metrics
+            .iter()
+            .filter(|m| m.phase == phase.name)
+            .map(|m| m.loss)
+            .collect();
         let last: Vec<f64> = phase_losses.iter().rev().take(tail).copied().collect();
         let final_train_loss = last.iter().sum::<f64>() / last.len().max(1) as f64;
         let passed = phase.max_loss.is_none_or(|m| final_train_loss <= m);
@@ -381,7 +476,9 @@ pub fn run(opts: &TrainOptions) -> Result<Summary> {
     }
     checkpoint::save(&run.final_weights(), &params, None)?;
     let summary = write_summary(&run, c, &cfg, &summaries)?;
-    if let Err(e) = crate::plot::loss_svg(&read_metrics(&run.metrics())?, &run.root.join("loss.svg")) {
+    if let Err(e) =
+        crate::plot::loss_svg(&read_metrics(&run.metrics())?, &run.root.join("loss.svg"))
+    {
         eprintln!("warning: could not draw loss.svg: {e:#}");
     }
     Ok(summary)
@@ -400,18 +497,36 @@ pub struct Interrupted {
 
 impl std::fmt::Display for Interrupted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "training interrupted; checkpoint saved. Continue with: badge train --resume {}", self.run.display())
+        write!(
+            f,
+            "training interrupted; checkpoint saved. Continue with: badge train --resume {}",
+            self.run.display()
+        )
     }
 }
 impl std::error::Error for Interrupted {}
 
-fn save_progress(run: &RunDir, params: &Params, opt: &AdamW, phase: usize, step: usize) -> Result<()> {
+fn save_progress(
+    run: &RunDir,
+    params: &Params,
+    opt: &AdamW,
+    phase: usize,
+    step: usize,
+) -> Result<()> {
     checkpoint::save(&run.latest(), params, Some(opt))?;
-    run.write_progress(&Progress { phase, step, optimizer_step: opt.step })
+    run.write_progress(&Progress {
+        phase,
+        step,
+        optimizer_step: opt.step,
+    })
 }
 
 fn progress_bar(phase: &PhaseConfig, first: usize, quiet: bool) -> ProgressBar {
-    let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(phase.steps as u64) };
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(phase.steps as u64)
+    };
     bar.set_style(
         ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg} (ETA {eta})")
             .expect("valid template")
@@ -426,7 +541,12 @@ fn read_summary(run: &RunDir) -> Option<Summary> {
     serde_json::from_str(&std::fs::read_to_string(run.summary()).ok()?).ok()
 }
 
-fn write_summary(run: &RunDir, c: &Curriculum, cfg: &badge_firmware::config::ModelConfig, phases: &[PhaseSummary]) -> Result<Summary> {
+fn write_summary(
+    run: &RunDir,
+    c: &Curriculum,
+    cfg: &badge_firmware::config::ModelConfig,
+    phases: &[PhaseSummary],
+) -> Result<Summary> {
     let s = Summary {
         curriculum: c.name.clone(),
         parameters: cfg.parameter_count(),
@@ -439,7 +559,8 @@ fn write_summary(run: &RunDir, c: &Curriculum, cfg: &badge_firmware::config::Mod
 
 /// The loss table of a summary (the published recipe's per-dataset table).
 pub fn summary_table(s: &Summary) -> String {
-    let datasets: std::collections::BTreeSet<&String> = s.phases.iter().flat_map(|p| p.eval_loss.keys()).collect();
+    let datasets: std::collections::BTreeSet<&String> =
+        s.phases.iter().flat_map(|p| p.eval_loss.keys()).collect();
     let mut out = format!("{:<10} {:>6} {:>11}", "phase", "steps", "train loss");
     for d in &datasets {
         out += &format!(" {:>12}", format!("eval {d}"));
@@ -448,7 +569,12 @@ pub fn summary_table(s: &Summary) -> String {
     for p in &s.phases {
         out += &format!("{:<10} {:>6} {:>11.4}", p.name, p.steps, p.final_train_loss);
         for d in &datasets {
-            out += &format!(" {:>12}", p.eval_loss.get(*d).map_or("-".to_string(), |v| format!("{v:.4}")));
+            out += &format!(
+                " {:>12}",
+                p.eval_loss
+                    .get(*d)
+                    .map_or("-".to_string(), |v| format!("{v:.4}"))
+            );
         }
         out += &format!(
             " {:>9} {:>8} {:>7.1}\n",

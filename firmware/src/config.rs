@@ -63,7 +63,10 @@ impl ModelConfig {
             return Err(("n_kv_heads (must divide n_heads)", self.n_kv_heads));
         }
         if self.head_dim() % 2 != 0 {
-            return Err(("dim / n_heads (must be even for RoPE)", self.dim / self.n_heads));
+            return Err((
+                "dim / n_heads (must be even for RoPE)",
+                self.dim / self.n_heads,
+            ));
         }
         if !(self.norm_eps > 0.0 && self.norm_eps < 1.0) {
             return Err(("norm_eps", self.norm_eps.to_bits()));
@@ -76,7 +79,11 @@ impl ModelConfig {
 
     /// Number of trainable parameters (the classifier shares the embedding).
     pub fn parameter_count(&self) -> u64 {
-        let (d, h, kv) = (self.dim as u64, self.hidden_dim as u64, self.kv_dim() as u64);
+        let (d, h, kv) = (
+            self.dim as u64,
+            self.hidden_dim as u64,
+            self.kv_dim() as u64,
+        );
         let per_layer = 2 * d + 2 * d * d + 2 * kv * d + 3 * d * h;
         self.vocab_size as u64 * d + self.n_layers as u64 * per_layer + d
     }

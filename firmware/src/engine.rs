@@ -69,7 +69,11 @@ impl<'a> QMatrix<'a> {
     }
 }
 
-fn norm_from_blob<'a>(blob: &Blob<'a>, kind: TensorKind, layer: u32) -> Result<&'a [f32], BlobError> {
+fn norm_from_blob<'a>(
+    blob: &Blob<'a>,
+    kind: TensorKind,
+    layer: u32,
+) -> Result<&'a [f32], BlobError> {
     match blob.find(kind, layer)?.data {
         TensorData::F32(v) => Ok(v),
         TensorData::Q8 { .. } => Err(BlobError::BadTensor {
@@ -152,7 +156,9 @@ impl KvStore {
         match kind {
             KvCacheKind::F32 => Self::F32(AlignedBuf::zeroed(n)),
             KvCacheKind::F16 => Self::F16(AlignedBuf::zeroed(n)),
-            KvCacheKind::Int8 => Self::Int8(AlignedBuf::zeroed(n), AlignedBuf::zeroed(n / head_dim)),
+            KvCacheKind::Int8 => {
+                Self::Int8(AlignedBuf::zeroed(n), AlignedBuf::zeroed(n / head_dim))
+            }
         }
     }
     fn byte_size(&self) -> usize {
@@ -186,7 +192,11 @@ impl KvStore {
                 .map(|(a, &h)| a * crate::half::f16_to_f32(h))
                 .sum(),
             Self::Int8(qb, s) => {
-                let dot: f32 = q.iter().zip(&qb[at..at + q.len()]).map(|(a, &v)| a * f32::from(v)).sum();
+                let dot: f32 = q
+                    .iter()
+                    .zip(&qb[at..at + q.len()])
+                    .map(|(a, &v)| a * f32::from(v))
+                    .sum();
                 dot * s[at / head_dim]
             }
         }
@@ -195,7 +205,10 @@ impl KvStore {
     fn axpy(&self, at: usize, head_dim: usize, a: f32, out: &mut [f32]) {
         let n = out.len();
         match self {
-            Self::F32(b) => out.iter_mut().zip(&b[at..at + n]).for_each(|(o, v)| *o += a * v),
+            Self::F32(b) => out
+                .iter_mut()
+                .zip(&b[at..at + n])
+                .for_each(|(o, v)| *o += a * v),
             Self::F16(b) => out
                 .iter_mut()
                 .zip(&b[at..at + n])
@@ -318,7 +331,13 @@ pub struct Engine<'a, W: Workers> {
 
 /// Multiplies several matrices by the same quantized input; their outputs are laid side by side
 /// in `out`, so the workers split all their rows in one hand-off.
-fn matmul_many<W: Workers>(workers: &W, mats: &[&QMatrix<'_>], xq: &[i8], xs: &[f32], out: &mut [f32]) {
+fn matmul_many<W: Workers>(
+    workers: &W,
+    mats: &[&QMatrix<'_>],
+    xq: &[i8],
+    xs: &[f32],
+    out: &mut [f32],
+) {
     debug_assert_eq!(out.len(), mats.iter().map(|m| m.rows).sum::<usize>());
     let job = |first_row: usize, rows: &mut [f32]| {
         for (i, o) in rows.iter_mut().enumerate() {
@@ -344,8 +363,12 @@ pub enum ForwardError {
 impl core::fmt::Display for ForwardError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            Self::PositionOutOfRange { pos, seq_len } => write!(f, "position {pos} is past the context length {seq_len}"),
-            Self::TokenOutOfRange { token, vocab_size } => write!(f, "token {token} is outside the vocabulary of {vocab_size}"),
+            Self::PositionOutOfRange { pos, seq_len } => {
+                write!(f, "position {pos} is past the context length {seq_len}")
+            }
+            Self::TokenOutOfRange { token, vocab_size } => {
+                write!(f, "token {token} is outside the vocabulary of {vocab_size}")
+            }
         }
     }
 }
@@ -354,7 +377,11 @@ impl<'a, W: Workers> Engine<'a, W> {
     pub fn new(blob: &Blob<'a>, workers: W) -> Result<Self, BlobError> {
         let weights = Weights::from_blob(blob)?;
         let state = RunState::new(&blob.config, blob.group_size, blob.kv_cache);
-        Ok(Engine { weights, state, workers })
+        Ok(Engine {
+            weights,
+            state,
+            workers,
+        })
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -365,12 +392,23 @@ impl<'a, W: Workers> Engine<'a, W> {
     pub fn forward(&mut self, token: u32, pos: usize) -> Result<&[f32], ForwardError> {
         let c = self.weights.config;
         if pos >= c.seq_len as usize {
-            return Err(ForwardError::PositionOutOfRange { pos, seq_len: c.seq_len as usize });
+            return Err(ForwardError::PositionOutOfRange {
+                pos,
+                seq_len: c.seq_len as usize,
+            });
         }
         if token >= c.vocab_size {
-            return Err(ForwardError::TokenOutOfRange { token, vocab_size: c.vocab_size });
+            return Err(ForwardError::TokenOutOfRange {
+                token,
+                vocab_size: c.vocab_size,
+            });
         }
-        let (dim, hidden, kv_dim, hd) = (c.dim as usize, c.hidden_dim as usize, c.kv_dim(), c.head_dim());
+        let (dim, hidden, kv_dim, hd) = (
+            c.dim as usize,
+            c.hidden_dim as usize,
+            c.kv_dim(),
+            c.head_dim(),
+        );
         let kv_mul = (c.n_heads / c.n_kv_heads) as usize;
         let gs = self.weights.group_size;
         let w = &self.weights;
@@ -382,7 +420,13 @@ impl<'a, W: Workers> Engine<'a, W> {
             // Attention.
             rmsnorm(&mut s.xb, &s.x, lw.attn_norm, c.norm_eps);
             quantize(&s.xb, gs, &mut s.xq[..dim], &mut s.xs[..dim / gs]);
-            matmul_many(&self.workers, &[&lw.wq, &lw.wk, &lw.wv], &s.xq[..dim], &s.xs[..dim / gs], &mut s.qkv);
+            matmul_many(
+                &self.workers,
+                &[&lw.wq, &lw.wk, &lw.wv],
+                &s.xq[..dim],
+                &s.xs[..dim / gs],
+                &mut s.qkv,
+            );
             let (q, kv) = s.qkv.split_at_mut(dim);
             let (k, v) = kv.split_at_mut(kv_dim);
             rope(q, pos, hd, c.rope_theta);
@@ -408,25 +452,49 @@ impl<'a, W: Workers> Engine<'a, W> {
                 }
             }
             quantize(&s.xb, gs, &mut s.xq[..dim], &mut s.xs[..dim / gs]);
-            matmul_many(&self.workers, &[&lw.wo], &s.xq[..dim], &s.xs[..dim / gs], &mut s.xb);
+            matmul_many(
+                &self.workers,
+                &[&lw.wo],
+                &s.xq[..dim],
+                &s.xs[..dim / gs],
+                &mut s.xb,
+            );
             s.x.iter_mut().zip(s.xb.iter()).for_each(|(x, d)| *x += d);
 
             // Feed-forward: w2(silu(w1·x) ⊙ w3·x).
             rmsnorm(&mut s.xb, &s.x, lw.ffn_norm, c.norm_eps);
             quantize(&s.xb, gs, &mut s.xq[..dim], &mut s.xs[..dim / gs]);
-            matmul_many(&self.workers, &[&lw.w1, &lw.w3], &s.xq[..dim], &s.xs[..dim / gs], &mut s.h13);
+            matmul_many(
+                &self.workers,
+                &[&lw.w1, &lw.w3],
+                &s.xq[..dim],
+                &s.xs[..dim / gs],
+                &mut s.h13,
+            );
             let (h1, h3) = s.h13.split_at_mut(hidden);
             for (a, &b) in h1.iter_mut().zip(h3.iter()) {
                 *a = *a / (1.0 + libm::expf(-*a)) * b;
             }
             quantize(h1, gs, &mut s.xq[..hidden], &mut s.xs[..hidden / gs]);
-            matmul_many(&self.workers, &[&lw.w2], &s.xq[..hidden], &s.xs[..hidden / gs], &mut s.xb);
+            matmul_many(
+                &self.workers,
+                &[&lw.w2],
+                &s.xq[..hidden],
+                &s.xs[..hidden / gs],
+                &mut s.xb,
+            );
             s.x.iter_mut().zip(s.xb.iter()).for_each(|(x, d)| *x += d);
         }
 
         rmsnorm(&mut s.xb, &s.x, w.final_norm, c.norm_eps);
         quantize(&s.xb, gs, &mut s.xq[..dim], &mut s.xs[..dim / gs]);
-        matmul_many(&self.workers, &[&w.token_embedding], &s.xq[..dim], &s.xs[..dim / gs], &mut s.logits);
+        matmul_many(
+            &self.workers,
+            &[&w.token_embedding],
+            &s.xq[..dim],
+            &s.xs[..dim / gs],
+            &mut s.logits,
+        );
         Ok(&s.logits)
     }
 }

@@ -89,10 +89,7 @@ impl TensorKind {
     }
 
     pub fn is_per_layer(self) -> bool {
-        !matches!(
-            self,
-            Self::TokenEmbedding | Self::FinalNorm
-        )
+        !matches!(self, Self::TokenEmbedding | Self::FinalNorm)
     }
 
     /// Norm weights stay f32; every matrix is Q8_0.
@@ -137,23 +134,71 @@ pub enum TokenKind {
 /// Everything that can be wrong with a blob. Each variant names what was checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BlobError {
-    TooShort { len: usize },
-    BadMagic { found: [u8; 4] },
-    UnsupportedVersion { found: u32, supported: u32 },
-    BadHeaderSize { found: u32 },
-    LengthMismatch { header: u32, actual: usize },
-    CrcMismatch { stored: u32, computed: u32 },
-    Misaligned { what: &'static str, offset: usize },
-    OutOfBounds { what: &'static str, offset: usize, len: usize, blob_len: usize },
-    BadConfig { field: &'static str, value: u32 },
-    BadGroupSize { group_size: u32 },
-    BadKvCache { value: u32 },
-    BadTensor { index: usize, reason: &'static str },
-    MissingTensor { kind: TensorKind, layer: u32 },
-    DuplicateTensor { kind: TensorKind, layer: u32 },
-    WrongShape { kind: TensorKind, layer: u32, expected: (usize, usize), found: (usize, usize) },
-    BadTokenizer { reason: &'static str },
-    BadTemplate { reason: &'static str },
+    TooShort {
+        len: usize,
+    },
+    BadMagic {
+        found: [u8; 4],
+    },
+    UnsupportedVersion {
+        found: u32,
+        supported: u32,
+    },
+    BadHeaderSize {
+        found: u32,
+    },
+    LengthMismatch {
+        header: u32,
+        actual: usize,
+    },
+    CrcMismatch {
+        stored: u32,
+        computed: u32,
+    },
+    Misaligned {
+        what: &'static str,
+        offset: usize,
+    },
+    OutOfBounds {
+        what: &'static str,
+        offset: usize,
+        len: usize,
+        blob_len: usize,
+    },
+    BadConfig {
+        field: &'static str,
+        value: u32,
+    },
+    BadGroupSize {
+        group_size: u32,
+    },
+    BadKvCache {
+        value: u32,
+    },
+    BadTensor {
+        index: usize,
+        reason: &'static str,
+    },
+    MissingTensor {
+        kind: TensorKind,
+        layer: u32,
+    },
+    DuplicateTensor {
+        kind: TensorKind,
+        layer: u32,
+    },
+    WrongShape {
+        kind: TensorKind,
+        layer: u32,
+        expected: (usize, usize),
+        found: (usize, usize),
+    },
+    BadTokenizer {
+        reason: &'static str,
+    },
+    BadTemplate {
+        reason: &'static str,
+    },
 }
 
 impl core::fmt::Display for BlobError {
@@ -243,7 +288,12 @@ impl<'a> TokenizerSection<'a> {
     /// The `i`-th merge entry in (left, right) order: `(left, right, result, rank)`.
     pub fn merge(&self, i: usize) -> (u32, u32, u32, u32) {
         let e = &self.merges[i * MERGE_ENTRY_SIZE..][..MERGE_ENTRY_SIZE];
-        (read_u32(e, 0), read_u32(e, 4), read_u32(e, 8), read_u32(e, 12))
+        (
+            read_u32(e, 0),
+            read_u32(e, 4),
+            read_u32(e, 8),
+            read_u32(e, 12),
+        )
     }
     /// The `i`-th token id in byte-wise order of the pieces.
     pub fn sorted_id(&self, i: usize) -> u32 {
@@ -278,14 +328,29 @@ fn read_f32(b: &[u8], at: usize) -> f32 {
 }
 
 /// Bounds-checked sub-slice: `what` names the region in the error.
-fn region<'a>(bytes: &'a [u8], what: &'static str, offset: usize, len: usize) -> Result<&'a [u8], BlobError> {
+fn region<'a>(
+    bytes: &'a [u8],
+    what: &'static str,
+    offset: usize,
+    len: usize,
+) -> Result<&'a [u8], BlobError> {
     match offset.checked_add(len) {
         Some(end) if end <= bytes.len() => Ok(&bytes[offset..end]),
-        _ => Err(BlobError::OutOfBounds { what, offset, len, blob_len: bytes.len() }),
+        _ => Err(BlobError::OutOfBounds {
+            what,
+            offset,
+            len,
+            blob_len: bytes.len(),
+        }),
     }
 }
 
-fn aligned_region<'a>(bytes: &'a [u8], what: &'static str, offset: usize, len: usize) -> Result<&'a [u8], BlobError> {
+fn aligned_region<'a>(
+    bytes: &'a [u8],
+    what: &'static str,
+    offset: usize,
+    len: usize,
+) -> Result<&'a [u8], BlobError> {
     if offset % ALIGN != 0 {
         return Err(BlobError::Misaligned { what, offset });
     }
@@ -353,7 +418,10 @@ impl<'a> Blob<'a> {
         }
         let version = read_u32(bytes, hdr::VERSION);
         if version != FORMAT_VERSION {
-            return Err(BlobError::UnsupportedVersion { found: version, supported: FORMAT_VERSION });
+            return Err(BlobError::UnsupportedVersion {
+                found: version,
+                supported: FORMAT_VERSION,
+            });
         }
         let header_size = read_u32(bytes, hdr::HEADER_SIZE);
         if header_size as usize != HEADER_SIZE {
@@ -378,17 +446,26 @@ impl<'a> Blob<'a> {
         }
         Self::check_ident(bytes)?;
         if (bytes.as_ptr() as usize) % ALIGN != 0 {
-            return Err(BlobError::Misaligned { what: "blob start in memory", offset: 0 });
+            return Err(BlobError::Misaligned {
+                what: "blob start in memory",
+                offset: 0,
+            });
         }
         let total = read_u32(bytes, hdr::TOTAL_LEN);
         if total as usize != bytes.len() {
-            return Err(BlobError::LengthMismatch { header: total, actual: bytes.len() });
+            return Err(BlobError::LengthMismatch {
+                header: total,
+                actual: bytes.len(),
+            });
         }
         let stored_crc = read_u32(bytes, hdr::CRC);
         if check_crc {
             let computed = crc32(&bytes[HEADER_SIZE..]);
             if computed != stored_crc {
-                return Err(BlobError::CrcMismatch { stored: stored_crc, computed });
+                return Err(BlobError::CrcMismatch {
+                    stored: stored_crc,
+                    computed,
+                });
             }
         }
         let config = read_config(bytes)?;
@@ -402,9 +479,15 @@ impl<'a> Blob<'a> {
             return Err(BlobError::BadGroupSize { group_size });
         }
         let kv_raw = read_u32(bytes, hdr::KV_CACHE);
-        let kv_cache = KvCacheKind::from_u32(kv_raw).ok_or(BlobError::BadKvCache { value: kv_raw })?;
+        let kv_cache =
+            KvCacheKind::from_u32(kv_raw).ok_or(BlobError::BadKvCache { value: kv_raw })?;
         let v = &bytes[hdr::VOICE..hdr::VOICE + 4];
-        let voice = Voice { speed: v[0], pitch: v[1], mouth: v[2], throat: v[3] };
+        let voice = Voice {
+            speed: v[0],
+            pitch: v[1],
+            mouth: v[2],
+            throat: v[3],
+        };
         let bos_id = read_u32(bytes, hdr::BOS);
         let eos_id = read_u32(bytes, hdr::EOS);
         for (field, id) in [("bos_id", bos_id), ("eos_id", eos_id)] {
@@ -414,9 +497,16 @@ impl<'a> Blob<'a> {
         }
 
         let tokenizer = parse_tokenizer(bytes, &config)?;
-        let (t_off, t_len) = (read_u32(bytes, hdr::TEMPLATE) as usize, read_u32(bytes, hdr::TEMPLATE + 4) as usize);
-        let template = core::str::from_utf8(aligned_region(bytes, "prompt template", t_off, t_len)?)
-            .map_err(|_| BlobError::BadTemplate { reason: "not UTF-8" })?;
+        let (t_off, t_len) = (
+            read_u32(bytes, hdr::TEMPLATE) as usize,
+            read_u32(bytes, hdr::TEMPLATE + 4) as usize,
+        );
+        let template =
+            core::str::from_utf8(aligned_region(bytes, "prompt template", t_off, t_len)?).map_err(
+                |_| BlobError::BadTemplate {
+                    reason: "not UTF-8",
+                },
+            )?;
         crate::template::PromptTemplate::parse(template)
             .map_err(|reason| BlobError::BadTemplate { reason })?;
 
@@ -424,7 +514,10 @@ impl<'a> Blob<'a> {
         let tt_count = read_u32(bytes, hdr::TENSORS + 4) as usize;
         let table_len = tt_count
             .checked_mul(TENSOR_ENTRY_SIZE)
-            .ok_or(BlobError::BadTensor { index: 0, reason: "tensor count overflows" })?;
+            .ok_or(BlobError::BadTensor {
+                index: 0,
+                reason: "tensor count overflows",
+            })?;
         let tensor_table = aligned_region(bytes, "tensor table", tt_off, table_len)?;
         let blob = Blob {
             bytes,
@@ -469,12 +562,27 @@ impl<'a> Blob<'a> {
                 if cols % self.group_size != 0 {
                     return Err(bad("row length is not a multiple of the group size"));
                 }
-                let s = aligned_region(self.bytes, "tensor scales", s_off, numel / self.group_size * 4)?;
-                TensorData::Q8 { q: as_i8(q), scales: as_f32(s) }
+                let s = aligned_region(
+                    self.bytes,
+                    "tensor scales",
+                    s_off,
+                    numel / self.group_size * 4,
+                )?;
+                TensorData::Q8 {
+                    q: as_i8(q),
+                    scales: as_f32(s),
+                }
             }
             _ => return Err(bad("unknown dtype")),
         };
-        Ok(TensorView { kind, layer, rows, cols, offset, data })
+        Ok(TensorView {
+            kind,
+            layer,
+            rows,
+            cols,
+            offset,
+            data,
+        })
     }
 
     /// Every tensor the config needs is present exactly once, with the right shape and dtype.
@@ -482,21 +590,37 @@ impl<'a> Blob<'a> {
         let n_layers = self.config.n_layers;
         for i in 0..self.tensor_count() {
             let t = self.tensor_at(i)?;
-            if t.kind.is_per_layer() && t.layer >= n_layers || !t.kind.is_per_layer() && t.layer != 0 {
-                return Err(BlobError::BadTensor { index: i, reason: "layer index out of range" });
+            if t.kind.is_per_layer() && t.layer >= n_layers
+                || !t.kind.is_per_layer() && t.layer != 0
+            {
+                return Err(BlobError::BadTensor {
+                    index: i,
+                    reason: "layer index out of range",
+                });
             }
             let expected = t.kind.shape(&self.config);
             if (t.rows, t.cols) != expected {
-                return Err(BlobError::WrongShape { kind: t.kind, layer: t.layer, expected, found: (t.rows, t.cols) });
+                return Err(BlobError::WrongShape {
+                    kind: t.kind,
+                    layer: t.layer,
+                    expected,
+                    found: (t.rows, t.cols),
+                });
             }
             let is_f32 = matches!(t.data, TensorData::F32(_));
             if is_f32 != t.kind.is_norm() {
-                return Err(BlobError::BadTensor { index: i, reason: "norms must be f32 and matrices Q8_0" });
+                return Err(BlobError::BadTensor {
+                    index: i,
+                    reason: "norms must be f32 and matrices Q8_0",
+                });
             }
             for j in 0..i {
                 let u = self.tensor_at(j)?;
                 if u.kind == t.kind && u.layer == t.layer {
-                    return Err(BlobError::DuplicateTensor { kind: t.kind, layer: t.layer });
+                    return Err(BlobError::DuplicateTensor {
+                        kind: t.kind,
+                        layer: t.layer,
+                    });
                 }
             }
         }
@@ -534,11 +658,15 @@ fn read_config(b: &[u8]) -> Result<ModelConfig, BlobError> {
         norm_eps: read_f32(b, hdr::NORM_EPS),
         rope_theta: read_f32(b, hdr::ROPE_THETA),
     };
-    c.validate().map_err(|(field, value)| BlobError::BadConfig { field, value })?;
+    c.validate()
+        .map_err(|(field, value)| BlobError::BadConfig { field, value })?;
     Ok(c)
 }
 
-fn parse_tokenizer<'a>(bytes: &'a [u8], config: &ModelConfig) -> Result<TokenizerSection<'a>, BlobError> {
+fn parse_tokenizer<'a>(
+    bytes: &'a [u8],
+    config: &ModelConfig,
+) -> Result<TokenizerSection<'a>, BlobError> {
     let bad = |reason| BlobError::BadTokenizer { reason };
     let off = read_u32(bytes, hdr::TOKENIZER) as usize;
     let len = read_u32(bytes, hdr::TOKENIZER + 4) as usize;
@@ -552,11 +680,15 @@ fn parse_tokenizer<'a>(bytes: &'a [u8], config: &ModelConfig) -> Result<Tokenize
         return Err(bad("token count differs from the model's vocab_size"));
     }
     let index_len = n_tokens * TOKEN_ENTRY_SIZE;
-    let merges_len = n_merges.checked_mul(MERGE_ENTRY_SIZE).ok_or(bad("merge count overflows"))?;
+    let merges_len = n_merges
+        .checked_mul(MERGE_ENTRY_SIZE)
+        .ok_or(bad("merge count overflows"))?;
     let sorted_len = n_tokens * 4;
     let strings_off = 16 + index_len + merges_len + sorted_len;
     if strings_off > sec.len() {
-        return Err(bad("token index, merges or sorted index run past the section"));
+        return Err(bad(
+            "token index, merges or sorted index run past the section",
+        ));
     }
     let t = TokenizerSection {
         index: &sec[16..16 + index_len],
@@ -667,9 +799,17 @@ impl BlobWriter {
         w.patch_u32(hdr::VERSION, FORMAT_VERSION);
         w.patch_u32(hdr::HEADER_SIZE, HEADER_SIZE as u32);
         let c = &spec.config;
-        for (i, v) in [c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size, c.seq_len]
-            .into_iter()
-            .enumerate()
+        for (i, v) in [
+            c.dim,
+            c.hidden_dim,
+            c.n_layers,
+            c.n_heads,
+            c.n_kv_heads,
+            c.vocab_size,
+            c.seq_len,
+        ]
+        .into_iter()
+        .enumerate()
         {
             w.patch_u32(hdr::CONFIG + 4 * i, v);
         }
@@ -701,7 +841,8 @@ impl BlobWriter {
         let table_off = w.out.len();
         w.patch_u32(hdr::TENSORS, Self::u32_of(table_off));
         w.patch_u32(hdr::TENSORS + 4, Self::u32_of(spec.tensors.len()));
-        w.out.resize(table_off + spec.tensors.len() * TENSOR_ENTRY_SIZE, 0);
+        w.out
+            .resize(table_off + spec.tensors.len() * TENSOR_ENTRY_SIZE, 0);
         w.pad();
         for (i, t) in spec.tensors.iter().enumerate() {
             let e = table_off + i * TENSOR_ENTRY_SIZE;
@@ -714,7 +855,8 @@ impl BlobWriter {
             match &t.values {
                 OwnedTensorData::F32(v) => {
                     w.out[e + 1] = DType::F32 as u8;
-                    v.iter().for_each(|x| w.out.extend_from_slice(&x.to_le_bytes()));
+                    v.iter()
+                        .for_each(|x| w.out.extend_from_slice(&x.to_le_bytes()));
                     w.pad();
                 }
                 OwnedTensorData::Q8 { q, scales } => {
@@ -723,7 +865,9 @@ impl BlobWriter {
                     w.pad();
                     let s_off = w.out.len();
                     w.patch_u32(e + 16, Self::u32_of(s_off));
-                    scales.iter().for_each(|x| w.out.extend_from_slice(&x.to_le_bytes()));
+                    scales
+                        .iter()
+                        .for_each(|x| w.out.extend_from_slice(&x.to_le_bytes()));
                     w.pad();
                 }
             }
@@ -745,7 +889,8 @@ impl BlobWriter {
         let mut string_off = 0u32;
         for (piece, kind, byte) in &t.tokens {
             self.put_u32(string_off);
-            self.out.extend_from_slice(&(piece.len() as u16).to_le_bytes());
+            self.out
+                .extend_from_slice(&(piece.len() as u16).to_le_bytes());
             self.out.push(*kind as u8);
             self.out.push(*byte);
             string_off += Self::u32_of(piece.len());
@@ -763,7 +908,12 @@ impl BlobWriter {
             }
         }
         let mut sorted: Vec<u32> = (0..Self::u32_of(n)).collect();
-        sorted.sort_by(|&a, &b| t.tokens[a as usize].0.as_bytes().cmp(t.tokens[b as usize].0.as_bytes()));
+        sorted.sort_by(|&a, &b| {
+            t.tokens[a as usize]
+                .0
+                .as_bytes()
+                .cmp(t.tokens[b as usize].0.as_bytes())
+        });
         for id in sorted {
             self.put_u32(id);
         }

@@ -18,7 +18,10 @@ pub struct GenerateOptions {
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        GenerateOptions { max_new_tokens: 64, sampler: SamplerConfig::default() }
+        GenerateOptions {
+            max_new_tokens: 64,
+            sampler: SamplerConfig::default(),
+        }
     }
 }
 
@@ -39,7 +42,12 @@ pub struct GenerateStats {
 }
 
 /// Ids of the whole prompt for `question`: BOS, then the formatted question.
-pub fn prompt_ids(tok: &Tokenizer<'_>, template: &PromptTemplate<'_>, bos_id: u32, question: &str) -> Vec<u32> {
+pub fn prompt_ids(
+    tok: &Tokenizer<'_>,
+    template: &PromptTemplate<'_>,
+    bos_id: u32,
+    question: &str,
+) -> Vec<u32> {
     let mut text = alloc::string::String::new();
     template.write_prompt(question, &mut |s| text.push_str(s));
     let mut ids = alloc::vec![bos_id];
@@ -87,7 +95,11 @@ pub fn answer<W: Workers>(
     };
 
     if prompt.len() >= seq_len {
-        return Ok(GenerateStats { prompt_tokens: prompt.len(), generated_tokens: 0, stop: StopReason::ContextFull });
+        return Ok(GenerateStats {
+            prompt_tokens: prompt.len(),
+            generated_tokens: 0,
+            stop: StopReason::ContextFull,
+        });
     }
     let mut logits_owned = alloc::vec![0.0f32; engine.config().vocab_size as usize];
     for (pos, &t) in prompt.iter().enumerate() {
@@ -116,5 +128,9 @@ pub fn answer<W: Workers>(
         pos += 1;
     };
     decoder.finish(&mut emit);
-    Ok(GenerateStats { prompt_tokens: prompt.len(), generated_tokens: generated, stop })
+    Ok(GenerateStats {
+        prompt_tokens: prompt.len(),
+        generated_tokens: generated,
+        stop,
+    })
 }

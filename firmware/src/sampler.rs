@@ -14,7 +14,11 @@ pub struct SamplerConfig {
 
 impl Default for SamplerConfig {
     fn default() -> Self {
-        SamplerConfig { temperature: 0.0, top_p: 0.9, seed: 42 }
+        SamplerConfig {
+            temperature: 0.0,
+            top_p: 0.9,
+            seed: 42,
+        }
     }
 }
 
@@ -80,8 +84,10 @@ impl Sampler {
             return (logits.len() - 1) as u32;
         }
         self.order.clear();
-        self.order.extend(logits.iter().enumerate().map(|(i, &p)| (p, i as u32)));
-        self.order.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        self.order
+            .extend(logits.iter().enumerate().map(|(i, &p)| (p, i as u32)));
+        self.order
+            .sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         let mut cum = 0.0;
         let mut last = self.order.len() - 1;
         for (i, &(p, _)) in self.order.iter().enumerate() {
@@ -115,11 +121,17 @@ mod tests {
 
     #[test]
     fn seeded_sampling_repeats_and_respects_top_p() {
-        let cfg = SamplerConfig { temperature: 1.0, top_p: 0.5, seed: 7 };
+        let cfg = SamplerConfig {
+            temperature: 1.0,
+            top_p: 0.5,
+            seed: 7,
+        };
         let logits = [5.0f32, 4.9, 0.0, -3.0];
         let run = || {
             let mut s = Sampler::new(cfg, 4);
-            (0..50).map(|_| s.sample(&mut logits.clone())).collect::<Vec<_>>()
+            (0..50)
+                .map(|_| s.sample(&mut logits.clone()))
+                .collect::<Vec<_>>()
         };
         let a = run();
         assert_eq!(a, run());

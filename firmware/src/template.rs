@@ -28,7 +28,9 @@ impl<'a> PromptTemplate<'a> {
             return Err("{answer} must come after {question}");
         }
         if a + "{answer}".len() != text.len() {
-            return Err("nothing may follow {answer} (the answer ends with the end-of-sequence token)");
+            return Err(
+                "nothing may follow {answer} (the answer ends with the end-of-sequence token)",
+            );
         }
         Ok(PromptTemplate {
             before_question: &text[..q],
@@ -53,7 +55,12 @@ impl<'a> PromptTemplate<'a> {
     /// be taken on the answer only.
     #[cfg(feature = "std")]
     pub fn render(&self, question: &str, answer: &str) -> (String, String) {
-        let prompt = format!("{}{}{}", self.before_question, question, self.prompt_suffix());
+        let prompt = format!(
+            "{}{}{}",
+            self.before_question,
+            question,
+            self.prompt_suffix()
+        );
         let sep_tail = &self.between[self.prompt_suffix().len()..];
         (prompt, format!("{sep_tail}{answer}"))
     }

@@ -99,7 +99,11 @@ impl<'a> Tokenizer<'a> {
             }
         }
         let mut buf = [0u8; 4];
-        let s: &str = if c == ' ' { SPACE_PIECE } else { c.encode_utf8(&mut buf) };
+        let s: &str = if c == ' ' {
+            SPACE_PIECE
+        } else {
+            c.encode_utf8(&mut buf)
+        };
         if let Some(id) = self.lookup(s.as_bytes()) {
             symbols.push(id);
         } else if s.bytes().all(|b| self.byte_ids[usize::from(b)] != u32::MAX) {

@@ -116,7 +116,8 @@ mod host {
             {
                 let mut slot = lock.lock().unwrap_or_else(|e| e.into_inner());
                 // SAFETY: lifetime erasure only; we block below until the thread is done.
-                let job_static: *const RowJob<'static> = unsafe { std::mem::transmute(job as *const RowJob<'_>) };
+                let job_static: *const RowJob<'static> =
+                    unsafe { std::mem::transmute(job as *const RowJob<'_>) };
                 slot.done = false;
                 slot.task = Some(Task {
                     job: job_static,

@@ -1,0 +1,208 @@
+//! Answering questions on the host, with either engine: the badge's int8 engine over a blob
+//! (exactly what the badge computes), or candle running a run's f32 checkpoint.
+
+use crate::tokenizer::BadgeTokenizer;
+use crate::util::AlignedBytes;
+use anyhow::{anyhow, Context, Result};
+use badge_firmware::engine::Engine;
+use badge_firmware::format::Blob;
+use badge_firmware::generate::{self, GenerateOptions, GenerateStats};
+use badge_firmware::template::PromptTemplate;
+use badge_firmware::tokenizer::Tokenizer;
+use badge_firmware::workers::{RowJob, SingleWorker, ThreadWorkers, Workers};
+use candle_core::{Device, Tensor};
+use std::path::Path;
+
+/// Anything that answers a question (for `badge eval`, `badge ask`, the demo).
+pub trait Answerer {
+    /// Answers greedily (or as configured), streaming text pieces to `on_text`.
+    fn answer_streaming(
+        &mut self,
+        question: &str,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<GenerateStats>;
+
+    fn answer(&mut self, question: &str) -> Result<String> {
+        let mut s = String::new();
+        self.answer_streaming(question, &mut |t| s.push_str(t))?;
+        Ok(s)
+    }
+}
+
+/// One or two workers, chosen at run time.
+pub enum HostWorkers {
+    One(SingleWorker),
+    Two(ThreadWorkers),
+}
+
+impl HostWorkers {
+    pub fn new(n: usize) -> Self {
+        if n >= 2 {
+            Self::Two(ThreadWorkers::new())
+        } else {
+            Self::One(SingleWorker)
+        }
+    }
+}
+
+impl Workers for HostWorkers {
+    fn run_rows(&self, out: &mut [f32], job: &RowJob<'_>) {
+        match self {
+            Self::One(w) => w.run_rows(out, job),
+            Self::Two(w) => w.run_rows(out, job),
+        }
+    }
+    fn count(&self) -> usize {
+        match self {
+            Self::One(w) => w.count(),
+            Self::Two(w) => w.count(),
+        }
+    }
+}
+
+/// A blob file read into aligned memory and validated.
+pub struct BlobFile {
+    pub bytes: AlignedBytes,
+}
+
+impl BlobFile {
+    pub fn read(path: &Path) -> Result<Self> {
+        let bytes = AlignedBytes::read(path)?;
+        Blob::parse(bytes.as_slice()).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        Ok(BlobFile { bytes })
+    }
+    pub fn blob(&self) -> Blob<'_> {
+        Blob::parse_crc_checked(self.bytes.as_slice()).expect("validated in BlobFile::read")
+    }
+}
+
+/// The badge's engine on the host.
+pub struct BlobAnswerer<'a> {
+    pub blob: Blob<'a>,
+    pub engine: Engine<'a, HostWorkers>,
+    pub tokenizer: Tokenizer<'a>,
+    pub options: GenerateOptions,
+}
+
+impl<'a> BlobAnswerer<'a> {
+    pub fn new(file: &'a BlobFile, workers: usize, options: GenerateOptions) -> Result<Self> {
+        let blob = file.blob();
+        let engine = Engine::new(&blob, HostWorkers::new(workers)).map_err(|e| anyhow!("{e}"))?;
+        let tokenizer = Tokenizer::new(blob.tokenizer);
+        Ok(BlobAnswerer {
+            blob,
+            engine,
+            tokenizer,
+            options,
+        })
+    }
+}
+
+impl Answerer for BlobAnswerer<'_> {
+    fn answer_streaming(
+        &mut self,
+        question: &str,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<GenerateStats> {
+        let template = PromptTemplate::parse(self.blob.template).map_err(|e| anyhow!("{e}"))?;
+        generate::answer(
+            &mut self.engine,
+            &self.tokenizer,
+            &template,
+            self.blob.bos_id,
+            self.blob.eos_id,
+            question,
+            &self.options,
+            on_text,
+        )
+        .map_err(|e| anyhow!("{e}"))
+    }
+}
+
+/// candle running a run's f32 checkpoint, greedy (full re-run per token: slow, exact).
+pub struct CandleAnswerer {
+    pub model: crate::model::Transformer,
+    pub tokenizer: BadgeTokenizer,
+    pub template: String,
+    pub max_new_tokens: usize,
+    device: Device,
+}
+
+impl CandleAnswerer {
+    pub fn from_run(
+        run_dir: &Path,
+        checkpoint: Option<&Path>,
+        max_new_tokens: usize,
+    ) -> Result<Self> {
+        let run = crate::checkpoint::RunDir::new(run_dir);
+        let rc = crate::export::run_config(&run)?;
+        let ckpt = checkpoint
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| run.final_weights());
+        let device = Device::Cpu;
+        let params = crate::checkpoint::load_params(&ckpt, &rc.model, &device)?;
+        Ok(CandleAnswerer {
+            model: crate::model::build(&rc.model, &params, &device)?,
+            tokenizer: BadgeTokenizer::load(&run.tokenizer())?,
+            template: rc.curriculum.template.clone(),
+            max_new_tokens,
+            device,
+        })
+    }
+
+    /// Next-token logits after `ids` (the last position of one forward pass).
+    pub fn next_logits(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        let t = Tensor::from_vec(ids.to_vec(), (1, ids.len()), &self.device)?;
+        let logits = self.model.forward(&t)?;
+        Ok(logits.get(0)?.get(ids.len() - 1)?.to_vec1::<f32>()?)
+    }
+}
+
+impl Answerer for CandleAnswerer {
+    fn answer_streaming(
+        &mut self,
+        question: &str,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<GenerateStats> {
+        let template = PromptTemplate::parse(&self.template).map_err(|e| anyhow!("{e}"))?;
+        let (prompt, _) = template.render(question, "");
+        let mut ids = vec![self.tokenizer.bos_id()];
+        ids.extend(self.tokenizer.encode(&prompt)?);
+        let prompt_len = ids.len();
+        let seq_len = self.model.config.seq_len as usize;
+        let mut stop = generate::StopReason::TokenLimit;
+        while ids.len() - prompt_len < self.max_new_tokens {
+            if ids.len() >= seq_len {
+                stop = generate::StopReason::ContextFull;
+                break;
+            }
+            let next = badge_firmware::sampler::argmax(&self.next_logits(&ids)?);
+            if next == self.tokenizer.eos_id() || next == self.tokenizer.bos_id() {
+                stop = generate::StopReason::EndOfSequence;
+                break;
+            }
+            ids.push(next);
+        }
+        let text = self.tokenizer.decode(&ids[prompt_len..])?;
+        let sep_tail = &template.between[template.prompt_suffix().len()..];
+        on_text(text.strip_prefix(sep_tail).unwrap_or(&text));
+        Ok(GenerateStats {
+            prompt_tokens: prompt_len,
+            generated_tokens: ids.len() - prompt_len,
+            stop,
+        })
+    }
+}
+
+/// Opens `model` as a blob file or a run directory (`--engine candle` needs a run).
+pub fn is_run_dir(model: &Path) -> bool {
+    model.is_dir()
+}
+
+pub fn context_for(model: &Path) -> String {
+    format!("opening model {}", model.display())
+}
+
+pub fn open_blob(model: &Path) -> Result<BlobFile> {
+    BlobFile::read(model).with_context(|| context_for(model))
+}

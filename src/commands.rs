@@ -1,0 +1,210 @@
+//! The bodies of the subcommands that print: each calls one stage and formats its result.
+
+use super::{GenArgs, TokenizerCmd};
+use anyhow::{bail, Context, Result};
+use badge::answer::{Answerer, BlobAnswerer, BlobFile, CandleAnswerer};
+use std::io::{BufRead, Write};
+use std::path::Path;
+use std::time::Instant;
+
+fn texts_of(inputs: &[std::path::PathBuf]) -> Result<Vec<String>> {
+    let mut texts = Vec::new();
+    for p in inputs {
+        if p.is_dir() {
+            texts.extend(badge::data::read_prose_dir(p)?);
+        } else if p.extension().is_some_and(|e| e == "csv") {
+            texts.extend(
+                badge::data::read_qa_csv(p)?
+                    .into_iter()
+                    .map(|q| format!("{}\n{}", q.question, q.answer)),
+            );
+        } else {
+            texts.extend(badge::data::read_stories(p)?);
+        }
+    }
+    Ok(texts)
+}
+
+pub fn tokenizer(cmd: TokenizerCmd) -> Result<()> {
+    match cmd {
+        TokenizerCmd::Train {
+            vocab_size,
+            input,
+            out,
+        } => {
+            let t0 = Instant::now();
+            let texts = texts_of(&input)?;
+            let tok = badge::tokenizer::BadgeTokenizer::train(&texts, vocab_size)?;
+            tok.save(&out)?;
+            eprintln!(
+                "trained {} tokens on {} texts in {:.2} s → {}",
+                tok.vocab_size(),
+                texts.len(),
+                t0.elapsed().as_secs_f64(),
+                out.display()
+            );
+            Ok(())
+        }
+        TokenizerCmd::Stats {
+            tokenizer,
+            input,
+            json,
+        } => {
+            let tok = badge::tokenizer::BadgeTokenizer::load(&tokenizer)?;
+            let s = badge::tokenizer::stats(&tok, &texts_of(&input)?)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                println!(
+                    "vocab size        {}\ntexts             {}\ncharacters        {}\ntokens            {}\ntokens/char       {:.4}\nbyte fallbacks    {}",
+                    s.vocab_size, s.texts, s.chars, s.tokens, s.tokens_per_char, s.byte_fallback_tokens
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+pub fn export(opts: &badge::export::ExportOptions, json: bool, csv: Option<&Path>) -> Result<()> {
+    let r = badge::export::export(opts)?;
+    if let Some(p) = csv {
+        badge::util::write_atomic(p, r.report.csv()?.as_bytes())?;
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    if let Some(n) = &r.note {
+        eprintln!("note: {n}");
+    }
+    print!("{}", r.report.table());
+    if let Some(m) = &r.memory {
+        print!("\n{}", m.table());
+    }
+    println!("\nwrote {} ({} bytes)", r.out.display(), r.bytes);
+    Ok(())
+}
+
+pub fn inspect(
+    model: &Path,
+    report: bool,
+    against: Option<&Path>,
+    board: &Path,
+    json: bool,
+) -> Result<()> {
+    if report && against.is_none() {
+        bail!("--report needs --against runs/NAME: the blob holds only the quantized weights, the run holds the originals");
+    }
+    let i = badge::inspect::inspect(model, Some(board).filter(|b| b.exists()), against)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&i)?);
+    } else {
+        print!("{}", i.table());
+    }
+    Ok(())
+}
+
+/// Runs `f` with an answerer for `model`: a blob through the int8 engine, or a run directory
+/// through candle (`--engine candle`).
+fn with_answerer(
+    model: &Path,
+    gen: &GenArgs,
+    f: &mut dyn FnMut(&mut dyn Answerer) -> Result<()>,
+) -> Result<()> {
+    match gen.engine.as_str() {
+        "int8" => {
+            if model.is_dir() {
+                bail!("{} is a run directory: export it first (badge export --from {} --out model.bin) or use --engine candle", model.display(), model.display());
+            }
+            let file = BlobFile::read(model)
+                .with_context(|| format!("opening model {}", model.display()))?;
+            let mut a = BlobAnswerer::new(&file, gen.workers, gen.options())?;
+            f(&mut a)
+        }
+        "candle" => {
+            let mut a = CandleAnswerer::from_run(model, None, gen.max_tokens)?;
+            f(&mut a)
+        }
+        other => bail!("unknown engine `{other}`: use int8 or candle"),
+    }
+}
+
+fn ask_one(a: &mut dyn Answerer, question: &str) -> Result<String> {
+    let t0 = Instant::now();
+    let mut answer = String::new();
+    let stdout = std::io::stdout();
+    let stats = a.answer_streaming(question, &mut |piece| {
+        answer.push_str(piece);
+        let mut out = stdout.lock();
+        let _ = out.write_all(piece.as_bytes());
+        let _ = out.flush();
+    })?;
+    println!();
+    let secs = t0.elapsed().as_secs_f64();
+    eprintln!(
+        "[{} prompt + {} generated tokens in {:.3} s: {:.1} tok/s; stop: {:?}]",
+        stats.prompt_tokens,
+        stats.generated_tokens,
+        secs,
+        (stats.prompt_tokens + stats.generated_tokens) as f64 / secs,
+        stats.stop
+    );
+    Ok(answer)
+}
+
+pub fn ask(model: &Path, question: &str, gen: &GenArgs, speak: Option<&Path>) -> Result<()> {
+    let mut voice = badge_firmware::sam::Voice::default();
+    with_answerer(model, gen, &mut |a| {
+        let answer = ask_one(a, question)?;
+        if let Some(wav) = speak {
+            if let Ok(file) = BlobFile::read(model) {
+                voice = badge::say::from_blob_voice(file.blob().voice);
+            }
+            let n = badge::say::say_to_wav(&answer, &voice, false, wav)?;
+            eprintln!("spoke {n} samples to {}", wav.display());
+        }
+        Ok(())
+    })
+}
+
+pub fn chat(model: &Path, gen: &GenArgs) -> Result<()> {
+    with_answerer(model, gen, &mut |a| {
+        let stdin = std::io::stdin();
+        loop {
+            eprint!("> ");
+            let mut line = String::new();
+            if stdin.lock().read_line(&mut line)? == 0 || line.trim().is_empty() {
+                return Ok(());
+            }
+            ask_one(a, line.trim())?;
+        }
+    })
+}
+
+pub fn eval(model: &Path, qa: &Path, misses: usize, json: bool) -> Result<()> {
+    let pairs = badge::data::read_qa_csv(qa)?;
+    let bar = indicatif::ProgressBar::new(pairs.len() as u64);
+    let run = |a: &mut dyn Answerer| -> Result<badge::eval::EvalReport> {
+        badge::eval::evaluate(a, &pairs, |i| bar.set_position(i as u64))
+    };
+    let report = if model.is_dir() {
+        run(&mut CandleAnswerer::from_run(model, None, 64)?)?
+    } else {
+        let file = BlobFile::read(model)?;
+        run(&mut BlobAnswerer::new(&file, 1, Default::default())?)?
+    };
+    bar.finish_and_clear();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table(misses));
+        if model.is_dir() {
+            if let Ok(s) = std::fs::read_to_string(model.join("summary.json")) {
+                if let Ok(s) = serde_json::from_str::<badge::train::Summary>(&s) {
+                    print!("\nper-dataset loss:\n{}", badge::train::summary_table(&s));
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,251 @@
+//! `badge export`: a trained checkpoint → Q8_0 → the blob the badge loads (or llama2.c's
+//! version-2 file), with the per-tensor error report.
+
+use crate::checkpoint::{self, RunDir};
+use crate::config::ResolvedCurriculum;
+use crate::quant_report::{QuantReport, TensorError};
+use crate::tokenizer::BadgeTokenizer;
+use anyhow::{bail, Context, Result};
+use badge_firmware::config::{KvCacheKind, ModelConfig, Voice};
+use badge_firmware::format::{BlobSpec, BlobWriter, OwnedTensorData, TensorKind, TensorSpec};
+use badge_firmware::quant;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// How the group size was chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupSize {
+    /// The largest power of two ≤ this that divides every row length.
+    Auto(usize),
+    /// Exactly this, or an error.
+    Forced(usize),
+}
+
+/// Resolves the group size for a config; returns it and a note when it was lowered.
+pub fn resolve_group_size(c: &ModelConfig, gs: GroupSize) -> Result<(usize, Option<String>)> {
+    let rows = [c.dim as usize, c.hidden_dim as usize];
+    match gs {
+        GroupSize::Forced(n) => {
+            quant::check_group_size(n, &rows)
+                .map_err(|e| anyhow::anyhow!("--group-size {n}: {e}"))?;
+            Ok((n, None))
+        }
+        GroupSize::Auto(n) => {
+            let chosen = quant::choose_group_size(n, &rows).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let note = (chosen != n).then(|| {
+                format!(
+                    "group size {n} does not divide dim {} and hidden_dim {}: using {chosen}",
+                    c.dim, c.hidden_dim
+                )
+            });
+            Ok((chosen, note))
+        }
+    }
+}
+
+/// Weights by parameter name as flat f32 vectors.
+pub type FlatParams = BTreeMap<String, Vec<f32>>;
+
+/// Reads a checkpoint's weights for `config`.
+pub fn read_weights(path: &Path, config: &ModelConfig) -> Result<FlatParams> {
+    let params = checkpoint::load_params(path, config, &candle_core::Device::Cpu)?;
+    params
+        .iter()
+        .map(|(n, v)| Ok((n.clone(), v.as_tensor().flatten_all()?.to_vec1::<f32>()?)))
+        .collect()
+}
+
+fn param_name(kind: TensorKind, layer: u32) -> String {
+    if kind.is_per_layer() {
+        format!("layers.{layer}.{}", kind.name())
+    } else {
+        kind.name().to_string()
+    }
+}
+
+/// Everything a blob needs besides the weights.
+pub struct BlobInputs<'a> {
+    pub config: ModelConfig,
+    pub tokenizer: &'a BadgeTokenizer,
+    pub template: &'a str,
+    pub voice: Voice,
+    pub kv_cache: KvCacheKind,
+    pub group_size: usize,
+}
+
+/// Quantizes every matrix and assembles the blob; returns its bytes and the error report.
+pub fn build_blob(inputs: &BlobInputs<'_>, weights: &FlatParams) -> Result<(Vec<u8>, QuantReport)> {
+    let c = &inputs.config;
+    let gs = inputs.group_size;
+    let mut tensors = Vec::new();
+    let mut errors = Vec::new();
+    let mut push = |kind: TensorKind, layer: u32| -> Result<()> {
+        let name = param_name(kind, layer);
+        let values = weights
+            .get(&name)
+            .with_context(|| format!("the checkpoint has no tensor {name}"))?;
+        let (rows, cols) = kind.shape(c);
+        if values.len() != rows * cols {
+            bail!(
+                "tensor {name} has {} values, the config needs {rows}x{cols}",
+                values.len()
+            );
+        }
+        let data = if kind.is_norm() {
+            OwnedTensorData::F32(values.clone())
+        } else {
+            let mut q = vec![0i8; values.len()];
+            let mut scales = vec![0f32; values.len() / gs];
+            quant::quantize(values, gs, &mut q, &mut scales);
+            let mut restored = vec![0f32; values.len()];
+            quant::dequantize(&q, &scales, gs, &mut restored);
+            errors.push(TensorError::measure(
+                &name,
+                (rows, cols),
+                gs,
+                q.len() + scales.len() * 4,
+                values,
+                &restored,
+            ));
+            OwnedTensorData::Q8 { q, scales }
+        };
+        tensors.push(TensorSpec {
+            kind,
+            layer,
+            rows,
+            cols,
+            values: data,
+        });
+        Ok(())
+    };
+    push(TensorKind::TokenEmbedding, 0)?;
+    for l in 0..c.n_layers {
+        for kind in TensorKind::PER_LAYER {
+            push(kind, l)?;
+        }
+    }
+    push(TensorKind::FinalNorm, 0)?;
+    let spec = BlobSpec {
+        config: *c,
+        group_size: gs as u32,
+        kv_cache: inputs.kv_cache,
+        voice: inputs.voice,
+        bos_id: inputs.tokenizer.bos_id(),
+        eos_id: inputs.tokenizer.eos_id(),
+        tokenizer: inputs.tokenizer.to_spec()?,
+        template: inputs.template.to_string(),
+        tensors,
+    };
+    Ok((BlobWriter::write(&spec), QuantReport::new(gs, errors)))
+}
+
+/// Output formats of `badge export`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// The badge's blob (firmware/FORMAT.md).
+    Blob,
+    /// llama2.c's version-2 Q8_0 checkpoint plus tokenizer.bin beside it.
+    Llama2c,
+}
+
+/// Options of `badge export`.
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    pub run: PathBuf,
+    pub checkpoint: Option<PathBuf>,
+    pub out: PathBuf,
+    pub group_size: GroupSize,
+    pub format: ExportFormat,
+    pub kv_cache: KvCacheKind,
+    pub max_rel_error: Option<f64>,
+    pub board: Option<PathBuf>,
+}
+
+/// What an export produced.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ExportResult {
+    pub out: PathBuf,
+    pub bytes: usize,
+    pub group_size: usize,
+    pub note: Option<String>,
+    pub report: QuantReport,
+    pub memory: Option<crate::board::MemoryPlan>,
+}
+
+/// The resolved curriculum stored in a run directory.
+pub fn run_config(run: &RunDir) -> Result<ResolvedCurriculum> {
+    let text = crate::util::read_to_string(&run.config()).with_context(|| {
+        format!(
+            "{} is not a run directory made by `badge train`",
+            run.root.display()
+        )
+    })?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("{}: corrupt run config", run.config().display()))
+}
+
+pub fn export(opts: &ExportOptions) -> Result<ExportResult> {
+    let run = RunDir::new(&opts.run);
+    let rc = run_config(&run)?;
+    let cfg = rc.model;
+    let ckpt = opts
+        .checkpoint
+        .clone()
+        .unwrap_or_else(|| run.final_weights());
+    if !ckpt.exists() {
+        bail!("{} does not exist: the run has not finished (export a phase checkpoint with --checkpoint, or finish it with `badge train --resume {}`)", ckpt.display(), opts.run.display());
+    }
+    let weights = read_weights(&ckpt, &cfg)?;
+    let tokenizer = BadgeTokenizer::load(&run.tokenizer())?;
+    let (gs, note) = resolve_group_size(&cfg, opts.group_size)?;
+    if opts.format == ExportFormat::Llama2c {
+        let (bytes, report) = crate::llama2c::write(&opts.out, &cfg, &weights, &tokenizer, gs)?;
+        return Ok(ExportResult {
+            out: opts.out.clone(),
+            bytes,
+            group_size: gs,
+            note,
+            report,
+            memory: None,
+        });
+    }
+    let inputs = BlobInputs {
+        config: cfg,
+        tokenizer: &tokenizer,
+        template: &rc.curriculum.template,
+        voice: rc.curriculum.voice.unwrap_or_default(),
+        kv_cache: opts.kv_cache,
+        group_size: gs,
+    };
+    let (blob, report) = build_blob(&inputs, &weights)?;
+    if let Some(max) = opts.max_rel_error {
+        if let Some(t) = report.tensors.iter().find(|t| t.rel_rmse > max) {
+            bail!("tensor {} has relative RMSE {:.5}, above --max-rel-error {max}; nothing was written", t.name, t.rel_rmse);
+        }
+    }
+    let memory = match &opts.board {
+        Some(b) => {
+            let board = crate::board::Board::load(b)?;
+            let state = badge_firmware::engine::RunState::new(&cfg, gs, opts.kv_cache);
+            let plan = crate::board::MemoryPlan::new(
+                &board,
+                blob.len() as u64,
+                state.kv_cache_bytes() as u64,
+                state.activation_bytes() as u64,
+            )?;
+            plan.check()
+                .context("the model does not fit the board; nothing was written")?;
+            Some(plan)
+        }
+        None => None,
+    };
+    crate::util::write_atomic(&opts.out, &blob)?;
+    Ok(ExportResult {
+        out: opts.out.clone(),
+        bytes: blob.len(),
+        group_size: gs,
+        note,
+        report,
+        memory,
+    })
+}

@@ -1,0 +1,163 @@
+//! `badge inspect`: what is inside a blob, and whether it fits a board.
+
+use crate::answer::BlobFile;
+use crate::quant_report::{QuantReport, TensorError};
+use anyhow::{anyhow, Result};
+use badge_firmware::format::{Blob, TensorData};
+use serde::Serialize;
+use std::path::Path;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TensorRow {
+    pub name: String,
+    pub dtype: &'static str,
+    pub rows: usize,
+    pub cols: usize,
+    pub offset: usize,
+    pub bytes: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Inspection {
+    pub file: String,
+    pub bytes: usize,
+    pub crc32: String,
+    pub crc_ok: bool,
+    pub config: badge_firmware::config::ModelConfig,
+    pub group_size: usize,
+    pub kv_cache: String,
+    pub voice: badge_firmware::config::Voice,
+    pub vocab_tokens: usize,
+    pub merges: usize,
+    pub template: String,
+    pub tensors: Vec<TensorRow>,
+    pub run_state_bytes: usize,
+    pub memory: Option<crate::board::MemoryPlan>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<QuantReport>,
+}
+
+fn tensor_name(t: &badge_firmware::format::TensorView<'_>) -> String {
+    if t.kind.is_per_layer() {
+        format!("layers.{}.{}", t.layer, t.kind.name())
+    } else {
+        t.kind.name().to_string()
+    }
+}
+
+/// Reads and describes a blob; with `against` (a run directory) it also measures every
+/// tensor's quantization error against that run's f32 checkpoint.
+pub fn inspect(path: &Path, board: Option<&Path>, against: Option<&Path>) -> Result<Inspection> {
+    let file = BlobFile::read(path)?;
+    let blob: Blob<'_> = file.blob();
+    let mut tensors = Vec::new();
+    for i in 0..blob.tensor_count() {
+        let t = blob.tensor_at(i).map_err(|e| anyhow!("{e}"))?;
+        tensors.push(TensorRow {
+            name: tensor_name(&t),
+            dtype: if matches!(t.data, TensorData::F32(_)) {
+                "f32"
+            } else {
+                "q8_0"
+            },
+            rows: t.rows,
+            cols: t.cols,
+            offset: t.offset,
+            bytes: t.byte_len(),
+        });
+    }
+    let state = badge_firmware::engine::RunState::new(&blob.config, blob.group_size, blob.kv_cache);
+    let memory = match board {
+        Some(b) => Some(crate::board::MemoryPlan::new(
+            &crate::board::Board::load(b)?,
+            blob.bytes.len() as u64,
+            state.kv_cache_bytes() as u64,
+            state.activation_bytes() as u64,
+        )?),
+        None => None,
+    };
+    let report = match against {
+        Some(run) => Some(error_against(&blob, run)?),
+        None => None,
+    };
+    Ok(Inspection {
+        file: path.display().to_string(),
+        bytes: blob.bytes.len(),
+        crc32: format!("{:08x}", blob.crc32),
+        crc_ok: true,
+        config: blob.config,
+        group_size: blob.group_size,
+        kv_cache: format!("{:?}", blob.kv_cache).to_lowercase(),
+        voice: blob.voice,
+        vocab_tokens: blob.tokenizer.n_tokens,
+        merges: blob.tokenizer.n_merges,
+        template: blob.template.to_string(),
+        tensors,
+        run_state_bytes: state.byte_size(),
+        memory,
+        report,
+    })
+}
+
+fn error_against(blob: &Blob<'_>, run: &Path) -> Result<QuantReport> {
+    let rd = crate::checkpoint::RunDir::new(run);
+    let rc = crate::export::run_config(&rd)?;
+    let weights = crate::export::read_weights(&rd.final_weights(), &rc.model)?;
+    let mut errors = Vec::new();
+    for i in 0..blob.tensor_count() {
+        let t = blob.tensor_at(i).map_err(|e| anyhow!("{e}"))?;
+        if let TensorData::Q8 { q, scales } = t.data {
+            let name = tensor_name(&t);
+            let orig = weights
+                .get(&name)
+                .ok_or_else(|| anyhow!("the run has no tensor {name}"))?;
+            let mut restored = vec![0f32; q.len()];
+            badge_firmware::quant::dequantize(q, scales, blob.group_size, &mut restored);
+            errors.push(TensorError::measure(
+                &name,
+                (t.rows, t.cols),
+                blob.group_size,
+                t.byte_len(),
+                orig,
+                &restored,
+            ));
+        }
+    }
+    Ok(QuantReport::new(blob.group_size, errors))
+}
+
+impl Inspection {
+    pub fn table(&self) -> String {
+        let c = &self.config;
+        let mut s = format!(
+            "{}: {} bytes, CRC32 {} ({})\nmodel: dim {} hidden {} layers {} heads {}/{} vocab {} seq {} eps {} theta {}\nQ8_0 group size {}, KV cache {}, voice speed {} pitch {} mouth {} throat {}\ntokenizer: {} tokens, {} merges; template {:?}\nrun state on the badge: {} bytes\n\n",
+            self.file, self.bytes, self.crc32, if self.crc_ok { "ok" } else { "BAD" },
+            c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size, c.seq_len, c.norm_eps, c.rope_theta,
+            self.group_size, self.kv_cache, self.voice.speed, self.voice.pitch, self.voice.mouth, self.voice.throat,
+            self.vocab_tokens, self.merges, self.template, self.run_state_bytes
+        );
+        s += &format!(
+            "{:<22} {:>5} {:>11} {:>9} {:>9}\n",
+            "tensor", "dtype", "shape", "offset", "bytes"
+        );
+        for t in &self.tensors {
+            s += &format!(
+                "{:<22} {:>5} {:>11} {:>9} {:>9}\n",
+                t.name,
+                t.dtype,
+                format!("{}x{}", t.rows, t.cols),
+                t.offset,
+                t.bytes
+            );
+        }
+        if let Some(m) = &self.memory {
+            s += "\n";
+            s += &m.table();
+        }
+        if let Some(r) = &self.report {
+            s += "\n";
+            s += &r.table();
+        }
+        s
+    }
+}
