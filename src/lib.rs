@@ -23,3 +23,5 @@ pub mod synth;
 pub mod tokenizer;
 pub mod train;
 pub mod util;
+pub mod sim;
+pub mod flash;

@@ -127,6 +127,8 @@ impl BadgeTokenizer {
         .map_err(|e| anyhow!("adding special tokens: {e}"))?;
         tk.add_special_tokens(unused)
             .map_err(|e| anyhow!("adding unused tokens: {e}"))?;
+        // Text that happens to spell "<s>" is text: control tokens come only from the code.
+        tk.set_encode_special_tokens(true);
         let t = BadgeTokenizer { inner: tk };
         t.check_layout()?;
         Ok(t)

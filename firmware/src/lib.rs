@@ -25,3 +25,5 @@ pub mod template;
 pub mod tokenizer;
 pub mod workers;
 pub mod partition;
+pub mod image;
+pub mod app;

@@ -245,7 +245,7 @@ impl<'a> PartitionTable<'a> {
     }
 
     /// The partitions in table order.
-    pub fn iter(&self) -> impl Iterator<Item = Partition> + 'a {
+    pub fn iter(&self) -> impl Iterator<Item = Partition> + Clone + 'a {
         self.entries.chunks_exact(ENTRY_SIZE).map(Partition::from_entry)
     }
 
@@ -283,7 +283,7 @@ fn validate(parts: impl Iterator<Item = Partition> + Clone) -> Result<(), Partit
             return Err(PartitionError::Unaligned { index: i, offset: p.offset, size: p.size, align });
         }
         for (j, q) in parts.clone().enumerate().take(i) {
-            if p.offset as u64 < q.end() && q.offset as u64 < p.end() {
+            if u64::from(p.offset) < q.end() && u64::from(q.offset) < p.end() {
                 return Err(PartitionError::Overlap { first: j, second: i });
             }
             if p.name() == q.name() {

@@ -1,0 +1,79 @@
+//! Shared test helpers: paths to the tree's data and to `../shared`, tiny configs, random weights.
+#![allow(dead_code)]
+
+use badge_firmware::config::ModelConfig;
+use std::path::PathBuf;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `$BADGE_SHARED`, else `../shared` beside the checkout; `None` (with a loud message) when
+/// absent. CI sets BADGE_SHARED.
+pub fn shared(sub: &str) -> Option<PathBuf> {
+    let base = std::env::var_os("BADGE_SHARED").map(PathBuf::from).unwrap_or_else(|| repo().join("../shared"));
+    let p = base.join(sub);
+    if p.exists() {
+        Some(p)
+    } else {
+        eprintln!("SKIPPED: {} not found; set BADGE_SHARED to the shared data folder (CI does)", p.display());
+        None
+    }
+}
+
+pub fn tiny_config() -> ModelConfig {
+    ModelConfig { dim: 32, hidden_dim: 64, n_layers: 2, n_heads: 4, n_kv_heads: 2, vocab_size: 300, seq_len: 32, norm_eps: 1e-5, rope_theta: 10000.0 }
+}
+
+/// Deterministic pseudo-random values in [-scale, scale].
+pub fn random_values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ((x >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+/// Random weights for every parameter of `c` (norms near 1).
+pub fn random_weights(c: &ModelConfig, seed: u64) -> badge::export::FlatParams {
+    badge::model::parameter_shapes(c)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, shape))| {
+            let n: usize = shape.iter().product();
+            let v = if shape.len() == 1 {
+                random_values(n, seed + i as u64, 0.2).into_iter().map(|x| 1.0 + x).collect()
+            } else {
+                random_values(n, seed + i as u64, 0.15)
+            };
+            (name, v)
+        })
+        .collect()
+}
+
+/// A small tokenizer trained on the bundled stories (exactly `vocab` tokens).
+pub fn small_tokenizer(vocab: usize) -> badge::tokenizer::BadgeTokenizer {
+    let stories = badge::data::read_stories(&repo().join("data/stories/stories.txt")).unwrap();
+    badge::tokenizer::BadgeTokenizer::train(&stories, vocab).unwrap()
+}
+
+/// A blob of random weights for `c`, with a tokenizer of `c.vocab_size` tokens.
+pub fn random_blob(c: &ModelConfig, seed: u64, kv: badge_firmware::config::KvCacheKind) -> (Vec<u8>, badge::export::FlatParams) {
+    let tok = small_tokenizer(c.vocab_size as usize);
+    let w = random_weights(c, seed);
+    let gs = badge_firmware::quant::choose_group_size(64, &[c.dim as usize, c.hidden_dim as usize]).unwrap();
+    let inputs = badge::export::BlobInputs {
+        config: *c,
+        tokenizer: &tok,
+        template: badge::config::DEFAULT_TEMPLATE,
+        voice: Default::default(),
+        kv_cache: kv,
+        group_size: gs,
+    };
+    let (blob, _) = badge::export::build_blob(&inputs, &w).unwrap();
+    (blob, w)
+}

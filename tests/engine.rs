@@ -1,0 +1,106 @@
+//! The badge's int8 engine against candle on the same (dequantized) weights, one vs two
+//! workers, and the KV cache variants.
+
+mod common;
+
+use badge_firmware::config::{KvCacheKind, ModelConfig};
+use badge_firmware::engine::Engine;
+use badge_firmware::format::Blob;
+use badge_firmware::workers::{SingleWorker, ThreadWorkers};
+use candle_core::{Device, Tensor};
+
+/// candle over the dequantized blob weights: the same math without activation quantization.
+fn candle_on_dequantized(blob: &Blob<'_>) -> badge::model::Transformer {
+    let device = Device::Cpu;
+    let mut params = badge::model::Params::new();
+    for i in 0..blob.tensor_count() {
+        let t = blob.tensor_at(i).unwrap();
+        let name = if t.kind.is_per_layer() { format!("layers.{}.{}", t.layer, t.kind.name()) } else { t.kind.name().to_string() };
+        let values = match t.data {
+            badge_firmware::format::TensorData::F32(v) => v.to_vec(),
+            badge_firmware::format::TensorData::Q8 { q, scales } => {
+                let mut out = vec![0f32; q.len()];
+                badge_firmware::quant::dequantize(q, scales, blob.group_size, &mut out);
+                out
+            }
+        };
+        let shape: Vec<usize> = if t.kind.is_norm() { vec![t.cols] } else { vec![t.rows, t.cols] };
+        params.insert(name, candle_core::Var::from_tensor(&Tensor::from_vec(values, shape, &device).unwrap()).unwrap());
+    }
+    badge::model::build(&blob.config, &params, &device).unwrap()
+}
+
+/// Top-1 agreement and the largest logit difference relative to the logit range.
+fn compare(c: &ModelConfig, kv: KvCacheKind, ids: &[u32]) -> (f64, f32) {
+    let (bytes, _) = common::random_blob(c, 21, kv);
+    let a = badge::util::AlignedBytes::from_slice(&bytes);
+    let blob = Blob::parse(a.as_slice()).unwrap();
+    let reference = candle_on_dequantized(&blob);
+    let want = reference.forward(&Tensor::from_vec(ids.to_vec(), (1, ids.len()), &Device::Cpu).unwrap()).unwrap().get(0).unwrap().to_vec2::<f32>().unwrap();
+    let mut e = Engine::new(&blob, SingleWorker).unwrap();
+    let (mut agree, mut max_rel) = (0, 0.0f32);
+    for (pos, &t) in ids.iter().enumerate() {
+        let got = e.forward(t, pos).unwrap();
+        let w = &want[pos];
+        let range = w.iter().cloned().fold(f32::MIN, f32::max) - w.iter().cloned().fold(f32::MAX, f32::min);
+        let diff = got.iter().zip(w).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        max_rel = max_rel.max(diff / range);
+        agree += usize::from(badge_firmware::sampler::argmax(got) == badge_firmware::sampler::argmax(w));
+    }
+    (agree as f64 / ids.len() as f64, max_rel)
+}
+
+fn ids(n: usize, vocab: u32) -> Vec<u32> {
+    (0..n as u32).map(|i| (i * 7919 + 13) % vocab).collect()
+}
+
+/// Activation quantization to int8 (error ≤ half a step, i.e. ≤ 1/254 of each group's max per
+/// value) through a handful of matmuls keeps logits within a few percent of their range; the
+/// same bound holds for the f16/int8 KV caches, whose per-value errors are smaller still or alike.
+#[test]
+fn engine_matches_candle_on_dequantized_weights() {
+    let c = common::tiny_config();
+    for kv in [KvCacheKind::F32, KvCacheKind::F16, KvCacheKind::Int8] {
+        let (agree, rel) = compare(&c, kv, &ids(32, c.vocab_size));
+        eprintln!("{kv:?}: top-1 agreement {agree:.3}, max logit error {rel:.4} of range");
+        assert!(rel < 0.05, "{kv:?}: logits differ by {rel} of their range");
+        assert!(agree >= 0.9, "{kv:?}: top-1 agreement {agree}");
+    }
+}
+
+#[test]
+fn badge_6m_shaped_random_weights_agree() {
+    let c = badge::config::load_model_config(&common::repo().join("configs/models/badge-6m.toml")).unwrap();
+    let (agree, rel) = compare(&c, KvCacheKind::F32, &ids(24, c.vocab_size));
+    eprintln!("badge-6m: top-1 agreement {agree:.3}, max logit error {rel:.4} of range");
+    assert!(rel < 0.05 && agree >= 0.9, "agreement {agree}, error {rel}");
+}
+
+#[test]
+fn one_and_two_workers_are_bit_identical() {
+    let c = common::tiny_config();
+    let (bytes, _) = common::random_blob(&c, 8, KvCacheKind::F32);
+    let a = badge::util::AlignedBytes::from_slice(&bytes);
+    let blob = Blob::parse(a.as_slice()).unwrap();
+    let mut one = Engine::new(&blob, SingleWorker).unwrap();
+    let mut two = Engine::new(&blob, ThreadWorkers::new()).unwrap();
+    for (pos, t) in ids(32, c.vocab_size).into_iter().enumerate() {
+        let x: Vec<u32> = one.forward(t, pos).unwrap().iter().map(|v| v.to_bits()).collect();
+        let y: Vec<u32> = two.forward(t, pos).unwrap().iter().map(|v| v.to_bits()).collect();
+        assert_eq!(x, y, "position {pos}");
+    }
+    assert!(one.forward(0, c.seq_len as usize).is_err(), "positions past seq_len are refused");
+    assert!(one.forward(c.vocab_size, 0).is_err(), "tokens past the vocabulary are refused");
+}
+
+#[test]
+fn run_state_is_reported_and_smaller_kv_caches_save_memory() {
+    let c = badge::config::load_model_config(&common::repo().join("configs/models/badge-6m.toml")).unwrap();
+    let f32_kv = badge_firmware::engine::RunState::new(&c, 32, KvCacheKind::F32).kv_cache_bytes();
+    let f16_kv = badge_firmware::engine::RunState::new(&c, 32, KvCacheKind::F16).kv_cache_bytes();
+    let i8_kv = badge_firmware::engine::RunState::new(&c, 32, KvCacheKind::Int8).kv_cache_bytes();
+    assert_eq!(f32_kv, 2 * 8 * 256 * 112 * 4);
+    assert_eq!(f16_kv * 2, f32_kv);
+    assert!(i8_kv < f16_kv * 6 / 10, "{i8_kv}");
+    eprintln!("badge-6m KV cache: f32 {f32_kv} B, f16 {f16_kv} B, int8 {i8_kv} B");
+}

@@ -1,0 +1,249 @@
+//! `badge sim` and `badge flash`'s image: the badge's main program over a flash image, and
+//! every way loading can fail.
+
+mod common;
+
+use badge::answer::{Answerer, BlobAnswerer, BlobFile};
+use badge::board::Board;
+use badge::flash::write_image;
+use badge::sim::{answer_wav, error_wav, run_sim, SimOptions, SimReport};
+use badge_firmware::config::KvCacheKind;
+use badge_firmware::format::Blob;
+use badge_firmware::generate::GenerateOptions;
+use badge_firmware::partition::{self, Partition, PartitionTable, TYPE_APP, TYPE_DATA};
+use badge_firmware::sam::{self, Channels, Pcm16Writer, Volume};
+use std::path::{Path, PathBuf};
+
+const MODEL_OFFSET: usize = 0x31_0000;
+
+fn board_path() -> PathBuf {
+    common::repo().join(badge::board::DEFAULT_BOARD)
+}
+
+fn blob_bytes() -> Vec<u8> {
+    let mut c = common::tiny_config();
+    c.seq_len = 64;
+    common::random_blob(&c, 7, KvCacheKind::F32).0
+}
+
+/// A blob file and the merged image made from it for the default board.
+struct Setup {
+    dir: tempfile::TempDir,
+    blob: Vec<u8>,
+    blob_path: PathBuf,
+    image: PathBuf,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let blob = blob_bytes();
+    let blob_path = dir.path().join("model.bin");
+    std::fs::write(&blob_path, &blob).unwrap();
+    let image = dir.path().join("flash.bin");
+    let board = Board::load(&board_path()).unwrap();
+    write_image(&blob_path, &board, None, None, &image).unwrap();
+    Setup { dir, blob, blob_path, image }
+}
+
+impl Setup {
+    fn opts(&self) -> SimOptions {
+        let mut o = SimOptions::new(&self.image, self.dir.path().join("wav"));
+        o.board = board_path();
+        o.generate = GenerateOptions { max_new_tokens: 24, ..Default::default() };
+        o
+    }
+    fn sim(&self, opts: &SimOptions, input: &str) -> (anyhow::Result<SimReport>, String) {
+        let mut out = Vec::new();
+        let r = run_sim(opts, input.as_bytes(), &mut out);
+        (r, String::from_utf8(out).unwrap())
+    }
+    fn patch_image(&self, f: impl FnOnce(&mut Vec<u8>)) {
+        let mut img = std::fs::read(&self.image).unwrap();
+        f(&mut img);
+        std::fs::write(&self.image, img).unwrap();
+    }
+    /// Runs the sim expecting a load failure; returns the error chain and the console.
+    fn expect_load_error(&self, opts: &SimOptions) -> (String, String) {
+        let (r, console) = self.sim(opts, "hello\n");
+        let err = format!("{:#}", r.expect_err("the model should not load"));
+        assert!(console.contains("badge: cannot start: "), "{console}");
+        assert!(error_wav(&opts.out_dir).exists(), "the error is spoken");
+        assert!(!answer_wav(&opts.out_dir, 0).exists());
+        (err, console)
+    }
+}
+
+fn wav_samples(path: &Path) -> Vec<i16> {
+    let mut r = hound::WavReader::open(path).unwrap();
+    let spec = r.spec();
+    assert_eq!((spec.channels, spec.sample_rate, spec.bits_per_sample), (1, 22050, 16));
+    r.samples::<i16>().map(Result::unwrap).collect()
+}
+
+#[test]
+fn sim_image_layout() {
+    let s = setup();
+    let img = std::fs::read(&s.image).unwrap();
+    assert_eq!(img.len(), MODEL_OFFSET + s.blob.len());
+    assert!(img[..0x8000].iter().all(|&b| b == 0xFF), "no bootloader given");
+    let table = PartitionTable::parse(&img[0x8000..0x8C00]).unwrap();
+    let names: Vec<&str> = ["nvs", "phy_init", "factory", "model"].to_vec();
+    assert_eq!(table.iter().map(|p| p.name().to_string()).collect::<Vec<_>>(), names);
+    let model = table.find("model").unwrap();
+    assert_eq!((model.offset, model.size, model.kind, model.subtype), (0x31_0000, 0xCF_0000, TYPE_DATA, 0x40));
+    assert_eq!(&img[MODEL_OFFSET..], &s.blob[..]);
+}
+
+#[test]
+fn sim_answers_like_the_host_engine_and_speaks_it() {
+    let s = setup();
+    let opts = s.opts();
+    let long = "x".repeat(201);
+    let input = format!("Who are you?\n\n   \n{long}\nwhat do you like\n");
+    let (r, console) = s.sim(&opts, &input);
+    let report = r.unwrap();
+    assert_eq!(report.answers.len(), 2, "{console}");
+    assert_eq!(report.empty_lines, 2);
+    assert_eq!(report.rejected_lines, 1);
+    assert!(console.contains("Type a question and press Enter."), "{console}");
+    assert!(console.contains("too long (201 characters; at most 200)"), "{console}");
+    assert!(console.contains("tokens/s]"), "{console}");
+
+    let file = BlobFile::read(&s.blob_path).unwrap();
+    let mut host = BlobAnswerer::new(&file, 1, opts.generate).unwrap();
+    let voice = Blob::parse(file.bytes.as_slice()).unwrap().voice;
+    let voice = sam::Voice { speed: voice.speed, pitch: voice.pitch, mouth: voice.mouth, throat: voice.throat };
+    for (i, (a, q)) in report.answers.iter().zip(["Who are you?", "what do you like"]).enumerate() {
+        assert_eq!(a.question, q);
+        let expected = host.answer(q).unwrap();
+        assert_eq!(a.text, expected);
+        assert!(console.contains(&expected), "the answer is printed: {console}");
+        assert!(a.generated_tokens > 0);
+        assert_eq!(a.wav, answer_wav(&opts.out_dir, i));
+
+        let mut pcm: Vec<i16> = Vec::new();
+        let mut w = Pcm16Writer::new(&mut pcm, Volume::FULL, Channels::Mono);
+        let n = sam::speak_text(&expected, &voice, &mut w).unwrap_or(0);
+        assert_eq!(a.samples, n);
+        assert_eq!(wav_samples(&a.wav), pcm);
+    }
+    assert!(!answer_wav(&opts.out_dir, 2).exists());
+}
+
+#[test]
+fn sim_partition_table_bad_md5() {
+    let s = setup();
+    s.patch_image(|img| img[0x8000 + 32 * 3 + 8] ^= 0x01);
+    let (err, console) = s.expect_load_error(&s.opts());
+    assert!(err.contains("partition table MD5 mismatch"), "{err}");
+    assert!(console.contains("MD5"), "{console}");
+}
+
+#[test]
+fn sim_no_model_partition() {
+    let s = setup();
+    let table = partition::build(&[
+        Partition::new("factory", TYPE_APP, 0, 0x10000, 0x30_0000, 0).unwrap(),
+        Partition::new("weights", TYPE_DATA, 0x40, 0x31_0000, 0xCF_0000, 0).unwrap(),
+    ])
+    .unwrap();
+    s.patch_image(|img| img[0x8000..0x8C00].copy_from_slice(&table));
+    let (err, _) = s.expect_load_error(&s.opts());
+    assert!(err.contains("no partition named `model`"), "{err}");
+}
+
+#[test]
+fn sim_erased_model_partition() {
+    let s = setup();
+    s.patch_image(|img| img.truncate(MODEL_OFFSET));
+    let (err, _) = s.expect_load_error(&s.opts());
+    assert!(err.contains("is empty"), "{err}");
+}
+
+#[test]
+fn sim_corrupt_blob_is_a_crc_error() {
+    let s = setup();
+    s.patch_image(|img| {
+        let i = img.len() - 100;
+        img[i] ^= 0x40;
+    });
+    let (err, _) = s.expect_load_error(&s.opts());
+    assert!(err.contains("CRC32 mismatch"), "{err}");
+}
+
+#[test]
+fn sim_model_over_memory_cap() {
+    let s = setup();
+    let mut opts = s.opts();
+    opts.memory_budget = Some(s.blob.len() + badge_firmware::app::APP_RESERVE + 1);
+    let (err, _) = s.expect_load_error(&opts);
+    assert!(err.contains("only") && err.contains("are available"), "{err}");
+    opts.memory_budget = Some(s.blob.len() / 2);
+    let (err, _) = s.expect_load_error(&opts);
+    assert!(err.contains("run state 0"), "refused before copying: {err}");
+}
+
+/// A board whose model partition is `model_size` bytes, in `dir`.
+fn small_board(dir: &Path, model_size: usize) -> PathBuf {
+    let csv = dir.join("parts.csv");
+    std::fs::write(&csv, format!("factory, app, factory, 0x10000, 0x10000,\nmodel, data, 0x40, 0x20000, {model_size:#x}, readonly\n")).unwrap();
+    let toml = std::fs::read_to_string(board_path()).unwrap();
+    let toml = toml.replace("../../firmware/partitions.csv", "parts.csv");
+    let path = dir.join("board.toml");
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
+#[test]
+fn sim_blob_larger_than_partition() {
+    let s = setup();
+    let board_file = small_board(s.dir.path(), 0x1000);
+    let board = Board::load(&board_file).unwrap();
+    let out = s.dir.path().join("small.bin");
+    let err = format!("{:#}", write_image(&s.blob_path, &board, None, None, &out).unwrap_err());
+    assert!(err.contains("does not fit the `model` flash partition"), "{err}");
+    assert!(!out.exists(), "nothing is written");
+
+    // A header claiming more than the partition (as if flashed by another tool): refused.
+    let table = badge::flash::table_bytes(&board).unwrap();
+    assert!(PartitionTable::parse(&table).unwrap().find("model").unwrap().flags == partition::FLAG_READONLY);
+    let mut img = vec![0xFF; 0x21000];
+    img[0x8000..0x8C00].copy_from_slice(&table);
+    img[0x20000..].copy_from_slice(&s.blob[..0x1000]);
+    std::fs::write(&s.image, img).unwrap();
+    let mut opts = s.opts();
+    opts.board = board_file;
+    let (err, _) = s.expect_load_error(&opts);
+    assert!(err.contains("the model partition holds 4096"), "{err}");
+}
+
+#[test]
+fn flash_refuses_a_corrupt_blob() {
+    let s = setup();
+    let mut bad = s.blob.clone();
+    let n = bad.len();
+    bad[n - 1] ^= 1;
+    std::fs::write(&s.blob_path, bad).unwrap();
+    let out = s.dir.path().join("bad.bin");
+    let board = Board::load(&board_path()).unwrap();
+    let err = format!("{:#}", write_image(&s.blob_path, &board, None, None, &out).unwrap_err());
+    assert!(err.contains("CRC32 mismatch"), "{err}");
+    assert!(!out.exists());
+}
+
+#[test]
+fn flash_places_bootloader_and_app() {
+    let s = setup();
+    let boot = s.dir.path().join("boot.bin");
+    let app = s.dir.path().join("app.bin");
+    std::fs::write(&boot, [0xE9, 1, 2, 3]).unwrap();
+    std::fs::write(&app, vec![0xAB; 1000]).unwrap();
+    let board = Board::load(&board_path()).unwrap();
+    let out = s.dir.path().join("full.bin");
+    write_image(&s.blob_path, &board, Some(&app), Some(&boot), &out).unwrap();
+    let img = std::fs::read(&out).unwrap();
+    assert_eq!(&img[..4], &[0xE9, 1, 2, 3]);
+    assert!(img[0x10000..0x10000 + 1000].iter().all(|&b| b == 0xAB));
+    assert_eq!(img[0x10000 + 1000], 0xFF);
+    assert_eq!(&img[MODEL_OFFSET..], &s.blob[..]);
+}
