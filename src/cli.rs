@@ -171,6 +171,43 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write a blob (and optionally the firmware) into a merged flash image for the badge.
+    ///
+    /// Example: badge flash --model model.bin --image flash.bin
+    ///          badge flash --from runs/me --image flash.bin     (export, then write)
+    Flash {
+        /// A blob made by `badge export`.
+        #[arg(long, conflicts_with = "run", required_unless_present = "run")]
+        model: Option<PathBuf>,
+        /// Export this run's final checkpoint first (into RUN/model.bin).
+        #[arg(long = "from")]
+        run: Option<PathBuf>,
+        /// Write a merged flash image to this file.
+        #[arg(long)]
+        image: Option<PathBuf>,
+        /// The firmware app binary to include.
+        #[arg(long)]
+        app: Option<PathBuf>,
+        #[arg(long)]
+        bootloader: Option<PathBuf>,
+        /// Serial port of the badge (direct serial flashing is not built in yet: see --image).
+        #[arg(long)]
+        port: Option<String>,
+        #[arg(long, default_value = badge::board::DEFAULT_BOARD)]
+        board: PathBuf,
+    },
+    /// Run the badge's whole loop on the host over a flash image: stdin questions, WAV answers.
+    ///
+    /// Example: echo "What is your email?" | badge sim --image flash.bin
+    Sim {
+        #[arg(long)]
+        image: PathBuf,
+        #[arg(long, default_value = badge::board::DEFAULT_BOARD)]
+        board: PathBuf,
+        /// Where the answer WAVs go.
+        #[arg(long, default_value = "sim-out")]
+        out: PathBuf,
+    },
     /// Print a model's parameter count, sizes and on-device memory.
     Info {
         /// A model config or a curriculum.
@@ -426,6 +463,59 @@ fn run(cli: Cli) -> Result<()> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             }
+            Ok(())
+        }
+        Command::Flash {
+            model,
+            run,
+            image,
+            app,
+            bootloader,
+            port,
+            board,
+        } => {
+            let board_profile = badge::board::Board::load(&board)?;
+            let model = match (model, run) {
+                (Some(m), _) => m,
+                (None, Some(run)) => {
+                    let out = run.join("model.bin");
+                    badge::export::export(&badge::export::ExportOptions {
+                        run,
+                        checkpoint: None,
+                        out: out.clone(),
+                        group_size: badge::export::GroupSize::Auto(64),
+                        format: badge::export::ExportFormat::Blob,
+                        kv_cache: badge_firmware::config::KvCacheKind::F32,
+                        max_rel_error: None,
+                        board: Some(board.clone()),
+                    })?;
+                    eprintln!("exported {}", out.display());
+                    out
+                }
+                (None, None) => unreachable!("clap requires --model or --from"),
+            };
+            match image {
+                Some(img) => {
+                    badge::flash::write_image(&model, &board_profile, app.as_deref(), bootloader.as_deref(), &img)?;
+                    println!("wrote flash image {} (try it: badge sim --image {})", img.display(), img.display());
+                    Ok(())
+                }
+                None => anyhow::bail!(
+                    "flashing over a serial port{} is not built into this version yet: write an image with --image flash.bin, then flash it with `espflash write-bin 0x0 flash.bin`",
+                    port.map(|p| format!(" ({p})")).unwrap_or_default()
+                ),
+            }
+        }
+        Command::Sim { image, board, out } => {
+            let mut opts = badge::sim::SimOptions::new(image, out.clone());
+            opts.board = board;
+            let stdin = std::io::stdin();
+            let report = badge::sim::run_sim(&opts, stdin.lock(), std::io::stdout())?;
+            eprintln!(
+                "{} answers spoken into {}",
+                report.answers.len(),
+                out.display()
+            );
             Ok(())
         }
         Command::Info { config, json } => {

@@ -8,8 +8,13 @@
 use crate::board::{Board, DEFAULT_BOARD};
 use anyhow::{anyhow, Context, Result};
 use badge_firmware::app::embedded_io;
-use badge_firmware::app::embedded_storage::{self, nor_flash::{ErrorType, NorFlashError, NorFlashErrorKind, ReadNorFlash}};
-use badge_firmware::app::{self, AppConfig, AnswerRecord, AppError, Clock, Peripherals, SessionReport, Speaker, Utterance};
+use badge_firmware::app::embedded_storage::{
+    self,
+    nor_flash::{ErrorType, NorFlashError, NorFlashErrorKind, ReadNorFlash},
+};
+use badge_firmware::app::{
+    self, AnswerRecord, AppConfig, AppError, Clock, Peripherals, SessionReport, Speaker, Utterance,
+};
 use badge_firmware::generate::GenerateOptions;
 use badge_firmware::sam::{Channels, Pcm16Sink, Volume, SAMPLE_RATE};
 use badge_firmware::workers::ThreadWorkers;
@@ -87,12 +92,20 @@ pub struct FileFlash {
 
 impl FileFlash {
     pub fn open(path: &Path, capacity: u64) -> Result<Self> {
-        let file = File::open(path).with_context(|| format!("cannot open flash image {}", path.display()))?;
+        let file = File::open(path)
+            .with_context(|| format!("cannot open flash image {}", path.display()))?;
         let file_len = file.metadata()?.len();
         if file_len > capacity {
-            anyhow::bail!("{} is {file_len} bytes, larger than the board's {capacity}-byte flash", path.display());
+            anyhow::bail!(
+                "{} is {file_len} bytes, larger than the board's {capacity}-byte flash",
+                path.display()
+            );
         }
-        Ok(FileFlash { file, file_len, capacity })
+        Ok(FileFlash {
+            file,
+            file_len,
+            capacity,
+        })
     }
 }
 
@@ -120,8 +133,12 @@ impl ReadNorFlash for FileFlash {
         let start = u64::from(offset);
         if start < self.file_len {
             let n = (self.file_len - start).min(bytes.len() as u64) as usize;
-            self.file.seek(SeekFrom::Start(start)).map_err(|_| FlashError(NorFlashErrorKind::Other))?;
-            self.file.read_exact(&mut bytes[..n]).map_err(|_| FlashError(NorFlashErrorKind::Other))?;
+            self.file
+                .seek(SeekFrom::Start(start))
+                .map_err(|_| FlashError(NorFlashErrorKind::Other))?;
+            self.file
+                .read_exact(&mut bytes[..n])
+                .map_err(|_| FlashError(NorFlashErrorKind::Other))?;
         }
         Ok(())
     }
@@ -140,7 +157,10 @@ impl<R> embedded_io::ErrorType for ConsoleIn<R> {
 
 impl<R: BufRead> embedded_io::Read for ConsoleIn<R> {
     fn read(&mut self, buf: &mut [u8]) -> Result<usize, Self::Error> {
-        let avail = self.0.fill_buf().map_err(|_| embedded_io::ErrorKind::Other)?;
+        let avail = self
+            .0
+            .fill_buf()
+            .map_err(|_| embedded_io::ErrorKind::Other)?;
         let n = avail.len().min(buf.len());
         buf[..n].copy_from_slice(&avail[..n]);
         self.0.consume(n);
@@ -159,7 +179,9 @@ impl<W> embedded_io::ErrorType for ConsoleOut<W> {
 impl<W: Write> embedded_io::Write for ConsoleOut<W> {
     fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
         for part in buf.split(|&b| b == b'\r') {
-            self.0.write_all(part).map_err(|_| embedded_io::ErrorKind::Other)?;
+            self.0
+                .write_all(part)
+                .map_err(|_| embedded_io::ErrorKind::Other)?;
         }
         Ok(buf.len())
     }
@@ -186,7 +208,9 @@ impl WavSpeaker {
 
 impl Pcm16Sink for WavSpeaker {
     fn write_pcm16(&mut self, samples: &[i16]) {
-        let Some(w) = self.writer.as_mut() else { return };
+        let Some(w) = self.writer.as_mut() else {
+            return;
+        };
         let r = samples.iter().try_for_each(|&s| w.write_sample(s));
         if let Err(e) = r {
             self.writer = None;
@@ -201,7 +225,12 @@ impl Speaker for WavSpeaker {
             Utterance::Answer(i) => answer_wav(&self.out_dir, i),
             Utterance::Error => error_wav(&self.out_dir),
         };
-        let spec = hound::WavSpec { channels: 1, sample_rate: SAMPLE_RATE, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: SAMPLE_RATE,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
         match hound::WavWriter::create(&path, spec) {
             Ok(w) => self.writer = Some(w),
             Err(e) => self.fail(anyhow!(e).context(format!("creating {}", path.display()))),
@@ -231,7 +260,8 @@ pub fn run_sim(opts: &SimOptions, input: impl BufRead, output: impl Write) -> Re
     let board = Board::load(&opts.board)?;
     let budget = match opts.memory_budget {
         Some(b) => b,
-        None => usize::try_from(board.psram_size.saturating_sub(board.reserved_psram)).context("PSRAM size does not fit this host's address space")?,
+        None => usize::try_from(board.psram_size.saturating_sub(board.reserved_psram))
+            .context("PSRAM size does not fit this host's address space")?,
     };
     let mut cfg = AppConfig::new(budget);
     cfg.model_partition = &board.model_partition;
@@ -239,13 +269,18 @@ pub fn run_sim(opts: &SimOptions, input: impl BufRead, output: impl Write) -> Re
     cfg.max_question_chars = opts.max_question_chars;
     cfg.volume = Volume::FULL;
     cfg.channels = Channels::Mono;
-    std::fs::create_dir_all(&opts.out_dir).with_context(|| format!("creating {}", opts.out_dir.display()))?;
+    std::fs::create_dir_all(&opts.out_dir)
+        .with_context(|| format!("creating {}", opts.out_dir.display()))?;
 
     let mut flash = FileFlash::open(&opts.image, board.flash_size)?;
     let mut io = Peripherals {
         console_in: ConsoleIn(input),
         console_out: ConsoleOut(output),
-        speaker: WavSpeaker { out_dir: opts.out_dir.clone(), writer: None, error: None },
+        speaker: WavSpeaker {
+            out_dir: opts.out_dir.clone(),
+            writer: None,
+            error: None,
+        },
         clock: HostClock(Instant::now()),
     };
     let mut answers = Vec::new();
@@ -259,13 +294,26 @@ pub fn run_sim(opts: &SimOptions, input: impl BufRead, output: impl Write) -> Re
             wav: answer_wav(&opts.out_dir, a.index),
         })
     };
-    let result = app::run(&mut flash, ThreadWorkers::new(), &mut io, &cfg, &mut on_answer);
+    let result = app::run(
+        &mut flash,
+        ThreadWorkers::new(),
+        &mut io,
+        &cfg,
+        &mut on_answer,
+    );
     if let Some(e) = io.speaker.error.take() {
         return Err(e.context("writing the answers' WAV files"));
     }
     let report: SessionReport = result.map_err(|e| match e {
-        AppError::Load(e) => anyhow!(e).context(format!("the badge could not start from {}", opts.image.display())),
+        AppError::Load(e) => anyhow!(e).context(format!(
+            "the badge could not start from {}",
+            opts.image.display()
+        )),
         AppError::Session(e) => anyhow!(e),
     })?;
-    Ok(SimReport { answers, empty_lines: report.empty_lines, rejected_lines: report.rejected_lines })
+    Ok(SimReport {
+        answers,
+        empty_lines: report.empty_lines,
+        rejected_lines: report.rejected_lines,
+    })
 }

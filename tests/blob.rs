@@ -23,8 +23,14 @@ fn quantization_covers_every_element_and_bounds_error() {
     quant::dequantize(&q, &s, 32, &mut r);
     for (i, (a, b)) in x.iter().zip(&r).enumerate() {
         let scale = s[i / 32];
-        assert!((a - b).abs() <= scale / 2.0 + 1e-7, "element {i}: {a} vs {b}");
-        assert!(a.abs() <= scale / 2.0 || *b != 0.0, "element {i} was skipped");
+        assert!(
+            (a - b).abs() <= scale / 2.0 + 1e-7,
+            "element {i}: {a} vs {b}"
+        );
+        assert!(
+            a.abs() <= scale / 2.0 || *b != 0.0,
+            "element {i} was skipped"
+        );
     }
 }
 
@@ -39,19 +45,32 @@ fn adversarial_groups() {
     assert_eq!(s[0], 0.0);
     assert!(q[..64].iter().all(|&v| v == 0));
     assert_eq!(q[127], 127);
-    assert!(q[64..127].iter().all(|&v| v == 0), "small values next to an outlier round to 0");
+    assert!(
+        q[64..127].iter().all(|&v| v == 0),
+        "small values next to an outlier round to 0"
+    );
     assert_eq!(s[2], 1.0);
-    assert!(q[128..].iter().enumerate().all(|(i, &v)| v == if i % 2 == 0 { 127 } else { -127 }));
-    assert!(q.iter().all(|&v| v != -128), "-128 is never produced (symmetric range)");
+    assert!(q[128..]
+        .iter()
+        .enumerate()
+        .all(|(i, &v)| v == if i % 2 == 0 { 127 } else { -127 }));
+    assert!(
+        q.iter().all(|&v| v != -128),
+        "-128 is never produced (symmetric range)"
+    );
 }
 
 #[test]
 fn group_size_for_6m_is_lowered_and_forced_sizes_are_checked() {
-    let c = badge::config::load_model_config(&common::repo().join("configs/models/badge-6m.toml")).unwrap();
-    let (gs, note) = badge::export::resolve_group_size(&c, badge::export::GroupSize::Auto(64)).unwrap();
+    let c = badge::config::load_model_config(&common::repo().join("configs/models/badge-6m.toml"))
+        .unwrap();
+    let (gs, note) =
+        badge::export::resolve_group_size(&c, badge::export::GroupSize::Auto(64)).unwrap();
     assert_eq!(gs, 32);
     assert!(note.unwrap().contains("using 32"));
-    let err = badge::export::resolve_group_size(&c, badge::export::GroupSize::Forced(64)).unwrap_err().to_string();
+    let err = badge::export::resolve_group_size(&c, badge::export::GroupSize::Forced(64))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("64") && err.contains("224"), "{err}");
 }
 
@@ -71,7 +90,11 @@ fn every_field_round_trips() {
     for i in 0..blob.tensor_count() {
         let t = blob.tensor_at(i).unwrap();
         assert_eq!(t.offset % 16, 0);
-        let name = if t.kind.is_per_layer() { format!("layers.{}.{}", t.layer, t.kind.name()) } else { t.kind.name().to_string() };
+        let name = if t.kind.is_per_layer() {
+            format!("layers.{}.{}", t.layer, t.kind.name())
+        } else {
+            t.kind.name().to_string()
+        };
         let orig = &w[&name];
         match t.data {
             TensorData::F32(v) => assert_eq!(v, orig.as_slice()),
@@ -106,7 +129,9 @@ fn patched(bytes: &[u8], at: usize, v: &[u8], fix_crc: bool) -> Vec<u8> {
 
 #[track_caller]
 fn err(b: &[u8]) -> BlobError {
-    Blob::parse(aligned(b).as_slice()).err().expect("must be rejected")
+    Blob::parse(aligned(b).as_slice())
+        .err()
+        .expect("must be rejected")
 }
 
 #[test]
@@ -114,36 +139,96 @@ fn every_loader_error_path() {
     let c = common::tiny_config();
     let (good, _) = common::random_blob(&c, 2, KvCacheKind::F32);
     assert!(matches!(err(&good[..10]), BlobError::TooShort { .. }));
-    assert!(matches!(err(&patched(&good, 0, b"XXXX", false)), BlobError::BadMagic { .. }));
-    assert!(matches!(err(&patched(&good, 4, &9u32.to_le_bytes(), false)), BlobError::UnsupportedVersion { found: 9, .. }));
-    assert!(matches!(err(&patched(&good, 8, &64u32.to_le_bytes(), false)), BlobError::BadHeaderSize { .. }));
-    assert!(matches!(err(&good[..good.len() - 16]), BlobError::LengthMismatch { .. }));
+    assert!(matches!(
+        err(&patched(&good, 0, b"XXXX", false)),
+        BlobError::BadMagic { .. }
+    ));
+    assert!(matches!(
+        err(&patched(&good, 4, &9u32.to_le_bytes(), false)),
+        BlobError::UnsupportedVersion { found: 9, .. }
+    ));
+    assert!(matches!(
+        err(&patched(&good, 8, &64u32.to_le_bytes(), false)),
+        BlobError::BadHeaderSize { .. }
+    ));
+    assert!(matches!(
+        err(&good[..good.len() - 16]),
+        BlobError::LengthMismatch { .. }
+    ));
     let last = good.len() - 1;
-    assert!(matches!(err(&patched(&good, last, &[good[last] ^ 1], false)), BlobError::CrcMismatch { .. }));
-    assert!(matches!(err(&patched(&good, 20, &0u32.to_le_bytes(), true)), BlobError::BadConfig { field: "dim", .. }));
-    assert!(matches!(err(&patched(&good, 56, &48u32.to_le_bytes(), true)), BlobError::BadGroupSize { .. }));
-    assert!(matches!(err(&patched(&good, 60, &7u32.to_le_bytes(), true)), BlobError::BadKvCache { value: 7 }));
-    assert!(matches!(err(&patched(&good, 76, &3u32.to_le_bytes(), true)), BlobError::Misaligned { .. }));
-    assert!(matches!(err(&patched(&good, 80, &u32::MAX.to_le_bytes(), true)), BlobError::OutOfBounds { .. }));
+    assert!(matches!(
+        err(&patched(&good, last, &[good[last] ^ 1], false)),
+        BlobError::CrcMismatch { .. }
+    ));
+    assert!(matches!(
+        err(&patched(&good, 20, &0u32.to_le_bytes(), true)),
+        BlobError::BadConfig { field: "dim", .. }
+    ));
+    assert!(matches!(
+        err(&patched(&good, 56, &48u32.to_le_bytes(), true)),
+        BlobError::BadGroupSize { .. }
+    ));
+    assert!(matches!(
+        err(&patched(&good, 60, &7u32.to_le_bytes(), true)),
+        BlobError::BadKvCache { value: 7 }
+    ));
+    assert!(matches!(
+        err(&patched(&good, 76, &3u32.to_le_bytes(), true)),
+        BlobError::Misaligned { .. }
+    ));
+    assert!(matches!(
+        err(&patched(&good, 80, &u32::MAX.to_le_bytes(), true)),
+        BlobError::OutOfBounds { .. }
+    ));
     // Template without placeholders.
     let tpl_off = u32::from_le_bytes(good[84..88].try_into().unwrap()) as usize;
-    assert!(matches!(err(&patched(&good, tpl_off + 3, b"X", true)), BlobError::BadTemplate { .. }));
+    assert!(matches!(
+        err(&patched(&good, tpl_off + 3, b"X", true)),
+        BlobError::BadTemplate { .. }
+    ));
     // Tensor table: the first entry's kind changed to a duplicate of the second.
     let tt = u32::from_le_bytes(good[92..96].try_into().unwrap()) as usize;
     let second_kind = good[tt + 32];
     let second_layer = [good[tt + 34], good[tt + 35]];
-    let dup = patched(&patched(&good, tt, &[second_kind], false), tt + 2, &second_layer, true);
+    let dup = patched(
+        &patched(&good, tt, &[second_kind], false),
+        tt + 2,
+        &second_layer,
+        true,
+    );
     let e = Blob::parse(aligned(&dup).as_slice()).err();
-    assert!(matches!(e, Some(BlobError::WrongShape { .. } | BlobError::DuplicateTensor { .. } | BlobError::BadTensor { .. })), "{e:?} kind {second_kind} layer {second_layer:?}");
+    assert!(
+        matches!(
+            e,
+            Some(
+                BlobError::WrongShape { .. }
+                    | BlobError::DuplicateTensor { .. }
+                    | BlobError::BadTensor { .. }
+            )
+        ),
+        "{e:?} kind {second_kind} layer {second_layer:?}"
+    );
     // Fewer tensors than the config needs.
     let count = u32::from_le_bytes(good[96..100].try_into().unwrap());
-    assert!(matches!(err(&patched(&good, 96, &(count - 1).to_le_bytes(), true)), BlobError::MissingTensor { kind: TensorKind::FinalNorm, .. }));
-    assert!(matches!(err(&patched(&good, tt, &[99], true)), BlobError::BadTensor { .. }));
+    assert!(matches!(
+        err(&patched(&good, 96, &(count - 1).to_le_bytes(), true)),
+        BlobError::MissingTensor {
+            kind: TensorKind::FinalNorm,
+            ..
+        }
+    ));
+    assert!(matches!(
+        err(&patched(&good, tt, &[99], true)),
+        BlobError::BadTensor { .. }
+    ));
     // Misaligned start in memory.
     let mut shifted = vec![0u8; good.len() + 1];
     shifted[1..].copy_from_slice(&good);
     let a = aligned(&shifted);
-    assert!(matches!(Blob::parse(&a.as_slice()[1..]), Err(BlobError::Misaligned { .. })));
+    assert!(matches!(
+        Blob::parse(&a.as_slice()[1..]),
+        Err(BlobError::Misaligned { .. })
+    ));
     // Every error has a message.
     assert!(!err(&good[..10]).to_string().is_empty());
 }

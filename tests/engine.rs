@@ -15,7 +15,11 @@ fn candle_on_dequantized(blob: &Blob<'_>) -> badge::model::Transformer {
     let mut params = badge::model::Params::new();
     for i in 0..blob.tensor_count() {
         let t = blob.tensor_at(i).unwrap();
-        let name = if t.kind.is_per_layer() { format!("layers.{}.{}", t.layer, t.kind.name()) } else { t.kind.name().to_string() };
+        let name = if t.kind.is_per_layer() {
+            format!("layers.{}.{}", t.layer, t.kind.name())
+        } else {
+            t.kind.name().to_string()
+        };
         let values = match t.data {
             badge_firmware::format::TensorData::F32(v) => v.to_vec(),
             badge_firmware::format::TensorData::Q8 { q, scales } => {
@@ -24,8 +28,16 @@ fn candle_on_dequantized(blob: &Blob<'_>) -> badge::model::Transformer {
                 out
             }
         };
-        let shape: Vec<usize> = if t.kind.is_norm() { vec![t.cols] } else { vec![t.rows, t.cols] };
-        params.insert(name, candle_core::Var::from_tensor(&Tensor::from_vec(values, shape, &device).unwrap()).unwrap());
+        let shape: Vec<usize> = if t.kind.is_norm() {
+            vec![t.cols]
+        } else {
+            vec![t.rows, t.cols]
+        };
+        params.insert(
+            name,
+            candle_core::Var::from_tensor(&Tensor::from_vec(values, shape, &device).unwrap())
+                .unwrap(),
+        );
     }
     badge::model::build(&blob.config, &params, &device).unwrap()
 }
@@ -36,16 +48,28 @@ fn compare(c: &ModelConfig, kv: KvCacheKind, ids: &[u32]) -> (f64, f32) {
     let a = badge::util::AlignedBytes::from_slice(&bytes);
     let blob = Blob::parse(a.as_slice()).unwrap();
     let reference = candle_on_dequantized(&blob);
-    let want = reference.forward(&Tensor::from_vec(ids.to_vec(), (1, ids.len()), &Device::Cpu).unwrap()).unwrap().get(0).unwrap().to_vec2::<f32>().unwrap();
+    let want = reference
+        .forward(&Tensor::from_vec(ids.to_vec(), (1, ids.len()), &Device::Cpu).unwrap())
+        .unwrap()
+        .get(0)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
     let mut e = Engine::new(&blob, SingleWorker).unwrap();
     let (mut agree, mut max_rel) = (0, 0.0f32);
     for (pos, &t) in ids.iter().enumerate() {
         let got = e.forward(t, pos).unwrap();
         let w = &want[pos];
-        let range = w.iter().cloned().fold(f32::MIN, f32::max) - w.iter().cloned().fold(f32::MAX, f32::min);
-        let diff = got.iter().zip(w).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        let range =
+            w.iter().cloned().fold(f32::MIN, f32::max) - w.iter().cloned().fold(f32::MAX, f32::min);
+        let diff = got
+            .iter()
+            .zip(w)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
         max_rel = max_rel.max(diff / range);
-        agree += usize::from(badge_firmware::sampler::argmax(got) == badge_firmware::sampler::argmax(w));
+        agree +=
+            usize::from(badge_firmware::sampler::argmax(got) == badge_firmware::sampler::argmax(w));
     }
     (agree as f64 / ids.len() as f64, max_rel)
 }
@@ -70,7 +94,8 @@ fn engine_matches_candle_on_dequantized_weights() {
 
 #[test]
 fn badge_6m_shaped_random_weights_agree() {
-    let c = badge::config::load_model_config(&common::repo().join("configs/models/badge-6m.toml")).unwrap();
+    let c = badge::config::load_model_config(&common::repo().join("configs/models/badge-6m.toml"))
+        .unwrap();
     let (agree, rel) = compare(&c, KvCacheKind::F32, &ids(24, c.vocab_size));
     eprintln!("badge-6m: top-1 agreement {agree:.3}, max logit error {rel:.4} of range");
     assert!(rel < 0.05 && agree >= 0.9, "agreement {agree}, error {rel}");
@@ -85,17 +110,34 @@ fn one_and_two_workers_are_bit_identical() {
     let mut one = Engine::new(&blob, SingleWorker).unwrap();
     let mut two = Engine::new(&blob, ThreadWorkers::new()).unwrap();
     for (pos, t) in ids(32, c.vocab_size).into_iter().enumerate() {
-        let x: Vec<u32> = one.forward(t, pos).unwrap().iter().map(|v| v.to_bits()).collect();
-        let y: Vec<u32> = two.forward(t, pos).unwrap().iter().map(|v| v.to_bits()).collect();
+        let x: Vec<u32> = one
+            .forward(t, pos)
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect();
+        let y: Vec<u32> = two
+            .forward(t, pos)
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect();
         assert_eq!(x, y, "position {pos}");
     }
-    assert!(one.forward(0, c.seq_len as usize).is_err(), "positions past seq_len are refused");
-    assert!(one.forward(c.vocab_size, 0).is_err(), "tokens past the vocabulary are refused");
+    assert!(
+        one.forward(0, c.seq_len as usize).is_err(),
+        "positions past seq_len are refused"
+    );
+    assert!(
+        one.forward(c.vocab_size, 0).is_err(),
+        "tokens past the vocabulary are refused"
+    );
 }
 
 #[test]
 fn run_state_is_reported_and_smaller_kv_caches_save_memory() {
-    let c = badge::config::load_model_config(&common::repo().join("configs/models/badge-6m.toml")).unwrap();
+    let c = badge::config::load_model_config(&common::repo().join("configs/models/badge-6m.toml"))
+        .unwrap();
     let f32_kv = badge_firmware::engine::RunState::new(&c, 32, KvCacheKind::F32).kv_cache_bytes();
     let f16_kv = badge_firmware::engine::RunState::new(&c, 32, KvCacheKind::F16).kv_cache_bytes();
     let i8_kv = badge_firmware::engine::RunState::new(&c, 32, KvCacheKind::Int8).kv_cache_bytes();

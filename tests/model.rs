@@ -10,22 +10,37 @@ use std::collections::BTreeMap;
 
 #[test]
 fn published_sizes_have_their_parameter_counts() {
-    let load = |n: &str| badge::config::load_model_config(&common::repo().join("configs/models").join(n)).unwrap();
+    let load = |n: &str| {
+        badge::config::load_model_config(&common::repo().join("configs/models").join(n)).unwrap()
+    };
     assert_eq!(load("badge-6m.toml").parameter_count(), 5_566_176);
     let m1 = load("badge-1m.toml").parameter_count();
     assert!((1_000_000..1_100_000).contains(&m1), "{m1}");
     // The counted parameters are exactly the tensors the model creates.
     let c = load("badge-6m.toml");
-    let n: usize = model::parameter_shapes(&c).iter().map(|(_, s)| s.iter().product::<usize>()).sum();
+    let n: usize = model::parameter_shapes(&c)
+        .iter()
+        .map(|(_, s)| s.iter().product::<usize>())
+        .sum();
     assert_eq!(n as u64, c.parameter_count());
 }
 
 fn batch(c: &ModelConfig, b: usize, t: usize) -> (Tensor, Tensor, Tensor) {
-    let ids: Vec<u32> = (0..b * t).map(|i| ((i * 37 + 11) % c.vocab_size as usize) as u32).collect();
-    let tg: Vec<u32> = (0..b * t).map(|i| ((i * 53 + 5) % c.vocab_size as usize) as u32).collect();
-    let mask: Vec<f32> = (0..b * t).map(|i| if i % 5 == 0 { 0.0 } else { 1.0 }).collect();
+    let ids: Vec<u32> = (0..b * t)
+        .map(|i| ((i * 37 + 11) % c.vocab_size as usize) as u32)
+        .collect();
+    let tg: Vec<u32> = (0..b * t)
+        .map(|i| ((i * 53 + 5) % c.vocab_size as usize) as u32)
+        .collect();
+    let mask: Vec<f32> = (0..b * t)
+        .map(|i| if i % 5 == 0 { 0.0 } else { 1.0 })
+        .collect();
     let d = Device::Cpu;
-    (Tensor::from_vec(ids, (b, t), &d).unwrap(), Tensor::from_vec(tg, (b, t), &d).unwrap(), Tensor::from_vec(mask, (b, t), &d).unwrap())
+    (
+        Tensor::from_vec(ids, (b, t), &d).unwrap(),
+        Tensor::from_vec(tg, (b, t), &d).unwrap(),
+        Tensor::from_vec(mask, (b, t), &d).unwrap(),
+    )
 }
 
 #[test]
@@ -36,7 +51,9 @@ fn every_parameter_receives_a_nonzero_gradient() {
     let (ids, tg, mask) = batch(&c, 2, 16);
     let grads = m.loss(&ids, &tg, &mask).unwrap().backward().unwrap();
     for (name, p) in &params {
-        let g = grads.get(p.as_tensor()).unwrap_or_else(|| panic!("{name} has no gradient"));
+        let g = grads
+            .get(p.as_tensor())
+            .unwrap_or_else(|| panic!("{name} has no gradient"));
         let norm: f32 = g.sqr().unwrap().sum_all().unwrap().to_scalar().unwrap();
         assert!(norm > 0.0, "{name} has an all-zero gradient");
     }
@@ -44,12 +61,25 @@ fn every_parameter_receives_a_nonzero_gradient() {
 
 /// The forward pass in plain f64 loops, written independently of the model code.
 fn reference_logits(c: &ModelConfig, w: &BTreeMap<String, Vec<f32>>, ids: &[u32]) -> Vec<Vec<f64>> {
-    let (d, hd, nh, nkv, hid) = (c.dim as usize, c.head_dim(), c.n_heads as usize, c.n_kv_heads as usize, c.hidden_dim as usize);
+    let (d, hd, nh, nkv, hid) = (
+        c.dim as usize,
+        c.head_dim(),
+        c.n_heads as usize,
+        c.n_kv_heads as usize,
+        c.hidden_dim as usize,
+    );
     let g = |n: &str| w[n].iter().map(|&v| f64::from(v)).collect::<Vec<f64>>();
-    let matvec = |m: &[f64], x: &[f64], rows: usize| (0..rows).map(|r| (0..x.len()).map(|j| m[r * x.len() + j] * x[j]).sum()).collect::<Vec<f64>>();
+    let matvec = |m: &[f64], x: &[f64], rows: usize| {
+        (0..rows)
+            .map(|r| (0..x.len()).map(|j| m[r * x.len() + j] * x[j]).sum())
+            .collect::<Vec<f64>>()
+    };
     let norm = |x: &[f64], wt: &[f64]| {
         let ms = x.iter().map(|v| v * v).sum::<f64>() / x.len() as f64;
-        x.iter().zip(wt).map(|(v, w)| v / (ms + f64::from(c.norm_eps)).sqrt() * w).collect::<Vec<f64>>()
+        x.iter()
+            .zip(wt)
+            .map(|(v, w)| v / (ms + f64::from(c.norm_eps)).sqrt() * w)
+            .collect::<Vec<f64>>()
     };
     let rope = |v: &mut [f64], pos: usize| {
         for h in 0..v.len() / hd {
@@ -63,7 +93,10 @@ fn reference_logits(c: &ModelConfig, w: &BTreeMap<String, Vec<f32>>, ids: &[u32]
         }
     };
     let emb = g("tok_embeddings");
-    let mut xs: Vec<Vec<f64>> = ids.iter().map(|&t| emb[t as usize * d..(t as usize + 1) * d].to_vec()).collect();
+    let mut xs: Vec<Vec<f64>> = ids
+        .iter()
+        .map(|&t| emb[t as usize * d..(t as usize + 1) * d].to_vec())
+        .collect();
     for l in 0..c.n_layers {
         let p = |n: &str| g(&format!("layers.{l}.{n}"));
         let (wq, wk, wv, wo) = (p("wq"), p("wk"), p("wv"), p("wo"));
@@ -79,7 +112,14 @@ fn reference_logits(c: &ModelConfig, w: &BTreeMap<String, Vec<f32>>, ids: &[u32]
             let mut out = vec![0.0; d];
             for h in 0..nh {
                 let kh = h / (nh / nkv);
-                let scores: Vec<f64> = (0..=t).map(|s| (0..hd).map(|i| q[t][h * hd + i] * k[s][kh * hd + i]).sum::<f64>() / (hd as f64).sqrt()).collect();
+                let scores: Vec<f64> = (0..=t)
+                    .map(|s| {
+                        (0..hd)
+                            .map(|i| q[t][h * hd + i] * k[s][kh * hd + i])
+                            .sum::<f64>()
+                            / (hd as f64).sqrt()
+                    })
+                    .collect();
                 let mx = scores.iter().cloned().fold(f64::MIN, f64::max);
                 let e: Vec<f64> = scores.iter().map(|s| (s - mx).exp()).collect();
                 let z: f64 = e.iter().sum();
@@ -94,12 +134,18 @@ fn reference_logits(c: &ModelConfig, w: &BTreeMap<String, Vec<f32>>, ids: &[u32]
             let h = norm(&xs[t], &p("ffn_norm"));
             let a = matvec(&p("w1"), &h, hid);
             let b = matvec(&p("w3"), &h, hid);
-            let gate: Vec<f64> = a.iter().zip(&b).map(|(a, b)| a / (1.0 + (-a).exp()) * b).collect();
+            let gate: Vec<f64> = a
+                .iter()
+                .zip(&b)
+                .map(|(a, b)| a / (1.0 + (-a).exp()) * b)
+                .collect();
             let f = matvec(&p("w2"), &gate, d);
             xs[t].iter_mut().zip(f).for_each(|(x, f)| *x += f);
         }
     }
-    xs.iter().map(|x| matvec(&emb, &norm(x, &g("norm")), c.vocab_size as usize)).collect()
+    xs.iter()
+        .map(|x| matvec(&emb, &norm(x, &g("norm")), c.vocab_size as usize))
+        .collect()
 }
 
 #[test]
@@ -109,11 +155,25 @@ fn forward_and_loss_match_an_f64_reference() {
     let device = Device::Cpu;
     let params: badge::model::Params = model::parameter_shapes(&c)
         .into_iter()
-        .map(|(n, s)| (n.clone(), candle_core::Var::from_tensor(&Tensor::from_vec(w[&n].clone(), s, &device).unwrap()).unwrap()))
+        .map(|(n, s)| {
+            (
+                n.clone(),
+                candle_core::Var::from_tensor(
+                    &Tensor::from_vec(w[&n].clone(), s, &device).unwrap(),
+                )
+                .unwrap(),
+            )
+        })
         .collect();
     let m = model::build(&c, &params, &device).unwrap();
     let ids: Vec<u32> = vec![1, 17, 200, 45, 3, 99, 250, 7, 7, 12];
-    let logits = m.forward(&Tensor::from_vec(ids.clone(), (1, ids.len()), &device).unwrap()).unwrap().get(0).unwrap().to_vec2::<f32>().unwrap();
+    let logits = m
+        .forward(&Tensor::from_vec(ids.clone(), (1, ids.len()), &device).unwrap())
+        .unwrap()
+        .get(0)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
     let want = reference_logits(&c, &w, &ids);
     let (mut max_rel, mut scale) = (0.0f64, 0.0f64);
     for (a, b) in logits.iter().zip(&want) {
@@ -122,7 +182,10 @@ fn forward_and_loss_match_an_f64_reference() {
             max_rel = max_rel.max((f64::from(x) - y).abs());
         }
     }
-    assert!(max_rel / scale < 1e-5, "max abs diff {max_rel} relative to {scale}");
+    assert!(
+        max_rel / scale < 1e-5,
+        "max abs diff {max_rel} relative to {scale}"
+    );
     // Loss: mean negative log-likelihood of the targets.
     let targets: Vec<u32> = ids[1..].iter().copied().chain([2]).collect();
     let loss: f32 = m
@@ -144,29 +207,68 @@ fn forward_and_loss_match_an_f64_reference() {
         })
         .sum::<f64>()
         / ids.len() as f64;
-    assert!((f64::from(loss) - ref_loss).abs() / ref_loss < 1e-5, "{loss} vs {ref_loss}");
+    assert!(
+        (f64::from(loss) - ref_loss).abs() / ref_loss < 1e-5,
+        "{loss} vs {ref_loss}"
+    );
 }
 
 #[test]
 fn gradients_match_finite_differences_for_every_tensor_kind() {
-    let c = ModelConfig { dim: 16, hidden_dim: 32, n_layers: 1, n_heads: 2, n_kv_heads: 1, vocab_size: 40, seq_len: 8, norm_eps: 1e-5, rope_theta: 10000.0 };
+    let c = ModelConfig {
+        dim: 16,
+        hidden_dim: 32,
+        n_layers: 1,
+        n_heads: 2,
+        n_kv_heads: 1,
+        vocab_size: 40,
+        seq_len: 8,
+        norm_eps: 1e-5,
+        rope_theta: 10000.0,
+    };
     let device = Device::Cpu;
     let w = common::random_weights(&c, 5);
     let make = |w: &BTreeMap<String, Vec<f32>>| -> badge::model::Params {
         model::parameter_shapes(&c)
             .into_iter()
-            .map(|(n, s)| (n.clone(), candle_core::Var::from_tensor(&Tensor::from_vec(w[&n].clone(), s, &device).unwrap()).unwrap()))
+            .map(|(n, s)| {
+                (
+                    n.clone(),
+                    candle_core::Var::from_tensor(
+                        &Tensor::from_vec(w[&n].clone(), s, &device).unwrap(),
+                    )
+                    .unwrap(),
+                )
+            })
             .collect()
     };
     let (ids, tg, mask) = batch(&c, 1, 8);
     let loss_of = |w: &BTreeMap<String, Vec<f32>>| -> f64 {
         let p = make(w);
-        f64::from(model::build(&c, &p, &device).unwrap().loss(&ids, &tg, &mask).unwrap().to_scalar::<f32>().unwrap())
+        f64::from(
+            model::build(&c, &p, &device)
+                .unwrap()
+                .loss(&ids, &tg, &mask)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap(),
+        )
     };
     let params = make(&w);
-    let grads = model::build(&c, &params, &device).unwrap().loss(&ids, &tg, &mask).unwrap().backward().unwrap();
+    let grads = model::build(&c, &params, &device)
+        .unwrap()
+        .loss(&ids, &tg, &mask)
+        .unwrap()
+        .backward()
+        .unwrap();
     for (name, var) in &params {
-        let g: Vec<f32> = grads.get(var.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let g: Vec<f32> = grads
+            .get(var.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         // The three largest gradient entries of each tensor: f32 central differences are
         // reliable where the gradient is not tiny.
         let mut idx: Vec<usize> = (0..g.len()).collect();
@@ -180,7 +282,10 @@ fn gradients_match_finite_differences_for_every_tensor_kind() {
             let numeric = (loss_of(&plus) - loss_of(&minus)) / (2.0 * f64::from(h));
             let analytic = f64::from(g[i]);
             let rel = (numeric - analytic).abs() / analytic.abs().max(1e-3);
-            assert!(rel < 0.05, "{name}[{i}]: analytic {analytic}, numeric {numeric}");
+            assert!(
+                rel < 0.05,
+                "{name}[{i}]: analytic {analytic}, numeric {numeric}"
+            );
         }
     }
 }

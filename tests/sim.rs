@@ -42,14 +42,22 @@ fn setup() -> Setup {
     let image = dir.path().join("flash.bin");
     let board = Board::load(&board_path()).unwrap();
     write_image(&blob_path, &board, None, None, &image).unwrap();
-    Setup { dir, blob, blob_path, image }
+    Setup {
+        dir,
+        blob,
+        blob_path,
+        image,
+    }
 }
 
 impl Setup {
     fn opts(&self) -> SimOptions {
         let mut o = SimOptions::new(&self.image, self.dir.path().join("wav"));
         o.board = board_path();
-        o.generate = GenerateOptions { max_new_tokens: 24, ..Default::default() };
+        o.generate = GenerateOptions {
+            max_new_tokens: 24,
+            ..Default::default()
+        };
         o
     }
     fn sim(&self, opts: &SimOptions, input: &str) -> (anyhow::Result<SimReport>, String) {
@@ -76,7 +84,10 @@ impl Setup {
 fn wav_samples(path: &Path) -> Vec<i16> {
     let mut r = hound::WavReader::open(path).unwrap();
     let spec = r.spec();
-    assert_eq!((spec.channels, spec.sample_rate, spec.bits_per_sample), (1, 22050, 16));
+    assert_eq!(
+        (spec.channels, spec.sample_rate, spec.bits_per_sample),
+        (1, 22050, 16)
+    );
     r.samples::<i16>().map(Result::unwrap).collect()
 }
 
@@ -85,12 +96,24 @@ fn sim_image_layout() {
     let s = setup();
     let img = std::fs::read(&s.image).unwrap();
     assert_eq!(img.len(), MODEL_OFFSET + s.blob.len());
-    assert!(img[..0x8000].iter().all(|&b| b == 0xFF), "no bootloader given");
+    assert!(
+        img[..0x8000].iter().all(|&b| b == 0xFF),
+        "no bootloader given"
+    );
     let table = PartitionTable::parse(&img[0x8000..0x8C00]).unwrap();
     let names: Vec<&str> = ["nvs", "phy_init", "factory", "model"].to_vec();
-    assert_eq!(table.iter().map(|p| p.name().to_string()).collect::<Vec<_>>(), names);
+    assert_eq!(
+        table
+            .iter()
+            .map(|p| p.name().to_string())
+            .collect::<Vec<_>>(),
+        names
+    );
     let model = table.find("model").unwrap();
-    assert_eq!((model.offset, model.size, model.kind, model.subtype), (0x31_0000, 0xCF_0000, TYPE_DATA, 0x40));
+    assert_eq!(
+        (model.offset, model.size, model.kind, model.subtype),
+        (0x31_0000, 0xCF_0000, TYPE_DATA, 0x40)
+    );
     assert_eq!(&img[MODEL_OFFSET..], &s.blob[..]);
 }
 
@@ -105,19 +128,38 @@ fn sim_answers_like_the_host_engine_and_speaks_it() {
     assert_eq!(report.answers.len(), 2, "{console}");
     assert_eq!(report.empty_lines, 2);
     assert_eq!(report.rejected_lines, 1);
-    assert!(console.contains("Type a question and press Enter."), "{console}");
-    assert!(console.contains("too long (201 characters; at most 200)"), "{console}");
+    assert!(
+        console.contains("Type a question and press Enter."),
+        "{console}"
+    );
+    assert!(
+        console.contains("too long (201 characters; at most 200)"),
+        "{console}"
+    );
     assert!(console.contains("tokens/s]"), "{console}");
 
     let file = BlobFile::read(&s.blob_path).unwrap();
     let mut host = BlobAnswerer::new(&file, 1, opts.generate).unwrap();
     let voice = Blob::parse(file.bytes.as_slice()).unwrap().voice;
-    let voice = sam::Voice { speed: voice.speed, pitch: voice.pitch, mouth: voice.mouth, throat: voice.throat };
-    for (i, (a, q)) in report.answers.iter().zip(["Who are you?", "what do you like"]).enumerate() {
+    let voice = sam::Voice {
+        speed: voice.speed,
+        pitch: voice.pitch,
+        mouth: voice.mouth,
+        throat: voice.throat,
+    };
+    for (i, (a, q)) in report
+        .answers
+        .iter()
+        .zip(["Who are you?", "what do you like"])
+        .enumerate()
+    {
         assert_eq!(a.question, q);
         let expected = host.answer(q).unwrap();
         assert_eq!(a.text, expected);
-        assert!(console.contains(&expected), "the answer is printed: {console}");
+        assert!(
+            console.contains(&expected),
+            "the answer is printed: {console}"
+        );
         assert!(a.generated_tokens > 0);
         assert_eq!(a.wav, answer_wav(&opts.out_dir, i));
 
@@ -127,6 +169,10 @@ fn sim_answers_like_the_host_engine_and_speaks_it() {
         assert_eq!(a.samples, n);
         assert_eq!(wav_samples(&a.wav), pcm);
     }
+    assert!(
+        report.answers.iter().any(|a| a.samples > 0),
+        "something was spoken"
+    );
     assert!(!answer_wav(&opts.out_dir, 2).exists());
 }
 
@@ -177,7 +223,10 @@ fn sim_model_over_memory_cap() {
     let mut opts = s.opts();
     opts.memory_budget = Some(s.blob.len() + badge_firmware::app::APP_RESERVE + 1);
     let (err, _) = s.expect_load_error(&opts);
-    assert!(err.contains("only") && err.contains("are available"), "{err}");
+    assert!(
+        err.contains("only") && err.contains("are available"),
+        "{err}"
+    );
     opts.memory_budget = Some(s.blob.len() / 2);
     let (err, _) = s.expect_load_error(&opts);
     assert!(err.contains("run state 0"), "refused before copying: {err}");
@@ -200,13 +249,26 @@ fn sim_blob_larger_than_partition() {
     let board_file = small_board(s.dir.path(), 0x1000);
     let board = Board::load(&board_file).unwrap();
     let out = s.dir.path().join("small.bin");
-    let err = format!("{:#}", write_image(&s.blob_path, &board, None, None, &out).unwrap_err());
-    assert!(err.contains("does not fit the `model` flash partition"), "{err}");
+    let err = format!(
+        "{:#}",
+        write_image(&s.blob_path, &board, None, None, &out).unwrap_err()
+    );
+    assert!(
+        err.contains("does not fit the `model` flash partition"),
+        "{err}"
+    );
     assert!(!out.exists(), "nothing is written");
 
     // A header claiming more than the partition (as if flashed by another tool): refused.
     let table = badge::flash::table_bytes(&board).unwrap();
-    assert!(PartitionTable::parse(&table).unwrap().find("model").unwrap().flags == partition::FLAG_READONLY);
+    assert!(
+        PartitionTable::parse(&table)
+            .unwrap()
+            .find("model")
+            .unwrap()
+            .flags
+            == partition::FLAG_READONLY
+    );
     let mut img = vec![0xFF; 0x21000];
     img[0x8000..0x8C00].copy_from_slice(&table);
     img[0x20000..].copy_from_slice(&s.blob[..0x1000]);
@@ -226,7 +288,10 @@ fn flash_refuses_a_corrupt_blob() {
     std::fs::write(&s.blob_path, bad).unwrap();
     let out = s.dir.path().join("bad.bin");
     let board = Board::load(&board_path()).unwrap();
-    let err = format!("{:#}", write_image(&s.blob_path, &board, None, None, &out).unwrap_err());
+    let err = format!(
+        "{:#}",
+        write_image(&s.blob_path, &board, None, None, &out).unwrap_err()
+    );
     assert!(err.contains("CRC32 mismatch"), "{err}");
     assert!(!out.exists());
 }

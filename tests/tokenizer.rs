@@ -18,7 +18,14 @@ fn firmware_blob(tok: &BadgeTokenizer) -> badge::util::AlignedBytes {
     c.vocab_size = tok.vocab_size() as u32;
     c.n_layers = 1;
     let w = common::random_weights(&c, 1);
-    let inputs = badge::export::BlobInputs { config: c, tokenizer: tok, template: badge::config::DEFAULT_TEMPLATE, voice: Default::default(), kv_cache: badge_firmware::config::KvCacheKind::F32, group_size: 32 };
+    let inputs = badge::export::BlobInputs {
+        config: c,
+        tokenizer: tok,
+        template: badge::config::DEFAULT_TEMPLATE,
+        voice: Default::default(),
+        kv_cache: badge_firmware::config::KvCacheKind::F32,
+        group_size: 32,
+    };
     let (bytes, _) = badge::export::build_blob(&inputs, &w).unwrap();
     badge::util::AlignedBytes::from_slice(&bytes)
 }
@@ -27,7 +34,11 @@ fn check_same(tok: &BadgeTokenizer, fw: &badge_firmware::tokenizer::Tokenizer<'_
     let host = tok.encode(text).unwrap();
     let badge = fw.encode(text);
     assert_eq!(host, badge, "ids differ for {text:?}");
-    assert_eq!(tok.decode(&host).unwrap(), text, "host round trip of {text:?}");
+    assert_eq!(
+        tok.decode(&host).unwrap(),
+        text,
+        "host round trip of {text:?}"
+    );
     assert_eq!(fw.decode(&badge), text, "badge round trip of {text:?}");
 }
 
@@ -37,24 +48,42 @@ fn round_trips_awkward_text_on_host_and_badge() {
     let bytes = firmware_blob(tok);
     let blob = badge_firmware::format::Blob::parse(bytes.as_slice()).unwrap();
     let fw = badge_firmware::tokenizer::Tokenizer::new(blob.tokenizer);
-    for text in ["", " ", "   leading and  double  spaces   ", "tabs\tand\nnew\n\nlines\r\n", "emoji 🦀🎉 and CJK 你好世界", "Q: What is your email?\nA: My email is wren.castellano@example.com.", "ünïcödé — dashes – and “quotes”", "<0x41> <s> </s> literal specials"] {
+    for text in [
+        "",
+        " ",
+        "   leading and  double  spaces   ",
+        "tabs\tand\nnew\n\nlines\r\n",
+        "emoji 🦀🎉 and CJK 你好世界",
+        "Q: What is your email?\nA: My email is wren.castellano@example.com.",
+        "ünïcödé — dashes – and “quotes”",
+        "<0x41> <s> </s> literal specials",
+    ] {
         check_same(tok, &fw, text);
     }
 }
 
 #[test]
 fn badge_ids_equal_host_ids_on_the_whole_valid_sample() {
-    let Some(dir) = common::shared("data/tinystories") else { return };
+    let Some(dir) = common::shared("data/tinystories") else {
+        return;
+    };
     let train = badge::data::read_stories(&dir.join("tinystories_train_sample.txt")).unwrap();
     let valid = badge::data::read_stories(&dir.join("tinystories_valid_sample.txt")).unwrap();
     for vocab in [512usize, 1024] {
         let tok = BadgeTokenizer::train(&train, vocab).unwrap();
         assert_eq!(tok.vocab_size(), vocab);
         let stats = badge::tokenizer::stats(&tok, &valid).unwrap();
-        eprintln!("vocab {vocab}: {:.4} tokens/char on the valid sample", stats.tokens_per_char);
+        eprintln!(
+            "vocab {vocab}: {:.4} tokens/char on the valid sample",
+            stats.tokens_per_char
+        );
         // Reference (sentencepiece BPE, llama2.c settings): 0.4757 at 512, 0.3363 at 1024.
         let goal = if vocab == 512 { 0.4757 } else { 0.3363 };
-        assert!(stats.tokens_per_char <= goal, "{} tokens/char at {vocab}, goal {goal}", stats.tokens_per_char);
+        assert!(
+            stats.tokens_per_char <= goal,
+            "{} tokens/char at {vocab}, goal {goal}",
+            stats.tokens_per_char
+        );
         let bytes = firmware_blob(&tok);
         let blob = badge_firmware::format::Blob::parse(bytes.as_slice()).unwrap();
         let fw = badge_firmware::tokenizer::Tokenizer::new(blob.tokenizer);
@@ -94,18 +123,37 @@ fn streaming_decoder_emits_only_complete_characters() {
     }
     d.finish(&mut |s| pieces.push(s.to_string()));
     assert!(pieces.iter().all(|p| !p.contains('\u{FFFD}')));
-    assert!(pieces.contains(&"🦀".to_string()) || pieces.iter().any(|p| p.contains('🦀')), "{pieces:?}");
+    assert!(
+        pieces.contains(&"🦀".to_string()) || pieces.iter().any(|p| p.contains('🦀')),
+        "{pieces:?}"
+    );
     assert_eq!(pieces.concat(), "a 🦀 b");
 }
 
 #[test]
 fn clear_errors_for_bad_inputs() {
-    let err = BadgeTokenizer::train(&["".to_string(), "  ".to_string()], 512).err().unwrap().to_string();
+    let err = BadgeTokenizer::train(&["".to_string(), "  ".to_string()], 512)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("empty"), "{err}");
-    let err = BadgeTokenizer::train(&["hello world".to_string()], 200).err().unwrap().to_string();
+    let err = BadgeTokenizer::train(&["hello world".to_string()], 200)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("too small") && err.contains("260"), "{err}");
-    let err = format!("{:#}", BadgeTokenizer::load(std::path::Path::new("/nonexistent/tokenizer.json")).err().unwrap());
+    let err = format!(
+        "{:#}",
+        BadgeTokenizer::load(std::path::Path::new("/nonexistent/tokenizer.json"))
+            .err()
+            .unwrap()
+    );
     assert!(err.contains("/nonexistent/tokenizer.json"), "{err}");
-    let err = format!("{:#}", badge::data::read_stories(std::path::Path::new("/nonexistent/stories.txt")).err().unwrap());
+    let err = format!(
+        "{:#}",
+        badge::data::read_stories(std::path::Path::new("/nonexistent/stories.txt"))
+            .err()
+            .unwrap()
+    );
     assert!(err.contains("/nonexistent/stories.txt"), "{err}");
 }

@@ -117,7 +117,10 @@ impl AppConfig<'_> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LoadError {
     /// A flash read failed.
-    Flash { offset: u32, kind: NorFlashErrorKind },
+    Flash {
+        offset: u32,
+        kind: NorFlashErrorKind,
+    },
     /// The partition table is missing, corrupt, or has no model partition.
     Table(PartitionError),
     /// The model partition is erased: nothing was ever flashed there.
@@ -127,7 +130,12 @@ pub enum LoadError {
     /// The blob header claims more bytes than the partition holds.
     TooLargeForPartition { len: usize, partition: usize },
     /// Blob + run state + reserve exceed the memory budget.
-    OverMemory { blob: usize, run_state: usize, reserve: usize, budget: usize },
+    OverMemory {
+        blob: usize,
+        run_state: usize,
+        reserve: usize,
+        budget: usize,
+    },
     /// The allocator refused the blob buffer.
     OutOfMemory { bytes: usize },
 }
@@ -137,7 +145,9 @@ impl LoadError {
     pub fn spoken(&self) -> &'static str {
         match self {
             LoadError::Flash { .. } => "flash read error",
-            LoadError::Table(PartitionError::NotFound { .. }) | LoadError::Erased { .. } => "model missing",
+            LoadError::Table(PartitionError::NotFound { .. }) | LoadError::Erased { .. } => {
+                "model missing"
+            }
             LoadError::Table(_) => "partition table broken",
             LoadError::Blob(BlobError::UnsupportedVersion { .. }) => "model version wrong",
             LoadError::Blob(_) => "model corrupt",
@@ -214,8 +224,15 @@ impl core::fmt::Display for AppError {
 #[cfg(feature = "std")]
 impl std::error::Error for AppError {}
 
-fn flash_read<F: ReadNorFlash>(flash: &mut F, offset: u32, buf: &mut [u8]) -> Result<(), LoadError> {
-    flash.read(offset, buf).map_err(|e| LoadError::Flash { offset, kind: e.kind() })
+fn flash_read<F: ReadNorFlash>(
+    flash: &mut F,
+    offset: u32,
+    buf: &mut [u8],
+) -> Result<(), LoadError> {
+    flash.read(offset, buf).map_err(|e| LoadError::Flash {
+        offset,
+        kind: e.kind(),
+    })
 }
 
 /// `n` rounded up to a multiple of the flash's read granularity.
@@ -260,7 +277,10 @@ const COPY_CHUNK: usize = 4096;
 /// Finds, checks and copies the model. The CRC is computed while copying, so the blob is read
 /// from flash exactly once; the memory checks come before the large allocations, so a model
 /// that cannot fit is reported instead of aborting in the allocator.
-pub fn load_model<F: ReadNorFlash>(flash: &mut F, cfg: &AppConfig<'_>) -> Result<LoadedModel, LoadError> {
+pub fn load_model<F: ReadNorFlash>(
+    flash: &mut F,
+    cfg: &AppConfig<'_>,
+) -> Result<LoadedModel, LoadError> {
     let part = find_partition(flash, cfg.model_partition)?;
     let mut header = [0u8; HEADER_SIZE];
     let header_read = read_len::<F>(HEADER_SIZE);
@@ -272,17 +292,27 @@ pub fn load_model<F: ReadNorFlash>(flash: &mut F, cfg: &AppConfig<'_>) -> Result
         header.copy_from_slice(&tmp[..HEADER_SIZE]);
     }
     if header.iter().all(|&b| b == 0xFF) {
-        return Err(LoadError::Erased { offset: part.offset });
+        return Err(LoadError::Erased {
+            offset: part.offset,
+        });
     }
     let (total, stored_crc) = Blob::peek_header(&header).map_err(LoadError::Blob)?;
     let len = total as usize;
     if len > part.size as usize {
-        return Err(LoadError::TooLargeForPartition { len, partition: part.size as usize });
+        return Err(LoadError::TooLargeForPartition {
+            len,
+            partition: part.size as usize,
+        });
     }
     if len < HEADER_SIZE {
         return Err(LoadError::Blob(BlobError::TooShort { len }));
     }
-    let over = |run_state| LoadError::OverMemory { blob: len, run_state, reserve: cfg.reserve, budget: cfg.memory_budget };
+    let over = |run_state| LoadError::OverMemory {
+        blob: len,
+        run_state,
+        reserve: cfg.reserve,
+        budget: cfg.memory_budget,
+    };
     if len.saturating_add(cfg.reserve) > cfg.memory_budget {
         return Err(over(0));
     }
@@ -290,11 +320,16 @@ pub fn load_model<F: ReadNorFlash>(flash: &mut F, cfg: &AppConfig<'_>) -> Result
     let padded = read_len::<F>(len);
     let mut blocks: Vec<u128> = Vec::new();
     let n_blocks = padded.div_ceil(16);
-    blocks.try_reserve_exact(n_blocks).map_err(|_| LoadError::OutOfMemory { bytes: n_blocks * 16 })?;
+    blocks
+        .try_reserve_exact(n_blocks)
+        .map_err(|_| LoadError::OutOfMemory {
+            bytes: n_blocks * 16,
+        })?;
     blocks.resize(n_blocks, 0);
     {
         // SAFETY: `blocks` owns n_blocks·16 ≥ padded initialised bytes; u8 accepts any value.
-        let buf = unsafe { core::slice::from_raw_parts_mut(blocks.as_mut_ptr().cast::<u8>(), padded) };
+        let buf =
+            unsafe { core::slice::from_raw_parts_mut(blocks.as_mut_ptr().cast::<u8>(), padded) };
         let mut crc = crc32fast::Hasher::new();
         let mut done = 0;
         while done < padded {
@@ -309,7 +344,10 @@ pub fn load_model<F: ReadNorFlash>(flash: &mut F, cfg: &AppConfig<'_>) -> Result
         }
         let computed = crc.finalize();
         if computed != stored_crc {
-            return Err(LoadError::Blob(BlobError::CrcMismatch { stored: stored_crc, computed }));
+            return Err(LoadError::Blob(BlobError::CrcMismatch {
+                stored: stored_crc,
+                computed,
+            }));
         }
     }
     let model = LoadedModel { blocks, len };
@@ -335,8 +373,14 @@ impl<'a, W: Workers> Model<'a, W> {
     pub fn new(blob: Blob<'a>, workers: W) -> Result<Self, LoadError> {
         let engine = Engine::new(&blob, workers).map_err(LoadError::Blob)?;
         let tokenizer = Tokenizer::new(blob.tokenizer);
-        let template = PromptTemplate::parse(blob.template).map_err(|reason| LoadError::Blob(BlobError::BadTemplate { reason }))?;
-        Ok(Model { blob, engine, tokenizer, template })
+        let template = PromptTemplate::parse(blob.template)
+            .map_err(|reason| LoadError::Blob(BlobError::BadTemplate { reason }))?;
+        Ok(Model {
+            blob,
+            engine,
+            tokenizer,
+            template,
+        })
     }
 }
 
@@ -381,7 +425,12 @@ struct LineReader {
 
 impl LineReader {
     fn new() -> Self {
-        LineReader { buf: [0; 64], start: 0, end: 0, after_cr: false }
+        LineReader {
+            buf: [0; 64],
+            start: 0,
+            end: 0,
+            after_cr: false,
+        }
     }
 
     fn next_line<R: Read, T: Write>(
@@ -397,9 +446,15 @@ impl LineReader {
         let mut any = false;
         loop {
             if self.start == self.end {
-                let n = rx.read(&mut self.buf).map_err(|e| SessionError::ConsoleRead(embedded_io::Error::kind(&e)))?;
+                let n = rx
+                    .read(&mut self.buf)
+                    .map_err(|e| SessionError::ConsoleRead(embedded_io::Error::kind(&e)))?;
                 if n == 0 {
-                    return Ok(if any { self.finish(line, chars, max_chars) } else { LineStatus::Eof });
+                    return Ok(if any {
+                        self.finish(line, chars, max_chars)
+                    } else {
+                        LineStatus::Eof
+                    });
                 }
                 if let Some(tx) = echo.as_deref_mut() {
                     echo_bytes(tx, &self.buf[..n])?;
@@ -439,7 +494,11 @@ impl LineReader {
 
 fn echo_bytes<T: Write>(tx: &mut T, bytes: &[u8]) -> Result<(), SessionError> {
     for &b in bytes {
-        let out: &[u8] = if b == b'\r' || b == b'\n' { b"\r\n" } else { core::slice::from_ref(&b) };
+        let out: &[u8] = if b == b'\r' || b == b'\n' {
+            b"\r\n"
+        } else {
+            core::slice::from_ref(&b)
+        };
         tx.write_all(out).map_err(write_err)?;
     }
     tx.flush().map_err(write_err)
@@ -455,11 +514,22 @@ fn say<T: Write>(tx: &mut T, text: &str) -> Result<(), SessionError> {
 }
 
 fn sam_voice(v: crate::config::Voice) -> sam::Voice {
-    sam::Voice { speed: v.speed, pitch: v.pitch, mouth: v.mouth, throat: v.throat }
+    sam::Voice {
+        speed: v.speed,
+        pitch: v.pitch,
+        mouth: v.mouth,
+        throat: v.throat,
+    }
 }
 
 /// Speaks `text` as one utterance; returns the samples written.
-fn speak<S: Speaker>(speaker: &mut S, what: Utterance, text: &str, voice: &sam::Voice, cfg: &AppConfig<'_>) -> Result<usize, sam::SamError> {
+fn speak<S: Speaker>(
+    speaker: &mut S,
+    what: Utterance,
+    text: &str,
+    voice: &sam::Voice,
+    cfg: &AppConfig<'_>,
+) -> Result<usize, sam::SamError> {
     speaker.begin(what);
     // SAM renders in chunks of at most 256 samples; Pcm16Writer converts them in blocks of
     // 128 values, so the answer streams to the speaker without a whole-answer buffer.
@@ -506,7 +576,8 @@ where
     loop {
         say(&mut io.console_out, "> ")?;
         let echo = cfg.echo.then_some(&mut io.console_out);
-        let status = reader.next_line(&mut io.console_in, echo, cfg.max_question_chars, &mut line)?;
+        let status =
+            reader.next_line(&mut io.console_in, echo, cfg.max_question_chars, &mut line)?;
         let question = match status {
             LineStatus::Eof => {
                 say(&mut io.console_out, "\r\n")?;
@@ -521,7 +592,10 @@ where
             }
             LineStatus::NotUtf8 => {
                 report.rejected_lines += 1;
-                say(&mut io.console_out, "That line is not valid UTF-8 text. Please type it again.\r\n")?;
+                say(
+                    &mut io.console_out,
+                    "That line is not valid UTF-8 text. Please type it again.\r\n",
+                )?;
                 continue;
             }
             LineStatus::Line => core::str::from_utf8(&line).unwrap_or("").trim(),
@@ -572,11 +646,23 @@ where
         };
         let tps = tenths_per_second(stats.generated_tokens, millis);
         msg.clear();
-        let _ = write!(msg, "\r\n[{} tokens in {millis} ms, {}.{} tokens/s]\r\n", stats.generated_tokens, tps / 10, tps % 10);
+        let _ = write!(
+            msg,
+            "\r\n[{} tokens in {millis} ms, {}.{} tokens/s]\r\n",
+            stats.generated_tokens,
+            tps / 10,
+            tps % 10
+        );
         say(&mut io.console_out, &msg)?;
 
         let index = report.answered;
-        let samples = match speak(&mut io.speaker, Utterance::Answer(index), &text, &voice, cfg) {
+        let samples = match speak(
+            &mut io.speaker,
+            Utterance::Answer(index),
+            &text,
+            &voice,
+            cfg,
+        ) {
             Ok(n) => n,
             Err(e) => {
                 msg.clear();
@@ -587,7 +673,14 @@ where
         };
         report.answered += 1;
         report.generated_tokens += stats.generated_tokens;
-        on_answer(&AnswerRecord { index, question, text: &text, stats, millis, samples });
+        on_answer(&AnswerRecord {
+            index,
+            question,
+            text: &text,
+            stats,
+            millis,
+            samples,
+        });
     }
 }
 
@@ -622,7 +715,13 @@ where
             let _ = write!(msg, "badge: cannot start: {e}\r\n");
             // The console may be what is broken; the spoken message still matters.
             let _ = say(&mut io.console_out, &msg);
-            let _ = speak(&mut io.speaker, Utterance::Error, e.spoken(), &sam::Voice::default(), cfg);
+            let _ = speak(
+                &mut io.speaker,
+                Utterance::Error,
+                e.spoken(),
+                &sam::Voice::default(),
+                cfg,
+            );
             Err(AppError::Load(e))
         }
     }
@@ -662,7 +761,9 @@ mod tests {
     }
 
     fn flash_with(part_size: u32, payload: &[u8]) -> Vec<u8> {
-        let table = build(&[Partition::new("model", TYPE_DATA, 0x40, 0x10000, part_size, 0).unwrap()]).unwrap();
+        let table =
+            build(&[Partition::new("model", TYPE_DATA, 0x40, 0x10000, part_size, 0).unwrap()])
+                .unwrap();
         let mut img = alloc::vec![0xFFu8; 0x10000 + part_size as usize];
         img[0x8000..0x8000 + table.len()].copy_from_slice(&table);
         img[0x10000..0x10000 + payload.len()].copy_from_slice(payload);
@@ -673,13 +774,25 @@ mod tests {
     fn app_reports_erased_partition_and_missing_table() {
         let cfg = AppConfig::new(1 << 20);
         let mut f = VecFlash::<4>(flash_with(0x1000, &[]));
-        assert_eq!(load_model(&mut f, &cfg).err(), Some(LoadError::Erased { offset: 0x10000 }));
+        assert_eq!(
+            load_model(&mut f, &cfg).err(),
+            Some(LoadError::Erased { offset: 0x10000 })
+        );
         let mut f = VecFlash::<4>(alloc::vec![0xFF; 0x20000]);
         let e = load_model(&mut f, &cfg).err().unwrap();
-        assert_eq!(e, LoadError::Table(PartitionError::MissingMd5 { entries: 0 }));
+        assert_eq!(
+            e,
+            LoadError::Table(PartitionError::MissingMd5 { entries: 0 })
+        );
         assert_eq!(e.spoken(), "partition table broken");
         let mut f = VecFlash::<4>(alloc::vec![0xFF; 0x100]);
-        assert!(matches!(load_model(&mut f, &cfg), Err(LoadError::Flash { offset: 0x8000, kind: NorFlashErrorKind::OutOfBounds })));
+        assert!(matches!(
+            load_model(&mut f, &cfg),
+            Err(LoadError::Flash {
+                offset: 0x8000,
+                kind: NorFlashErrorKind::OutOfBounds
+            })
+        ));
     }
 
     #[test]
@@ -699,7 +812,9 @@ mod tests {
         let mut line = Vec::new();
         let mut got = Vec::new();
         loop {
-            let s = r.next_line::<_, &mut [u8]>(&mut rx, None, 8, &mut line).unwrap();
+            let s = r
+                .next_line::<_, &mut [u8]>(&mut rx, None, 8, &mut line)
+                .unwrap();
             let tag = match s {
                 LineStatus::Eof => break,
                 LineStatus::Line => String::from_utf8(line.clone()).unwrap(),

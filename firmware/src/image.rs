@@ -39,7 +39,11 @@ pub enum ImageError {
     /// An app was given but the table has no app partition.
     NoAppPartition,
     /// A payload is larger than its partition.
-    TooLarge { what: &'static str, len: usize, partition: u32 },
+    TooLarge {
+        what: &'static str,
+        len: usize,
+        partition: u32,
+    },
 }
 
 impl core::fmt::Display for ImageError {
@@ -47,14 +51,27 @@ impl core::fmt::Display for ImageError {
         match self {
             ImageError::Table(e) => write!(f, "{e}"),
             ImageError::TableTooLong { len } => {
-                write!(f, "partition table is {len} bytes, more than the {TABLE_MAX_LEN} reserved for it")
+                write!(
+                    f,
+                    "partition table is {len} bytes, more than the {TABLE_MAX_LEN} reserved for it"
+                )
             }
             ImageError::BootloaderTooLarge { len, max } => {
                 write!(f, "bootloader is {len} bytes and would overwrite the partition table (at most {max})")
             }
-            ImageError::NoAppPartition => write!(f, "an app was given but the partition table has no app partition"),
-            ImageError::TooLarge { what, len, partition } => {
-                write!(f, "the {what} ({len} bytes) does not fit its partition ({partition} bytes)")
+            ImageError::NoAppPartition => write!(
+                f,
+                "an app was given but the partition table has no app partition"
+            ),
+            ImageError::TooLarge {
+                what,
+                len,
+                partition,
+            } => {
+                write!(
+                    f,
+                    "the {what} ({len} bytes) does not fit its partition ({partition} bytes)"
+                )
             }
         }
     }
@@ -74,7 +91,9 @@ impl From<PartitionError> for ImageError {
 /// nobody). The model lands at its partition offset however large the gap before it.
 pub fn build_image(parts: &ImageParts<'_>) -> Result<Vec<u8>, ImageError> {
     if parts.table.len() > TABLE_MAX_LEN {
-        return Err(ImageError::TableTooLong { len: parts.table.len() });
+        return Err(ImageError::TableTooLong {
+            len: parts.table.len(),
+        });
     }
     let table = PartitionTable::parse(parts.table)?;
     let model = table.find(parts.model_partition)?;
@@ -88,7 +107,10 @@ pub fn build_image(parts: &ImageParts<'_>) -> Result<Vec<u8>, ImageError> {
     if let Some(boot) = parts.bootloader {
         let max = (TABLE_OFFSET - BOOTLOADER_OFFSET) as usize;
         if boot.len() > max {
-            return Err(ImageError::BootloaderTooLarge { len: boot.len(), max });
+            return Err(ImageError::BootloaderTooLarge {
+                len: boot.len(),
+                max,
+            });
         }
         placed[2] = (BOOTLOADER_OFFSET, boot);
     }
@@ -97,7 +119,11 @@ pub fn build_image(parts: &ImageParts<'_>) -> Result<Vec<u8>, ImageError> {
         fits("app", app, p.size)?;
         placed[3] = (p.offset, app);
     }
-    let end = placed.iter().map(|(off, b)| *off as usize + b.len()).max().unwrap_or(0);
+    let end = placed
+        .iter()
+        .map(|(off, b)| *off as usize + b.len())
+        .max()
+        .unwrap_or(0);
     let mut image = alloc::vec![0xFFu8; end];
     for (off, bytes) in placed {
         image[off as usize..off as usize + bytes.len()].copy_from_slice(bytes);
@@ -107,7 +133,11 @@ pub fn build_image(parts: &ImageParts<'_>) -> Result<Vec<u8>, ImageError> {
 
 fn fits(what: &'static str, bytes: &[u8], partition: u32) -> Result<(), ImageError> {
     if bytes.len() as u64 > partition as u64 {
-        return Err(ImageError::TooLarge { what, len: bytes.len(), partition });
+        return Err(ImageError::TooLarge {
+            what,
+            len: bytes.len(),
+            partition,
+        });
     }
     Ok(())
 }
@@ -149,17 +179,33 @@ mod tests {
     fn image_rejects_what_does_not_fit() {
         let t = table();
         let big = alloc::vec![0u8; 0x2001];
-        let mut parts = ImageParts { table: &t, bootloader: None, app: None, model: &big, model_partition: "model" };
+        let mut parts = ImageParts {
+            table: &t,
+            bootloader: None,
+            app: None,
+            model: &big,
+            model_partition: "model",
+        };
         assert_eq!(
             build_image(&parts).unwrap_err(),
-            ImageError::TooLarge { what: "model blob", len: 0x2001, partition: 0x2000 }
+            ImageError::TooLarge {
+                what: "model blob",
+                len: 0x2001,
+                partition: 0x2000
+            }
         );
         parts.model = &[];
         parts.model_partition = "weights";
-        assert!(matches!(build_image(&parts), Err(ImageError::Table(PartitionError::NotFound { .. }))));
+        assert!(matches!(
+            build_image(&parts),
+            Err(ImageError::Table(PartitionError::NotFound { .. }))
+        ));
         parts.model_partition = "model";
         let boot = alloc::vec![0u8; 0x8001];
         parts.bootloader = Some(&boot);
-        assert!(matches!(build_image(&parts), Err(ImageError::BootloaderTooLarge { .. })));
+        assert!(matches!(
+            build_image(&parts),
+            Err(ImageError::BootloaderTooLarge { .. })
+        ));
     }
 }

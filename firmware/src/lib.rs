@@ -11,19 +11,19 @@
 )]
 extern crate alloc;
 
+pub mod app;
 pub mod buffers;
 pub mod config;
 pub mod engine;
 pub mod format;
 pub mod generate;
 pub mod half;
+pub mod image;
 pub mod kernel;
+pub mod partition;
 pub mod quant;
 pub mod sam;
 pub mod sampler;
 pub mod template;
 pub mod tokenizer;
 pub mod workers;
-pub mod partition;
-pub mod image;
-pub mod app;

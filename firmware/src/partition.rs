@@ -65,11 +65,27 @@ pub struct Partition {
 impl Partition {
     /// A partition named `name`; errors when the name does not fit the 16-byte label or holds a
     /// NUL (the label could not be read back as the same name).
-    pub fn new(name: &str, kind: u8, subtype: u8, offset: u32, size: u32, flags: u32) -> Result<Self, PartitionError> {
+    pub fn new(
+        name: &str,
+        kind: u8,
+        subtype: u8,
+        offset: u32,
+        size: u32,
+        flags: u32,
+    ) -> Result<Self, PartitionError> {
         if name.is_empty() || name.len() > LABEL_LEN || name.bytes().any(|b| b == 0) {
-            return Err(PartitionError::BadLabel { label: label_bytes(name) });
+            return Err(PartitionError::BadLabel {
+                label: label_bytes(name),
+            });
         }
-        Ok(Partition { kind, subtype, offset, size, label: label_bytes(name), flags })
+        Ok(Partition {
+            kind,
+            subtype,
+            offset,
+            size,
+            label: label_bytes(name),
+            flags,
+        })
     }
 
     /// The label up to its first NUL ("" when it is not UTF-8).
@@ -101,7 +117,14 @@ impl Partition {
         let u32_at = |i: usize| u32::from_le_bytes([e[i], e[i + 1], e[i + 2], e[i + 3]]);
         let mut label = [0u8; LABEL_LEN];
         label.copy_from_slice(&e[12..28]);
-        Partition { kind: e[2], subtype: e[3], offset: u32_at(4), size: u32_at(8), label, flags: u32_at(28) }
+        Partition {
+            kind: e[2],
+            subtype: e[3],
+            offset: u32_at(4),
+            size: u32_at(8),
+            label,
+            flags: u32_at(28),
+        }
     }
 
     fn write_entry(&self, e: &mut [u8]) {
@@ -129,7 +152,11 @@ struct Label<'a>(&'a [u8; LABEL_LEN]);
 impl core::fmt::Display for Label<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         for &b in self.0.iter().take_while(|&&b| b != 0) {
-            let c = if b.is_ascii_graphic() || b == b' ' { b as char } else { '?' };
+            let c = if b.is_ascii_graphic() || b == b' ' {
+                b as char
+            } else {
+                '?'
+            };
             write!(f, "{c}")?;
         }
         Ok(())
@@ -144,11 +171,19 @@ pub enum PartitionError {
     /// The table ended (erased flash or the 0xC00-byte limit) without an MD5 entry.
     MissingMd5 { entries: usize },
     /// The MD5 entry does not match the entries before it (a torn or corrupted write).
-    BadMd5 { stored: [u8; 16], computed: [u8; 16] },
+    BadMd5 {
+        stored: [u8; 16],
+        computed: [u8; 16],
+    },
     /// No partition carries this label.
     NotFound { label: [u8; LABEL_LEN] },
     /// Partition `index` starts or ends off its required boundary.
-    Unaligned { index: usize, offset: u32, size: u32, align: u32 },
+    Unaligned {
+        index: usize,
+        offset: u32,
+        size: u32,
+        align: u32,
+    },
     /// Partitions `first` and `second` share bytes.
     Overlap { first: usize, second: usize },
     /// Partition `index` starts inside the bootloader or the table's own sector.
@@ -246,19 +281,25 @@ impl<'a> PartitionTable<'a> {
 
     /// The partitions in table order.
     pub fn iter(&self) -> impl Iterator<Item = Partition> + Clone + 'a {
-        self.entries.chunks_exact(ENTRY_SIZE).map(Partition::from_entry)
+        self.entries
+            .chunks_exact(ENTRY_SIZE)
+            .map(Partition::from_entry)
     }
 
     /// The partition labelled `name`.
     pub fn find(&self, name: &str) -> Result<Partition, PartitionError> {
         self.iter()
             .find(|p| p.name() == name)
-            .ok_or(PartitionError::NotFound { label: label_bytes(name) })
+            .ok_or(PartitionError::NotFound {
+                label: label_bytes(name),
+            })
     }
 
     /// The app the bootloader starts: the factory app, else the first app partition.
     pub fn boot_app(&self) -> Option<Partition> {
-        self.iter().find(Partition::is_factory_app).or_else(|| self.iter().find(|p| p.kind == TYPE_APP))
+        self.iter()
+            .find(Partition::is_factory_app)
+            .or_else(|| self.iter().find(|p| p.kind == TYPE_APP))
     }
 }
 
@@ -273,21 +314,38 @@ fn md5(bytes: &[u8]) -> [u8; 16] {
 fn validate(parts: impl Iterator<Item = Partition> + Clone) -> Result<(), PartitionError> {
     for (i, p) in parts.clone().enumerate() {
         if p.offset < TABLE_OFFSET + SECTOR {
-            return Err(PartitionError::OverlapsTable { index: i, offset: p.offset });
+            return Err(PartitionError::OverlapsTable {
+                index: i,
+                offset: p.offset,
+            });
         }
         if p.size == 0 || p.end() > u32::MAX as u64 + 1 {
-            return Err(PartitionError::BadSize { index: i, size: p.size });
+            return Err(PartitionError::BadSize {
+                index: i,
+                size: p.size,
+            });
         }
         let align = p.required_alignment();
         if p.offset % align != 0 || p.size % SECTOR != 0 {
-            return Err(PartitionError::Unaligned { index: i, offset: p.offset, size: p.size, align });
+            return Err(PartitionError::Unaligned {
+                index: i,
+                offset: p.offset,
+                size: p.size,
+                align,
+            });
         }
         for (j, q) in parts.clone().enumerate().take(i) {
             if u64::from(p.offset) < q.end() && u64::from(q.offset) < p.end() {
-                return Err(PartitionError::Overlap { first: j, second: i });
+                return Err(PartitionError::Overlap {
+                    first: j,
+                    second: i,
+                });
             }
             if p.name() == q.name() {
-                return Err(PartitionError::DuplicateLabel { first: j, second: i });
+                return Err(PartitionError::DuplicateLabel {
+                    first: j,
+                    second: i,
+                });
             }
         }
     }
@@ -388,7 +446,15 @@ mod tests {
             Partition::new("nvs", TYPE_DATA, 0x02, 0x9000, 0x6000, 0).unwrap(),
             Partition::new("phy_init", TYPE_DATA, 0x01, 0xF000, 0x1000, 0).unwrap(),
             Partition::new("factory", TYPE_APP, SUBTYPE_FACTORY, 0x10000, 0x30_0000, 0).unwrap(),
-            Partition::new("model", TYPE_DATA, 0x40, 0x31_0000, 0xCF_0000, FLAG_READONLY).unwrap(),
+            Partition::new(
+                "model",
+                TYPE_DATA,
+                0x40,
+                0x31_0000,
+                0xCF_0000,
+                FLAG_READONLY,
+            )
+            .unwrap(),
         ]
     }
 
@@ -396,7 +462,10 @@ mod tests {
     fn md5_matches_rfc1321_vector() {
         assert_eq!(
             md5(b"message digest"),
-            [0xf9, 0x6b, 0x69, 0x7d, 0x7c, 0xb7, 0x93, 0x8d, 0x52, 0x5a, 0x2f, 0x31, 0xaa, 0xf1, 0x61, 0xd0]
+            [
+                0xf9, 0x6b, 0x69, 0x7d, 0x7c, 0xb7, 0x93, 0x8d, 0x52, 0x5a, 0x2f, 0x31, 0xaa, 0xf1,
+                0x61, 0xd0
+            ]
         );
     }
 
@@ -413,14 +482,20 @@ mod tests {
         assert_eq!(t.len(), 4);
         assert!(t.iter().eq(rows.iter().copied()));
         let m = t.find("model").unwrap();
-        assert_eq!((m.offset, m.size, m.name(), m.flags), (0x31_0000, 0xCF_0000, "model", FLAG_READONLY));
+        assert_eq!(
+            (m.offset, m.size, m.name(), m.flags),
+            (0x31_0000, 0xCF_0000, "model", FLAG_READONLY)
+        );
         assert_eq!(t.boot_app().unwrap().name(), "factory");
     }
 
     #[test]
     fn partition_entry_layout_is_little_endian() {
         let bin = build(&badge_rows()[2..3]).unwrap();
-        assert_eq!(&bin[..12], &[0xAA, 0x50, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x30, 0x00]);
+        assert_eq!(
+            &bin[..12],
+            &[0xAA, 0x50, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x30, 0x00]
+        );
         assert_eq!(&bin[12..28], b"factory\0\0\0\0\0\0\0\0\0");
         assert_eq!(&bin[28..32], &[0, 0, 0, 0]);
     }
@@ -429,39 +504,77 @@ mod tests {
     fn partition_parse_accepts_a_short_read() {
         let bin = build(&badge_rows()).unwrap();
         assert_eq!(PartitionTable::parse(&bin[..5 * 32]).unwrap().len(), 4);
-        assert_eq!(PartitionTable::parse(&bin[..4 * 32]).unwrap_err(), PartitionError::MissingMd5 { entries: 4 });
+        assert_eq!(
+            PartitionTable::parse(&bin[..4 * 32]).unwrap_err(),
+            PartitionError::MissingMd5 { entries: 4 }
+        );
     }
 
     #[test]
     fn partition_bad_md5() {
         let mut bin = build(&badge_rows()).unwrap();
         bin[8] ^= 1; // the first entry's size
-        assert!(matches!(PartitionTable::parse(&bin), Err(PartitionError::BadMd5 { .. })));
+        assert!(matches!(
+            PartitionTable::parse(&bin),
+            Err(PartitionError::BadMd5 { .. })
+        ));
         let mut bin = build(&badge_rows()).unwrap();
         bin[4 * 32 + 31] ^= 0x80; // the stored digest
-        assert!(matches!(PartitionTable::parse(&bin), Err(PartitionError::BadMd5 { .. })));
+        assert!(matches!(
+            PartitionTable::parse(&bin),
+            Err(PartitionError::BadMd5 { .. })
+        ));
     }
 
     #[test]
     fn partition_missing_md5_and_bad_magic() {
         let mut bin = build(&badge_rows()).unwrap();
         bin[4 * 32..5 * 32].fill(0xFF);
-        assert_eq!(PartitionTable::parse(&bin).unwrap_err(), PartitionError::MissingMd5 { entries: 4 });
+        assert_eq!(
+            PartitionTable::parse(&bin).unwrap_err(),
+            PartitionError::MissingMd5 { entries: 4 }
+        );
         let erased = [0xFFu8; TABLE_MAX_LEN];
-        assert_eq!(PartitionTable::parse(&erased).unwrap_err(), PartitionError::MissingMd5 { entries: 0 });
+        assert_eq!(
+            PartitionTable::parse(&erased).unwrap_err(),
+            PartitionError::MissingMd5 { entries: 0 }
+        );
         let mut bin = build(&badge_rows()).unwrap();
         bin[32] = 0x00;
-        assert_eq!(PartitionTable::parse(&bin).unwrap_err(), PartitionError::BadMagic { index: 1, found: [0x00, 0x50] });
-        assert_eq!(PartitionTable::parse(&[0u8; 32]).unwrap_err(), PartitionError::BadMagic { index: 0, found: [0, 0] });
+        assert_eq!(
+            PartitionTable::parse(&bin).unwrap_err(),
+            PartitionError::BadMagic {
+                index: 1,
+                found: [0x00, 0x50]
+            }
+        );
+        assert_eq!(
+            PartitionTable::parse(&[0u8; 32]).unwrap_err(),
+            PartitionError::BadMagic {
+                index: 0,
+                found: [0, 0]
+            }
+        );
     }
 
     #[test]
     fn partition_not_found() {
         let rows = badge_rows();
         let bin = build(&rows[..3]).unwrap();
-        let err = PartitionTable::parse(&bin).unwrap().find("model").unwrap_err();
-        assert_eq!(err, PartitionError::NotFound { label: label_bytes("model") });
-        assert_eq!(alloc::string::ToString::to_string(&err), "no partition named `model` in the partition table");
+        let err = PartitionTable::parse(&bin)
+            .unwrap()
+            .find("model")
+            .unwrap_err();
+        assert_eq!(
+            err,
+            PartitionError::NotFound {
+                label: label_bytes("model")
+            }
+        );
+        assert_eq!(
+            alloc::string::ToString::to_string(&err),
+            "no partition named `model` in the partition table"
+        );
     }
 
     /// Writes `parts` without validation, as a foreign tool might, with a correct MD5.
@@ -481,43 +594,81 @@ mod tests {
     fn partition_overlap_and_alignment() {
         let mut rows = badge_rows();
         rows[3].offset = 0x30_0000; // inside factory
-        let want = PartitionError::Overlap { first: 2, second: 3 };
+        let want = PartitionError::Overlap {
+            first: 2,
+            second: 3,
+        };
         assert_eq!(build(&rows).unwrap_err(), want);
         assert_eq!(PartitionTable::parse(&raw_table(&rows)).unwrap_err(), want);
 
         let mut rows = badge_rows();
         rows[2].offset = 0x18000; // app not on a 64 KB boundary
-        let want = PartitionError::Unaligned { index: 2, offset: 0x18000, size: 0x30_0000, align: APP_ALIGN };
+        let want = PartitionError::Unaligned {
+            index: 2,
+            offset: 0x18000,
+            size: 0x30_0000,
+            align: APP_ALIGN,
+        };
         assert_eq!(build(&rows).unwrap_err(), want);
         assert_eq!(PartitionTable::parse(&raw_table(&rows)).unwrap_err(), want);
 
         let mut rows = badge_rows();
         rows[0].size = 0x6100; // data size not whole sectors
-        assert!(matches!(build(&rows), Err(PartitionError::Unaligned { index: 0, .. })));
+        assert!(matches!(
+            build(&rows),
+            Err(PartitionError::Unaligned { index: 0, .. })
+        ));
 
         let mut rows = badge_rows();
         rows[0].offset = 0x8000; // on top of the table itself
-        assert_eq!(build(&rows).unwrap_err(), PartitionError::OverlapsTable { index: 0, offset: 0x8000 });
+        assert_eq!(
+            build(&rows).unwrap_err(),
+            PartitionError::OverlapsTable {
+                index: 0,
+                offset: 0x8000
+            }
+        );
 
         let mut rows = badge_rows();
         rows[3].size = 0;
-        assert_eq!(build(&rows).unwrap_err(), PartitionError::BadSize { index: 3, size: 0 });
+        assert_eq!(
+            build(&rows).unwrap_err(),
+            PartitionError::BadSize { index: 3, size: 0 }
+        );
         rows[3].offset = 0xFFFF_0000;
         rows[3].size = 0x2_0000; // past 4 GB
-        assert!(matches!(build(&rows), Err(PartitionError::BadSize { index: 3, .. })));
+        assert!(matches!(
+            build(&rows),
+            Err(PartitionError::BadSize { index: 3, .. })
+        ));
     }
 
     #[test]
     fn partition_bad_rows() {
-        assert!(matches!(Partition::new("a_label_of_17_byt", TYPE_DATA, 0, 0x9000, 0x1000, 0), Err(PartitionError::BadLabel { .. })));
-        assert!(matches!(Partition::new("", TYPE_DATA, 0, 0x9000, 0x1000, 0), Err(PartitionError::BadLabel { .. })));
+        assert!(matches!(
+            Partition::new("a_label_of_17_byt", TYPE_DATA, 0, 0x9000, 0x1000, 0),
+            Err(PartitionError::BadLabel { .. })
+        ));
+        assert!(matches!(
+            Partition::new("", TYPE_DATA, 0, 0x9000, 0x1000, 0),
+            Err(PartitionError::BadLabel { .. })
+        ));
         let mut rows = badge_rows();
         rows[1].label = rows[0].label;
-        assert_eq!(build(&rows).unwrap_err(), PartitionError::DuplicateLabel { first: 0, second: 1 });
+        assert_eq!(
+            build(&rows).unwrap_err(),
+            PartitionError::DuplicateLabel {
+                first: 0,
+                second: 1
+            }
+        );
         let many: alloc::vec::Vec<Partition> = (0..96u32)
             .map(|i| Partition::new("p", TYPE_DATA, 0, 0x10000 + i * SECTOR, SECTOR, 0).unwrap())
             .collect();
-        assert_eq!(build(&many).unwrap_err(), PartitionError::TooManyEntries { count: 96 });
+        assert_eq!(
+            build(&many).unwrap_err(),
+            PartitionError::TooManyEntries { count: 96 }
+        );
     }
 
     #[test]
@@ -531,7 +682,10 @@ mod tests {
         assert_eq!(parse_subtype(TYPE_APP, "ota_16"), None);
         assert_eq!(parse_subtype(TYPE_APP, "nvs"), None);
         assert_eq!(parse_flags(""), Some(0));
-        assert_eq!(parse_flags("encrypted:readonly"), Some(FLAG_ENCRYPTED | FLAG_READONLY));
+        assert_eq!(
+            parse_flags("encrypted:readonly"),
+            Some(FLAG_ENCRYPTED | FLAG_READONLY)
+        );
         assert_eq!(parse_flags("fast"), None);
     }
 }

@@ -11,18 +11,33 @@ pub fn repo() -> PathBuf {
 /// `$BADGE_SHARED`, else `../shared` beside the checkout; `None` (with a loud message) when
 /// absent. CI sets BADGE_SHARED.
 pub fn shared(sub: &str) -> Option<PathBuf> {
-    let base = std::env::var_os("BADGE_SHARED").map(PathBuf::from).unwrap_or_else(|| repo().join("../shared"));
+    let base = std::env::var_os("BADGE_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("../shared"));
     let p = base.join(sub);
     if p.exists() {
         Some(p)
     } else {
-        eprintln!("SKIPPED: {} not found; set BADGE_SHARED to the shared data folder (CI does)", p.display());
+        eprintln!(
+            "SKIPPED: {} not found; set BADGE_SHARED to the shared data folder (CI does)",
+            p.display()
+        );
         None
     }
 }
 
 pub fn tiny_config() -> ModelConfig {
-    ModelConfig { dim: 32, hidden_dim: 64, n_layers: 2, n_heads: 4, n_kv_heads: 2, vocab_size: 300, seq_len: 32, norm_eps: 1e-5, rope_theta: 10000.0 }
+    ModelConfig {
+        dim: 32,
+        hidden_dim: 64,
+        n_layers: 2,
+        n_heads: 4,
+        n_kv_heads: 2,
+        vocab_size: 300,
+        seq_len: 32,
+        norm_eps: 1e-5,
+        rope_theta: 10000.0,
+    }
 }
 
 /// Deterministic pseudo-random values in [-scale, scale].
@@ -46,7 +61,10 @@ pub fn random_weights(c: &ModelConfig, seed: u64) -> badge::export::FlatParams {
         .map(|(i, (name, shape))| {
             let n: usize = shape.iter().product();
             let v = if shape.len() == 1 {
-                random_values(n, seed + i as u64, 0.2).into_iter().map(|x| 1.0 + x).collect()
+                random_values(n, seed + i as u64, 0.2)
+                    .into_iter()
+                    .map(|x| 1.0 + x)
+                    .collect()
             } else {
                 random_values(n, seed + i as u64, 0.15)
             };
@@ -62,10 +80,15 @@ pub fn small_tokenizer(vocab: usize) -> badge::tokenizer::BadgeTokenizer {
 }
 
 /// A blob of random weights for `c`, with a tokenizer of `c.vocab_size` tokens.
-pub fn random_blob(c: &ModelConfig, seed: u64, kv: badge_firmware::config::KvCacheKind) -> (Vec<u8>, badge::export::FlatParams) {
+pub fn random_blob(
+    c: &ModelConfig,
+    seed: u64,
+    kv: badge_firmware::config::KvCacheKind,
+) -> (Vec<u8>, badge::export::FlatParams) {
     let tok = small_tokenizer(c.vocab_size as usize);
     let w = random_weights(c, seed);
-    let gs = badge_firmware::quant::choose_group_size(64, &[c.dim as usize, c.hidden_dim as usize]).unwrap();
+    let gs = badge_firmware::quant::choose_group_size(64, &[c.dim as usize, c.hidden_dim as usize])
+        .unwrap();
     let inputs = badge::export::BlobInputs {
         config: *c,
         tokenizer: &tok,

@@ -1,0 +1,245 @@
+//! End to end on the tiny curriculum and the bundled example owner: loss falls in every phase,
+//! the trained questions are memorised, the blob answers exactly like the f32 checkpoint, an
+//! interrupted run resumes to bit-identical weights, and the demo runs.
+
+mod common;
+
+use badge::answer::{Answerer, BlobAnswerer, BlobFile, CandleAnswerer};
+use badge::train::{self, TrainOptions};
+use std::path::{Path, PathBuf};
+
+/// The tiny curriculum with absolute paths, fewer steps and `qa_limit` Q&A pairs.
+fn reduced_curriculum(dir: &Path, steps: [i64; 3], qa_limit: i64, every: i64) -> PathBuf {
+    let repo = common::repo();
+    let text = std::fs::read_to_string(repo.join("configs/badge-tiny.toml")).unwrap();
+    let text = text
+        .replace("\"../", &format!("\"{}/", repo.display()))
+        .replace(
+            "\"models/",
+            &format!("\"{}/configs/models/", repo.display()),
+        );
+    let mut v: toml::Value = toml::from_str(&text).unwrap();
+    v["sources"]["qa"]
+        .as_table_mut()
+        .unwrap()
+        .insert("limit".into(), toml::Value::Integer(qa_limit));
+    for (p, s) in v["phase"].as_array_mut().unwrap().iter_mut().zip(steps) {
+        let t = p.as_table_mut().unwrap();
+        t.insert("steps".into(), toml::Value::Integer(s));
+        t.insert("warmup_steps".into(), toml::Value::Integer(s.min(10)));
+        t.insert("eval_every".into(), toml::Value::Integer(every));
+        t.insert("checkpoint_every".into(), toml::Value::Integer(every));
+    }
+    let path = dir.join("curriculum.toml");
+    std::fs::write(&path, toml::to_string(&v).unwrap()).unwrap();
+    path
+}
+
+fn options(curriculum: Option<PathBuf>, out: &Path) -> TrainOptions {
+    TrainOptions {
+        curriculum,
+        out: out.to_path_buf(),
+        resume: false,
+        device: candle_core::Device::Cpu,
+        seed: None,
+        download: false,
+        strict: false,
+        from_phase: None,
+        stop_after: None,
+        quiet: true,
+    }
+}
+
+#[test]
+fn tiny_curriculum_memorises_the_trained_questions() {
+    let dir = tempfile::tempdir().unwrap();
+    let cur = reduced_curriculum(dir.path(), [60, 40, 300], 40, 50);
+    let run = dir.path().join("run");
+    let summary = train::run(&options(Some(cur), &run)).unwrap();
+    assert_eq!(summary.phases.len(), 3);
+
+    // Loss falls in every phase: the mean of the last 10 steps is below the first 10.
+    let metrics = train::read_metrics(&run.join("metrics.jsonl")).unwrap();
+    for phase in ["stories", "profile", "qa"] {
+        let l: Vec<f64> = metrics
+            .iter()
+            .filter(|m| m.phase == phase)
+            .map(|m| m.loss)
+            .collect();
+        let mean = |x: &[f64]| x.iter().sum::<f64>() / x.len() as f64;
+        let (first, last) = (mean(&l[..10]), mean(&l[l.len() - 10..]));
+        assert!(
+            last < first,
+            "phase {phase}: loss went from {first:.3} to {last:.3}"
+        );
+    }
+    for f in [
+        "summary.json",
+        "loss.svg",
+        "tokenizer.json",
+        "config.json",
+        "checkpoints/final.safetensors",
+        "checkpoints/phase-stories.safetensors",
+    ] {
+        assert!(run.join(f).exists(), "{f} missing");
+    }
+
+    // Greedy decoding with the f32 checkpoint answers ≥ 90% of the trained questions exactly.
+    let pairs: Vec<_> = badge::data::read_qa_csv(&common::repo().join("data/profile/qa.csv"))
+        .unwrap()
+        .into_iter()
+        .take(40)
+        .collect();
+    let mut f32_model = CandleAnswerer::from_run(&run, None, 48).unwrap();
+    let f32_report = badge::eval::evaluate(&mut f32_model, &pairs, |_| {}).unwrap();
+    eprintln!(
+        "f32: {}/{} exact",
+        f32_report.overall.exact, f32_report.overall.total
+    );
+    assert!(
+        f32_report.overall.exact_rate() >= 0.9,
+        "{}",
+        f32_report.table(10)
+    );
+
+    // The exported blob, run by the badge's engine, gives the same greedy answers.
+    let blob = dir.path().join("model.bin");
+    let opts = badge::export::ExportOptions {
+        run: run.clone(),
+        checkpoint: None,
+        out: blob.clone(),
+        group_size: badge::export::GroupSize::Auto(64),
+        format: badge::export::ExportFormat::Blob,
+        kv_cache: badge_firmware::config::KvCacheKind::F32,
+        max_rel_error: Some(0.05),
+        board: Some(common::repo().join("configs/boards/esp32s3-n16r8.toml")),
+    };
+    badge::export::export(&opts).unwrap();
+    let file = BlobFile::read(&blob).unwrap();
+    let mut badge_model = BlobAnswerer::new(&file, 2, Default::default()).unwrap();
+    let mut same = 0;
+    for p in &pairs {
+        let a = badge_model.answer(&p.question).unwrap();
+        let b = f32_model.answer(&p.question).unwrap();
+        same += usize::from(a == b);
+    }
+    eprintln!(
+        "int8 blob and f32 checkpoint agree on {same}/{} answers",
+        pairs.len()
+    );
+    assert_eq!(
+        same,
+        pairs.len(),
+        "greedy answers differ between the blob and the checkpoint"
+    );
+
+    // Top-1 next-token agreement on held-out text.
+    let tok = badge::tokenizer::BadgeTokenizer::load(&run.join("tokenizer.json")).unwrap();
+    let stories =
+        badge::data::read_stories(&common::repo().join("data/stories/stories-valid.txt")).unwrap();
+    let (mut agree, mut total) = (0, 0);
+    for s in stories.iter().take(6) {
+        let mut ids = vec![1u32];
+        ids.extend(tok.encode(s).unwrap());
+        ids.truncate(64);
+        let logits = f32_model
+            .model
+            .forward(
+                &candle_core::Tensor::from_vec(
+                    ids.clone(),
+                    (1, ids.len()),
+                    &candle_core::Device::Cpu,
+                )
+                .unwrap(),
+            )
+            .unwrap()
+            .get(0)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        let mut e = badge_firmware::engine::Engine::new(
+            &file.blob(),
+            badge_firmware::workers::SingleWorker,
+        )
+        .unwrap();
+        for (pos, &t) in ids.iter().enumerate() {
+            let got = e.forward(t, pos).unwrap();
+            agree += usize::from(
+                badge_firmware::sampler::argmax(got)
+                    == badge_firmware::sampler::argmax(&logits[pos]),
+            );
+            total += 1;
+        }
+    }
+    eprintln!("top-1 agreement on held-out stories: {agree}/{total}");
+    assert!(
+        agree as f64 / total as f64 >= 0.97,
+        "top-1 agreement {agree}/{total}"
+    );
+}
+
+#[test]
+fn interrupted_run_resumes_to_identical_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let cur = reduced_curriculum(dir.path(), [12, 12, 12], 20, 5);
+    let a = dir.path().join("a");
+    train::run(&options(Some(cur.clone()), &a)).unwrap();
+
+    let b = dir.path().join("b");
+    let mut interrupted = options(Some(cur), &b);
+    interrupted.stop_after = Some(19); // in the middle of phase 2, 4 steps after a checkpoint
+    let err = train::run(&interrupted).unwrap_err();
+    assert!(
+        err.downcast_ref::<train::Interrupted>().is_some(),
+        "{err:#}"
+    );
+    let mut resume = options(None, &b);
+    resume.resume = true;
+    train::run(&resume).unwrap();
+
+    let wa = std::fs::read(a.join("checkpoints/final.safetensors")).unwrap();
+    let wb = std::fs::read(b.join("checkpoints/final.safetensors")).unwrap();
+    assert!(
+        wa == wb,
+        "resumed weights differ from the uninterrupted run"
+    );
+}
+
+#[test]
+fn bad_curricula_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let cur = reduced_curriculum(dir.path(), [5, 5, 5], 10, 5);
+    let text = std::fs::read_to_string(&cur)
+        .unwrap()
+        .replace("source = \"qa\"", "source = \"nope\"");
+    std::fs::write(&cur, text).unwrap();
+    let err = format!(
+        "{:#}",
+        train::run(&options(Some(cur.clone()), &dir.path().join("r"))).unwrap_err()
+    );
+    assert!(
+        err.contains("nope") && err.contains(&cur.display().to_string()),
+        "{err}"
+    );
+}
+
+#[test]
+fn reduced_demo_runs_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = badge::demo::run(&badge::demo::DemoOptions {
+        curriculum: common::repo().join("configs/badge-tiny.toml"),
+        out: dir.path().to_path_buf(),
+        max_steps: Some(15),
+        questions: 3,
+        quiet: true,
+    })
+    .unwrap();
+    assert_eq!(report.asked.len(), 3);
+    assert!(report.trained.total >= 100 && report.heldout.total >= 30);
+    for a in &report.asked {
+        let pcm = badge::say::read_wav_u8(&a.wav).unwrap();
+        let expected =
+            badge::say::render(&a.answer, &badge_firmware::sam::Voice::default(), false).unwrap();
+        assert_eq!(pcm, expected, "the WAV holds SAM's rendering of the answer");
+    }
+}
