@@ -259,7 +259,7 @@ impl Curriculum {
             if p.steps == 0 || p.batch_size == 0 {
                 bail!("{at}: phase {i} ({name}): steps and batch_size must be at least 1");
             }
-            if !(p.lr > 0.0) {
+            if p.lr.is_nan() || p.lr <= 0.0 {
                 bail!("{at}: phase {i} ({name}): lr must be positive");
             }
             if p.mix.is_empty() {
@@ -273,7 +273,7 @@ impl Curriculum {
                         self.sources.keys().cloned().collect::<Vec<_>>().join(", ")
                     );
                 }
-                if !(m.weight > 0.0) || m.repeat == 0 {
+                if m.weight.is_nan() || m.weight <= 0.0 || m.repeat == 0 {
                     bail!(
                         "{at}: phase {i} ({name}): source `{}` needs weight > 0 and repeat ≥ 1",
                         m.source

@@ -19,6 +19,9 @@ pub const EOS: &str = "</s>";
 /// Specials plus the 256 byte tokens: the smallest vocabulary that can encode anything.
 pub const RESERVED_TOKENS: usize = 3 + 256;
 
+/// Pieces in id order, and merges (left, right) in rank order.
+pub type VocabAndMerges = (Vec<String>, Vec<(String, String)>);
+
 /// The host tokenizer: a `tokenizers::Tokenizer` with our conventions checked.
 pub struct BadgeTokenizer {
     inner: Tokenizer,
@@ -196,7 +199,7 @@ impl BadgeTokenizer {
     }
 
     /// Pieces in id order and merges in rank order, for the blob and for llama2.c.
-    pub fn parts(&self) -> Result<(Vec<String>, Vec<(String, String)>)> {
+    pub fn parts(&self) -> Result<VocabAndMerges> {
         let json: serde_json::Value =
             serde_json::from_str(&self.inner.to_string(false).map_err(|e| anyhow!("{e}"))?)?;
         vocab_and_merges(&json)
@@ -232,7 +235,7 @@ impl BadgeTokenizer {
 }
 
 /// Reads `model.vocab` (id order) and `model.merges` from a tokenizer.json value.
-fn vocab_and_merges(json: &serde_json::Value) -> Result<(Vec<String>, Vec<(String, String)>)> {
+fn vocab_and_merges(json: &serde_json::Value) -> Result<VocabAndMerges> {
     let model = &json["model"];
     if model["type"] != "BPE" {
         bail!("model type is {}, expected BPE", model["type"]);

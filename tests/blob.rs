@@ -129,9 +129,7 @@ fn patched(bytes: &[u8], at: usize, v: &[u8], fix_crc: bool) -> Vec<u8> {
 
 #[track_caller]
 fn err(b: &[u8]) -> BlobError {
-    Blob::parse(aligned(b).as_slice())
-        .err()
-        .expect("must be rejected")
+    Blob::parse(aligned(b).as_slice()).expect_err("must be rejected")
 }
 
 #[test]

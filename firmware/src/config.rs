@@ -56,13 +56,13 @@ impl ModelConfig {
                 return Err((field, v));
             }
         }
-        if self.dim % self.n_heads != 0 {
+        if !self.dim.is_multiple_of(self.n_heads) {
             return Err(("n_heads (must divide dim)", self.n_heads));
         }
-        if self.n_heads % self.n_kv_heads != 0 {
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return Err(("n_kv_heads (must divide n_heads)", self.n_kv_heads));
         }
-        if self.head_dim() % 2 != 0 {
+        if !self.head_dim().is_multiple_of(2) {
             return Err((
                 "dim / n_heads (must be even for RoPE)",
                 self.dim / self.n_heads,

@@ -351,7 +351,7 @@ fn aligned_region<'a>(
     offset: usize,
     len: usize,
 ) -> Result<&'a [u8], BlobError> {
-    if offset % ALIGN != 0 {
+    if !offset.is_multiple_of(ALIGN) {
         return Err(BlobError::Misaligned { what, offset });
     }
     region(bytes, what, offset, len)
@@ -445,7 +445,7 @@ impl<'a> Blob<'a> {
             return Err(BlobError::TooShort { len: bytes.len() });
         }
         Self::check_ident(bytes)?;
-        if (bytes.as_ptr() as usize) % ALIGN != 0 {
+        if !(bytes.as_ptr() as usize).is_multiple_of(ALIGN) {
             return Err(BlobError::Misaligned {
                 what: "blob start in memory",
                 offset: 0,
@@ -473,8 +473,8 @@ impl<'a> Blob<'a> {
         let gs = group_size as usize;
         if gs == 0
             || !gs.is_power_of_two()
-            || config.dim as usize % gs != 0
-            || config.hidden_dim as usize % gs != 0
+            || !(config.dim as usize).is_multiple_of(gs)
+            || !(config.hidden_dim as usize).is_multiple_of(gs)
         {
             return Err(BlobError::BadGroupSize { group_size });
         }
@@ -559,7 +559,7 @@ impl<'a> Blob<'a> {
             1 => {
                 let q = aligned_region(self.bytes, "int8 tensor data", offset, numel)?;
                 let s_off = read_u32(e, 16) as usize;
-                if cols % self.group_size != 0 {
+                if !cols.is_multiple_of(self.group_size) {
                     return Err(bad("row length is not a multiple of the group size"));
                 }
                 let s = aligned_region(
@@ -776,7 +776,7 @@ pub struct BlobWriter {
 
 impl BlobWriter {
     fn pad(&mut self) {
-        while self.out.len() % ALIGN != 0 {
+        while !self.out.len().is_multiple_of(ALIGN) {
             self.out.push(0);
         }
     }

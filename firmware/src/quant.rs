@@ -81,7 +81,7 @@ pub fn quantize_group(x: &[f32], q: &mut [i8]) -> f32 {
 /// Every element belongs to exactly one group: there is no tail that could be skipped.
 pub fn quantize(x: &[f32], group_size: usize, q: &mut [i8], scales: &mut [f32]) {
     assert!(
-        group_size > 0 && x.len() % group_size == 0,
+        group_size > 0 && x.len().is_multiple_of(group_size),
         "quantize: length {} is not a multiple of group size {group_size}",
         x.len()
     );
