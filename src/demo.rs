@@ -212,5 +212,5 @@ fn print_epilogue(r: &DemoReport, wav_dir: &Path) {
     println!(
         "  badge train --curriculum configs/badge-1m.toml --out runs/me --download   # a real size"
     );
-    println!("  badge flash --from runs/me                                                 # onto the badge");
+    println!("  badge flash --from runs/me --image flash.bin                               # a flash image for the badge");
 }
