@@ -83,6 +83,10 @@ enum Command {
         /// Fail when any tensor's relative RMSE exceeds this.
         #[arg(long)]
         max_rel_error: Option<f64>,
+        /// Compare the f32 checkpoint with the int8 blob on this many held-out texts and
+        /// trained questions: top-1 agreement, KL divergence, Q&A exact match (0 = skip).
+        #[arg(long, default_value_t = 32)]
+        quality: usize,
         /// Board profile to check the memory plan against.
         #[arg(long, default_value = badge::board::DEFAULT_BOARD)]
         board: PathBuf,
@@ -171,10 +175,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Write a blob (and optionally the firmware) into a merged flash image for the badge.
+    /// Flash a blob (and optionally the firmware) into the badge over USB, or write a merged
+    /// flash image instead.
     ///
-    /// Example: badge flash --model model.bin --image flash.bin
-    ///          badge flash --from runs/me --image flash.bin     (export, then write)
+    /// Example: badge flash --model model.bin --port /dev/ttyACM0
+    ///          badge flash --from runs/me                       (export, then flash)
+    ///          badge flash --model model.bin --image flash.bin  (a file instead of the badge)
     Flash {
         /// A blob made by `badge export`.
         #[arg(long, conflicts_with = "run", required_unless_present = "run")]
@@ -182,17 +188,25 @@ enum Command {
         /// Export this run's final checkpoint first (into RUN/model.bin).
         #[arg(long = "from")]
         run: Option<PathBuf>,
-        /// Write a merged flash image to this file.
-        #[arg(long)]
+        /// Write a merged flash image to this file instead of flashing the badge.
+        #[arg(long, conflicts_with_all = ["port", "baud", "no_reset"])]
         image: Option<PathBuf>,
-        /// The firmware app binary to include.
+        /// The firmware app image (.bin) to include, written at the factory partition.
         #[arg(long)]
         app: Option<PathBuf>,
+        /// The second-stage bootloader (.bin) to include, written at 0x0.
         #[arg(long)]
         bootloader: Option<PathBuf>,
-        /// Serial port of the badge (direct serial flashing is not built in yet: see --image).
+        /// Serial port of the badge (default: the one Espressif USB port found).
         #[arg(long)]
         port: Option<String>,
+        /// Baud rate after connecting (the ROM loader starts at 115200).
+        #[arg(long, default_value_t = badge::flash::DEFAULT_BAUD)]
+        baud: u32,
+        /// The chip already waits in its serial loader: no DTR/RTS reset before, and it stays
+        /// in the loader afterwards.
+        #[arg(long)]
+        no_reset: bool,
         #[arg(long, default_value = badge::board::DEFAULT_BOARD)]
         board: PathBuf,
     },
@@ -366,6 +380,7 @@ fn run(cli: Cli) -> Result<()> {
             format,
             kv_cache,
             max_rel_error,
+            quality,
             board,
             json,
             csv,
@@ -381,6 +396,7 @@ fn run(cli: Cli) -> Result<()> {
                 format,
                 kv_cache,
                 max_rel_error,
+                quality_samples: quality,
                 board: Some(board).filter(|b| b.exists()),
             };
             commands::export(&opts, json, csv.as_deref())
@@ -472,6 +488,8 @@ fn run(cli: Cli) -> Result<()> {
             app,
             bootloader,
             port,
+            baud,
+            no_reset,
             board,
         } => {
             let board_profile = badge::board::Board::load(&board)?;
@@ -487,6 +505,7 @@ fn run(cli: Cli) -> Result<()> {
                         format: badge::export::ExportFormat::Blob,
                         kv_cache: badge_firmware::config::KvCacheKind::F32,
                         max_rel_error: None,
+                        quality_samples: 0,
                         board: Some(board.clone()),
                     })?;
                     eprintln!("exported {}", out.display());
@@ -496,14 +515,52 @@ fn run(cli: Cli) -> Result<()> {
             };
             match image {
                 Some(img) => {
-                    badge::flash::write_image(&model, &board_profile, app.as_deref(), bootloader.as_deref(), &img)?;
-                    println!("wrote flash image {} (try it: badge sim --image {})", img.display(), img.display());
+                    badge::flash::write_image(
+                        &model,
+                        &board_profile,
+                        app.as_deref(),
+                        bootloader.as_deref(),
+                        &img,
+                    )?;
+                    println!(
+                        "wrote flash image {} (try it: badge sim --image {})",
+                        img.display(),
+                        img.display()
+                    );
                     Ok(())
                 }
-                None => anyhow::bail!(
-                    "flashing over a serial port{} is not built into this version yet: write an image with --image flash.bin, then flash it with `espflash write-bin 0x0 flash.bin`",
-                    port.map(|p| format!(" ({p})")).unwrap_or_default()
-                ),
+                None => {
+                    use badge::flash::{ResetAfterOperation, ResetBeforeOperation};
+                    let mut opts = badge::flash::SerialOptions {
+                        port,
+                        baud,
+                        ..Default::default()
+                    };
+                    if no_reset {
+                        opts.before = ResetBeforeOperation::NoReset;
+                        opts.after = ResetAfterOperation::NoReset;
+                    }
+                    let r = badge::flash::flash_serial(
+                        &model,
+                        &board_profile,
+                        app.as_deref(),
+                        bootloader.as_deref(),
+                        &opts,
+                    )?;
+                    println!(
+                        "flashed {} on {} ({} MB flash):",
+                        r.chip,
+                        r.port,
+                        r.flash_size >> 20
+                    );
+                    for region in &r.regions {
+                        println!(
+                            "  {:<16} at 0x{:06X}  {:>9} bytes  MD5 verified",
+                            region.name, region.offset, region.len
+                        );
+                    }
+                    Ok(())
+                }
             }
         }
         Command::Sim { image, board, out } => {

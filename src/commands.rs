@@ -78,6 +78,9 @@ pub fn export(opts: &badge::export::ExportOptions, json: bool, csv: Option<&Path
         eprintln!("note: {n}");
     }
     print!("{}", r.report.table());
+    if let Some(q) = &r.quality {
+        print!("\n{}", q.table());
+    }
     if let Some(m) = &r.memory {
         print!("\n{}", m.table());
     }

@@ -113,6 +113,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport> {
         format: ExportFormat::Blob,
         kv_cache: KvCacheKind::F32,
         max_rel_error: None,
+        quality_samples: 0,
         board: Some(PathBuf::from(crate::board::DEFAULT_BOARD)).filter(|p| p.exists()),
     })?;
     if !opts.quiet {

@@ -159,6 +159,8 @@ pub struct ExportOptions {
     pub kv_cache: KvCacheKind,
     pub max_rel_error: Option<f64>,
     pub board: Option<PathBuf>,
+    /// Compare f32 and int8 on this many held-out texts and trained questions (0 = skip).
+    pub quality_samples: usize,
 }
 
 /// What an export produced.
@@ -170,6 +172,7 @@ pub struct ExportResult {
     pub note: Option<String>,
     pub report: QuantReport,
     pub memory: Option<crate::board::MemoryPlan>,
+    pub quality: Option<crate::quality::QualityReport>,
 }
 
 /// The resolved curriculum stored in a run directory.
@@ -207,6 +210,7 @@ pub fn export(opts: &ExportOptions) -> Result<ExportResult> {
             note,
             report,
             memory: None,
+            quality: None,
         });
     }
     let inputs = BlobInputs {
@@ -240,7 +244,18 @@ pub fn export(opts: &ExportOptions) -> Result<ExportResult> {
         None => None,
     };
     crate::util::write_atomic(&opts.out, &blob)?;
+    let quality = match opts.quality_samples {
+        0 => None,
+        n => Some(crate::quality::measure(
+            &opts.run,
+            opts.checkpoint.as_deref(),
+            &opts.out,
+            n,
+            n,
+        )?),
+    };
     Ok(ExportResult {
+        quality,
         out: opts.out.clone(),
         bytes: blob.len(),
         group_size: gs,

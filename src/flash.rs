@@ -1,20 +1,30 @@
-//! Building the badge's merged flash image on the host.
+//! Putting a model on the badge: the merged flash image, or the badge itself over a serial port.
 //!
 //! The image holds the partition table (made from the board's CSV), the blob at the model
 //! partition and optionally the bootloader and the app; `badge sim --image` runs it as the
-//! badge's flash and a flasher writes it at 0x0. The blob is checked (format, CRC, partition
-//! size, PSRAM plan) before anything is written, so a bad model is caught on the host rather
-//! than by a badge that says "model corrupt".
+//! badge's flash and a flasher writes it at 0x0. [`flash_serial`] writes the same regions
+//! straight into the chip through its ROM serial loader (espflash as a library): compressed,
+//! then checked by MD5. Either way the blob is checked (format, CRC, partition size, PSRAM
+//! plan) before anything is written, so a bad model is caught on the host rather than by a
+//! badge that says "model corrupt".
 
 use crate::board::{read_partitions, Board, MemoryPlan};
 use crate::util::{read_to_string, write_atomic, AlignedBytes};
 use anyhow::{anyhow, bail, Context, Result};
 use badge_firmware::engine::RunState;
 use badge_firmware::format::Blob;
-use badge_firmware::image::{build_image, ImageParts};
-use badge_firmware::partition::{self, Partition};
+use badge_firmware::image::{build_image, ImageParts, BOOTLOADER_OFFSET};
+use badge_firmware::partition::{self, Partition, PartitionTable, TABLE_OFFSET};
+use espflash::connection::Connection;
+pub use espflash::connection::{ResetAfterOperation, ResetBeforeOperation};
+use espflash::flasher::Flasher;
+use espflash::image_format::Segment;
+use espflash::target::{Chip, ProgressCallbacks};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
+use std::time::Duration;
 
 /// The optional sixth CSV column (`encrypted`, `readonly`) by partition name;
 /// `read_partitions` reads the five columns that locate partitions and skips it.
@@ -87,16 +97,39 @@ fn read_optional(path: Option<&Path>) -> Result<Option<Vec<u8>>> {
         .transpose()
 }
 
-/// Writes the merged image for `blob` on `board` to `out`: bootloader (optional) at 0x0,
-/// partition table at 0x8000, app (optional) at the factory partition, blob at the model
-/// partition, `FF` between. Nothing is written unless every check passes.
-pub fn write_image(
+/// One region of the badge's flash that a flash operation writes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Region {
+    /// `bootloader`, `partition table`, `app` or the model partition's label.
+    pub name: String,
+    pub offset: u32,
+    pub len: usize,
+}
+
+/// Everything to write, checked: the merged image and where each part lies in it.
+#[derive(Debug, Clone)]
+pub struct FlashPlan {
+    /// The merged image (`FF` between the regions), as [`write_image`] writes it.
+    pub image: Vec<u8>,
+    /// The written regions, by offset.
+    pub regions: Vec<Region>,
+}
+
+impl FlashPlan {
+    /// The bytes of `r` in the image.
+    pub fn bytes(&self, r: &Region) -> &[u8] {
+        &self.image[r.offset as usize..r.offset as usize + r.len]
+    }
+}
+
+/// Checks the blob (format, CRC, memory plan on `board`), builds the partition table and
+/// places every part: the checks [`write_image`] and [`flash_serial`] make before they write.
+pub fn plan(
     blob: &Path,
     board: &Board,
     app: Option<&Path>,
     bootloader: Option<&Path>,
-    out: &Path,
-) -> Result<()> {
+) -> Result<FlashPlan> {
     let bytes = AlignedBytes::read(blob)?;
     let parsed = Blob::parse(bytes.as_slice()).map_err(|e| anyhow!("{}: {e}", blob.display()))?;
     let state = RunState::new(&parsed.config, parsed.group_size, parsed.kv_cache);
@@ -124,5 +157,272 @@ pub fn write_image(
         model_partition: &board.model_partition,
     };
     let image = build_image(&parts).map_err(|e| anyhow!("{e}; nothing was written"))?;
-    write_atomic(out, &image)
+
+    // build_image accepted the table, so these lookups succeed.
+    let parsed_table = PartitionTable::parse(&table).map_err(|e| anyhow!("{e}"))?;
+    let model = parsed_table
+        .find(&board.model_partition)
+        .map_err(|e| anyhow!("{e}"))?;
+    let mut regions = Vec::new();
+    let mut add = |name: &str, offset: u32, len: usize| {
+        regions.push(Region {
+            name: name.to_string(),
+            offset,
+            len,
+        })
+    };
+    if let Some(b) = &bootloader {
+        add("bootloader", BOOTLOADER_OFFSET, b.len());
+    }
+    add("partition table", TABLE_OFFSET, table.len());
+    if let (Some(a), Some(p)) = (&app, parsed_table.boot_app()) {
+        add("app", p.offset, a.len());
+    }
+    add(&board.model_partition, model.offset, bytes.as_slice().len());
+    regions.sort_by_key(|r| r.offset);
+    Ok(FlashPlan { image, regions })
+}
+
+/// Writes the merged image for `blob` on `board` to `out`: bootloader (optional) at 0x0,
+/// partition table at 0x8000, app (optional) at the factory partition, blob at the model
+/// partition, `FF` between. Nothing is written unless every check passes.
+pub fn write_image(
+    blob: &Path,
+    board: &Board,
+    app: Option<&Path>,
+    bootloader: Option<&Path>,
+    out: &Path,
+) -> Result<()> {
+    let plan = plan(blob, board, app, bootloader)?;
+    write_atomic(out, &plan.image)
+}
+
+/// The ROM loader's speed; the link starts at it before the baud rate is raised.
+pub const ROM_BAUD: u32 = 115_200;
+/// The default flashing speed (esptool's): a 6 MB blob takes about two minutes.
+pub const DEFAULT_BAUD: u32 = 460_800;
+
+/// How [`flash_serial`] talks to the badge.
+#[derive(Debug, Clone)]
+pub struct SerialOptions {
+    /// The serial device (`/dev/ttyACM0`, `COM3`); `None` picks the one Espressif USB port.
+    pub port: Option<String>,
+    /// Speed after connecting (the ROM loader starts at 115200).
+    pub baud: u32,
+    /// How to put the chip into its serial loader: the DTR/RTS (or USB-Serial-JTAG) sequence
+    /// by default; `NoReset` when the chip already waits in download mode.
+    pub before: ResetBeforeOperation,
+    /// What to do afterwards: a hard reset starts the new firmware.
+    pub after: ResetAfterOperation,
+    /// Upload espflash's RAM stub first: it takes compressed data and is much faster. Without
+    /// it the ROM loader is used directly (uncompressed writes).
+    pub use_stub: bool,
+    /// Show a progress bar per region.
+    pub progress: bool,
+}
+
+impl Default for SerialOptions {
+    fn default() -> Self {
+        SerialOptions {
+            port: None,
+            baud: DEFAULT_BAUD,
+            before: ResetBeforeOperation::DefaultReset,
+            after: ResetAfterOperation::HardReset,
+            use_stub: true,
+            progress: true,
+        }
+    }
+}
+
+/// What [`flash_serial`] did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FlashReport {
+    pub port: String,
+    /// The chip espflash detected (`esp32s3`).
+    pub chip: String,
+    /// The flash size the chip reported, in bytes.
+    pub flash_size: u32,
+    /// Every region written, each verified by MD5 on the chip.
+    pub regions: Vec<Region>,
+}
+
+/// An indicatif bar per region, fed by espflash's progress callbacks.
+struct Bars<'a> {
+    regions: &'a [Region],
+    bar: Option<ProgressBar>,
+    enabled: bool,
+}
+
+impl ProgressCallbacks for Bars<'_> {
+    fn init(&mut self, addr: u32, total: usize) {
+        if !self.enabled {
+            return;
+        }
+        let name = self
+            .regions
+            .iter()
+            .find(|r| r.offset == addr)
+            .map_or("data", |r| r.name.as_str());
+        let bar = ProgressBar::new(total as u64).with_message(format!("{name} at 0x{addr:X}"));
+        bar.set_style(
+            ProgressStyle::with_template("{msg:32} [{bar:30}] {pos}/{len} blocks {elapsed}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        self.bar = Some(bar);
+    }
+    fn update(&mut self, current: usize) {
+        if let Some(b) = &self.bar {
+            b.set_position(current as u64);
+        }
+    }
+    fn verifying(&mut self) {
+        if let Some(b) = &self.bar {
+            b.set_message(format!("{} (verifying MD5)", b.message()));
+        }
+    }
+    fn finish(&mut self, skipped: bool) {
+        if let Some(b) = self.bar.take() {
+            if skipped {
+                b.finish_with_message(format!("{} unchanged, skipped", b.message()));
+            } else {
+                b.finish();
+            }
+        }
+    }
+}
+
+/// Espressif's USB vendor id (the ESP32-S3's USB-Serial-JTAG port, and their dev boards).
+const ESPRESSIF_VID: u16 = 0x303A;
+
+/// The port to use and what USB says about it: the reset sequence differs for the S3's own
+/// USB-Serial-JTAG port (PID 0x1001) and a USB-UART bridge.
+fn resolve_port(port: Option<&str>) -> Result<(String, serialport::UsbPortInfo)> {
+    let unknown = || serialport::UsbPortInfo {
+        vid: 0,
+        pid: 0,
+        serial_number: None,
+        manufacturer: None,
+        product: None,
+    };
+    // The port list comes from /sys on Linux; a container may lack it.
+    let listed = if cfg!(target_os = "linux") && !Path::new("/sys/class/tty").is_dir() {
+        Vec::new()
+    } else {
+        serialport::available_ports().unwrap_or_default()
+    };
+    let usb = |p: &serialport::SerialPortInfo| match &p.port_type {
+        serialport::SerialPortType::UsbPort(info) => Some(info.clone()),
+        _ => None,
+    };
+    match port {
+        Some(name) => {
+            let info = listed
+                .iter()
+                .find(|p| p.port_name == name)
+                .and_then(usb)
+                .unwrap_or_else(unknown);
+            Ok((name.to_string(), info))
+        }
+        None => {
+            let esp: Vec<_> = listed
+                .iter()
+                .filter_map(|p| usb(p).map(|i| (p.port_name.clone(), i)))
+                .filter(|(_, i)| i.vid == ESPRESSIF_VID)
+                .collect();
+            match esp.len() {
+                1 => Ok(esp.into_iter().next().expect("one port")),
+                0 => bail!(
+                    "no Espressif USB serial port found: plug the badge in, or name its port with --port (or write an image with --image)"
+                ),
+                _ => bail!(
+                    "several Espressif serial ports ({}): choose one with --port",
+                    esp.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            }
+        }
+    }
+}
+
+/// Flashes `blob` (and the partition table, and the app and bootloader when given) into the
+/// badge on a serial port through the chip's ROM loader, espflash's library doing the
+/// protocol. Every check of [`plan`] runs first: a blob that is corrupt, too large for the
+/// model partition or for PSRAM is refused before the port is even opened. Each region is
+/// written compressed (with the stub) and its MD5 is compared with the chip's afterwards.
+pub fn flash_serial(
+    blob: &Path,
+    board: &Board,
+    app: Option<&Path>,
+    bootloader: Option<&Path>,
+    opts: &SerialOptions,
+) -> Result<FlashReport> {
+    let plan = plan(blob, board, app, bootloader)?;
+    let (port_name, port_info) = resolve_port(opts.port.as_deref())?;
+    let serial = serialport::new(&port_name, ROM_BAUD)
+        .flow_control(serialport::FlowControl::None)
+        .timeout(Duration::from_secs(3))
+        .open_native()
+        .with_context(|| format!("cannot open serial port {port_name}"))?;
+    let connection = Connection::new(serial, port_info, opts.after, opts.before, ROM_BAUD);
+    let baud = (opts.baud != ROM_BAUD).then_some(opts.baud);
+    let mut flasher = Flasher::connect(
+        connection,
+        opts.use_stub,
+        true,
+        false,
+        Some(Chip::Esp32s3),
+        baud,
+    )
+    .map_err(|e| anyhow!("{e}"))
+    .with_context(|| {
+        format!(
+            "no ESP32-S3 serial loader answered on {port_name} (hold BOOT while pressing RESET, then retry)"
+        )
+    })?;
+    let chip = flasher.chip();
+    let flash_size = flasher
+        .device_info()
+        .map(|i| i.flash_size.size())
+        .map_err(|e| anyhow!("{e}"))?;
+    if u64::from(flash_size) < board.flash_size {
+        bail!(
+            "the chip on {port_name} reports {flash_size} bytes of flash but board {} has {}: wrong --board?",
+            board.name,
+            board.flash_size
+        );
+    }
+    // Segments padded to whole words with FF, as espflash's write-bin does.
+    let segments: Vec<Segment<'_>> = plan
+        .regions
+        .iter()
+        .map(|r| {
+            let bytes = plan.bytes(r);
+            let data = if bytes.len() % 4 == 0 {
+                Cow::Borrowed(bytes)
+            } else {
+                let mut v = bytes.to_vec();
+                v.resize(bytes.len().next_multiple_of(4), 0xFF);
+                Cow::Owned(v)
+            };
+            Segment {
+                addr: r.offset,
+                data,
+            }
+        })
+        .collect();
+    let mut bars = Bars {
+        regions: &plan.regions,
+        bar: None,
+        enabled: opts.progress,
+    };
+    flasher
+        .write_bins_to_flash(&segments, &mut bars)
+        .map_err(|e| anyhow!("{e}"))
+        .with_context(|| format!("flashing over {port_name} failed"))?;
+    Ok(FlashReport {
+        port: port_name,
+        chip: chip.to_string(),
+        flash_size,
+        regions: plan.regions.clone(),
+    })
 }

@@ -1,23 +1,25 @@
 //! The llama2.c transformer in candle (f32), for training and for f32 reference runs.
 //!
-//! Every op here has a backward pass: candle-nn's fused `softmax_last_dim`, `rms_norm` and
-//! `rope_i` do not (their gradient silently stops), so RMSNorm and softmax are composed from
-//! differentiable tensor ops and RoPE uses `rope_i_slow` (interleaved pairs, as llama2.c).
-//! A test proves that every parameter receives a non-zero gradient.
+//! Every op here has a backward pass. candle-nn's fused `softmax_last_dim`, `rms_norm` and
+//! `rope_i` have none (their gradient silently stops), so the hot paths use our own fused ops
+//! with hand-written backward passes ([`crate::ops`]: RMSNorm, attention with RoPE and the
+//! causal softmax inside, SwiGLU, masked cross-entropy); off the CPU they fall back to stock
+//! tensor ops. A test proves that every parameter receives a non-zero gradient.
 //!
 //! Tensor names (safetensors checkpoints): `tok_embeddings`, `layers.{i}.attn_norm`,
 //! `layers.{i}.wq|wk|wv|wo`, `layers.{i}.ffn_norm`, `layers.{i}.w1|w2|w3`, `norm`; matrices are
 //! stored `[out, in]` like `torch.nn.Linear`.
 
+use crate::ops;
 use anyhow::Result;
 use badge_firmware::config::ModelConfig;
-use candle_core::{DType, Device, Module, Tensor, Var, D};
+use candle_core::{DType, Device, Module, Tensor, Var};
 use candle_nn::VarBuilder;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 
-/// RMSNorm from differentiable ops: `x / sqrt(mean(x²) + eps) · w`.
+/// RMSNorm: `x / sqrt(mean(x²) + eps) · w` (one fused op).
 pub struct RmsNorm {
     weight: Tensor,
     eps: f64,
@@ -31,9 +33,7 @@ impl RmsNorm {
         })
     }
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
-        let normed = x.broadcast_div(&(ms + self.eps)?.sqrt()?)?;
-        Ok(normed.broadcast_mul(&self.weight)?)
+        ops::rms_norm(x, &self.weight, self.eps)
     }
 }
 
@@ -48,8 +48,15 @@ impl Linear {
             weight: vb.get((out_dim, in_dim), name)?,
         })
     }
+    /// `x · Wᵀ` over the last dimension (leading dimensions folded into one matrix product).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.broadcast_matmul(&self.weight.t()?)?)
+        let dims = x.dims();
+        let (out_dim, in_dim) = self.weight.dims2()?;
+        let rows = x.elem_count() / in_dim;
+        let y = x.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?;
+        let mut shape = dims.to_vec();
+        *shape.last_mut().unwrap() = out_dim;
+        Ok(y.reshape(shape)?)
     }
 }
 
@@ -61,7 +68,6 @@ pub struct Attention {
     wo: Linear,
     n_heads: usize,
     n_kv_heads: usize,
-    head_dim: usize,
 }
 
 impl Attention {
@@ -74,41 +80,20 @@ impl Attention {
             wo: Linear::new(vb, dim, dim, "wo")?,
             n_heads: c.n_heads as usize,
             n_kv_heads: c.n_kv_heads as usize,
-            head_dim: c.head_dim(),
         })
     }
 
-    /// Repeats each key/value head `n_heads / n_kv_heads` times: `(B, KV, T, hd) → (B, H, T, hd)`.
-    fn repeat_kv(&self, x: Tensor) -> Result<Tensor> {
-        let rep = self.n_heads / self.n_kv_heads;
-        if rep == 1 {
-            return Ok(x);
-        }
-        let (b, kv, t, hd) = x.dims4()?;
-        Ok(x.unsqueeze(2)?
-            .expand((b, kv, rep, t, hd))?
-            .reshape((b, kv * rep, t, hd))?)
-    }
-
-    pub fn forward(&self, x: &Tensor, rope: &Rope, mask: &Tensor) -> Result<Tensor> {
-        let (b, t, _) = x.dims3()?;
-        let heads = |y: Tensor, n: usize| -> Result<Tensor> {
-            Ok(y.reshape((b, t, n, self.head_dim))?
-                .transpose(1, 2)?
-                .contiguous()?)
-        };
-        let q = rope.apply(&heads(self.wq.forward(x)?, self.n_heads)?)?;
-        let k = rope.apply(&heads(self.wk.forward(x)?, self.n_kv_heads)?)?;
-        let v = heads(self.wv.forward(x)?, self.n_kv_heads)?;
-        let k = self.repeat_kv(k)?;
-        let v = self.repeat_kv(v)?;
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let att = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask)?;
-        let att = candle_nn::ops::softmax(&att, D::Minus1)?;
-        let y = att
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .reshape((b, t, self.n_heads * self.head_dim))?;
+    /// `x (B, T, dim)` → `(B, T, dim)`: one fused op from the q/k/v projections to the
+    /// attention output (RoPE, GQA, causal mask and softmax inside).
+    pub fn forward(&self, x: &Tensor, rope: &Rope) -> Result<Tensor> {
+        let y = ops::attention(
+            &self.wq.forward(x)?,
+            &self.wk.forward(x)?,
+            &self.wv.forward(x)?,
+            &rope.tables,
+            self.n_heads,
+            self.n_kv_heads,
+        )?;
         self.wo.forward(&y)
     }
 }
@@ -130,8 +115,8 @@ impl FeedForward {
         })
     }
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = self.w1.forward(x)?.silu()?;
-        self.w2.forward(&(gate * self.w3.forward(x)?)?)
+        let gate = ops::swiglu(&self.w1.forward(x)?, &self.w3.forward(x)?)?;
+        self.w2.forward(&gate)
     }
 }
 
@@ -152,16 +137,15 @@ impl Block {
             ffn: FeedForward::new(vb, c)?,
         })
     }
-    pub fn forward(&self, x: &Tensor, rope: &Rope, mask: &Tensor) -> Result<Tensor> {
-        let x = (x + self.attn.forward(&self.attn_norm.forward(x)?, rope, mask)?)?;
+    pub fn forward(&self, x: &Tensor, rope: &Rope) -> Result<Tensor> {
+        let x = (x + self.attn.forward(&self.attn_norm.forward(x)?, rope)?)?;
         Ok((&x + self.ffn.forward(&self.ffn_norm.forward(&x)?)?)?)
     }
 }
 
 /// cos/sin tables for interleaved RoPE: pair i of a head turns by `pos · θ^(-2i/head_dim)`.
 pub struct Rope {
-    cos: Tensor,
-    sin: Tensor,
+    tables: ops::RopeTables,
 }
 
 impl Rope {
@@ -179,12 +163,17 @@ impl Rope {
             }
         }
         Ok(Rope {
-            cos: Tensor::from_vec(cos, (seq, hd / 2), device)?,
-            sin: Tensor::from_vec(sin, (seq, hd / 2), device)?,
+            tables: ops::RopeTables::new(cos, sin, seq, hd / 2, device)?,
         })
     }
+    /// Rotates `(B, H, T, head_dim)` (stock ops; the model's attention rotates inside its op).
     pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(candle_nn::rotary_emb::rope_i_slow(x, &self.cos, &self.sin)?)
+        let t = x.dim(2)?;
+        Ok(candle_nn::rotary_emb::rope_i_slow(
+            x,
+            &self.tables.cos.narrow(0, 0, t)?,
+            &self.tables.sin.narrow(0, 0, t)?,
+        )?)
     }
 }
 
@@ -214,21 +203,13 @@ impl Transformer {
         })
     }
 
-    fn causal_mask(&self, t: usize) -> Result<Tensor> {
-        let mask: Vec<f32> = (0..t)
-            .flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
-            .collect();
-        Ok(Tensor::from_vec(mask, (t, t), &self.device)?)
-    }
-
     /// Logits `(B, T, vocab)` for token ids `(B, T)`.
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         let emb = candle_nn::Embedding::new(self.tok_embeddings.clone(), self.config.dim as usize);
         let mut x = emb.forward(ids)?;
-        let mask = self.causal_mask(t)?;
         for block in &self.blocks {
-            x = block.forward(&x, &self.rope, &mask)?;
+            x = block.forward(&x, &self.rope)?;
         }
         let x = self.norm.forward(&x)?;
         Ok(x.reshape((b * t, self.config.dim as usize))?
@@ -246,15 +227,7 @@ impl Transformer {
 
 /// Mean negative log-likelihood of `targets` over masked positions.
 pub fn masked_cross_entropy(logits: &Tensor, targets: &Tensor, mask: &Tensor) -> Result<Tensor> {
-    let v = logits.dim(D::Minus1)?;
-    let logits = logits.reshape(((), v))?;
-    let lsm = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-    let picked = lsm
-        .gather(&targets.flatten_all()?.unsqueeze(1)?, 1)?
-        .squeeze(1)?;
-    let mask = mask.flatten_all()?.to_dtype(DType::F32)?;
-    let count = mask.sum_all()?.maximum(1f32)?;
-    Ok((picked * &mask)?.sum_all()?.neg()?.broadcast_div(&count)?)
+    ops::cross_entropy(logits, targets, mask)
 }
 
 /// Parameter names and shapes of a config, in a fixed order.

@@ -112,9 +112,18 @@ fn tiny_curriculum_memorises_the_trained_questions() {
         format: badge::export::ExportFormat::Blob,
         kv_cache: badge_firmware::config::KvCacheKind::F32,
         max_rel_error: Some(0.05),
+        quality_samples: 8,
         board: Some(common::repo().join("configs/boards/esp32s3-n16r8.toml")),
     };
-    badge::export::export(&opts).unwrap();
+    let exported = badge::export::export(&opts).unwrap();
+    let q = exported.quality.expect("export measures f32 against int8");
+    eprintln!("{}", q.table());
+    assert_eq!(q.qa_questions, 8);
+    assert!(
+        q.positions > 100 && q.top1_agreement >= 0.95 && q.mean_kl < 0.05,
+        "{q:?}"
+    );
+    assert!(q.qa_exact_int8 >= 0.85 && q.qa_exact_f32 >= 0.85, "{q:?}");
     let file = BlobFile::read(&blob).unwrap();
     let mut badge_model = BlobAnswerer::new(&file, 2, Default::default()).unwrap();
     let mut same = 0;

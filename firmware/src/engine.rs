@@ -9,7 +9,7 @@
 use crate::buffers::AlignedBuf;
 use crate::config::{KvCacheKind, ModelConfig};
 use crate::format::{Blob, BlobError, TensorData, TensorKind};
-use crate::kernel::dot_i8_portable;
+use crate::kernel::{dot_i8, q8_matvec};
 use crate::quant::quantize;
 use crate::workers::Workers;
 use alloc::vec::Vec;
@@ -52,10 +52,26 @@ impl<'a> QMatrix<'a> {
         let ws = &self.scales[row * groups..][..groups];
         let mut sum = 0.0f32;
         for g in 0..groups {
-            let acc = dot_i8_portable(&wq[g * gs..][..gs], &xq[g * gs..][..gs]);
+            let acc = dot_i8(&wq[g * gs..][..gs], &xq[g * gs..][..gs]);
             sum += acc as f32 * ws[g] * xs[g];
         }
         sum
+    }
+
+    /// Rows `first_row..first_row + out.len()` times the quantized input, into `out` (the same
+    /// values as [`QMatrix::row_dot`] row by row, bit for bit).
+    #[inline]
+    pub fn matvec_rows(&self, first_row: usize, xq: &[i8], xs: &[f32], out: &mut [f32]) {
+        let groups = self.cols / self.group_size;
+        q8_matvec(
+            &self.q[first_row * self.cols..][..out.len() * self.cols],
+            &self.scales[first_row * groups..][..out.len() * groups],
+            self.cols,
+            self.group_size,
+            xq,
+            xs,
+            out,
+        );
     }
 
     /// Row `row` dequantized into `out` (token embedding lookups).
@@ -340,15 +356,22 @@ fn matmul_many<W: Workers>(
 ) {
     debug_assert_eq!(out.len(), mats.iter().map(|m| m.rows).sum::<usize>());
     let job = |first_row: usize, rows: &mut [f32]| {
-        for (i, o) in rows.iter_mut().enumerate() {
-            let mut r = first_row + i;
-            let mut m = 0;
-            while r >= mats[m].rows {
-                r -= mats[m].rows;
-                m += 1;
+        // Walk the matrices whose rows intersect `first_row..first_row + rows.len()`.
+        let mut start = 0; // first row of matrix `m` in the combined output
+        let mut done = 0; // rows of `rows` filled so far
+        for m in mats {
+            if done == rows.len() {
+                break;
             }
-            *o = mats[m].row_dot(r, xq, xs);
+            let at = first_row + done;
+            if at < start + m.rows {
+                let n = (start + m.rows - at).min(rows.len() - done);
+                m.matvec_rows(at - start, xq, xs, &mut rows[done..done + n]);
+                done += n;
+            }
+            start += m.rows;
         }
+        debug_assert_eq!(done, rows.len());
     };
     workers.run_rows(out, &job);
 }

@@ -1,0 +1,147 @@
+//! Training throughput benchmark: forward + backward + AdamW on random batches.
+//!
+//! `cargo run --release --bin bench-train -- --model badge-1m --threads 2 --steps 10 [--json]`
+//!
+//! Prints the median tokens/s over the timed steps (after warm-up). `--threads` sets
+//! `RAYON_NUM_THREADS` and `CANDLE_NUM_THREADS` before candle starts its thread pools.
+
+use anyhow::{bail, Context, Result};
+use badge::{model, optim::AdamW};
+use candle_core::{Device, Tensor};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::path::PathBuf;
+use std::time::Instant;
+
+struct Args {
+    models: Vec<String>,
+    threads: usize,
+    steps: usize,
+    warmup: usize,
+    batch: usize,
+    seq: usize,
+    json: bool,
+}
+
+fn parse() -> Result<Args> {
+    let mut a = Args {
+        models: Vec::new(),
+        threads: 2,
+        steps: 10,
+        warmup: 2,
+        batch: 16,
+        seq: 256,
+        json: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut val = |name: &str| it.next().with_context(|| format!("{name} needs a value"));
+        match arg.as_str() {
+            "--model" => a.models.push(val("--model")?),
+            "--threads" => a.threads = val("--threads")?.parse()?,
+            "--steps" => a.steps = val("--steps")?.parse()?,
+            "--warmup" => a.warmup = val("--warmup")?.parse()?,
+            "--batch" => a.batch = val("--batch")?.parse()?,
+            "--seq" => a.seq = val("--seq")?.parse()?,
+            "--json" => a.json = true,
+            "-h" | "--help" => {
+                println!(
+                    "bench-train [--model badge-1m|badge-6m|PATH.toml]... [--threads 2] \
+                     [--steps 10] [--warmup 2] [--batch 16] [--seq 256] [--json]"
+                );
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    if a.models.is_empty() {
+        a.models = vec!["badge-1m".into(), "badge-6m".into()];
+    }
+    if a.steps == 0 {
+        bail!("--steps must be at least 1");
+    }
+    Ok(a)
+}
+
+fn config_path(name: &str) -> PathBuf {
+    if name.ends_with(".toml") {
+        PathBuf::from(name)
+    } else {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("configs/models")
+            .join(format!("{name}.toml"))
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn bench(name: &str, a: &Args) -> Result<(f64, f64, Vec<f64>)> {
+    let cfg = badge::config::load_model_config(&config_path(name))?;
+    let device = Device::Cpu;
+    let params = model::init_params(&cfg, 1, &device)?;
+    let m = model::build(&cfg, &params, &device)?;
+    let mut opt = AdamW::new(&params)?;
+    let mut rng = StdRng::seed_from_u64(7);
+    let n = a.batch * a.seq;
+    let vocab = cfg.vocab_size;
+    let mut times = Vec::new();
+    let mut last_loss = f64::NAN;
+    for step in 0..a.warmup + a.steps {
+        let ids: Vec<u32> = (0..n).map(|_| rng.random_range(0..vocab)).collect();
+        let tg: Vec<u32> = (0..n).map(|_| rng.random_range(0..vocab)).collect();
+        let ids = Tensor::from_vec(ids, (a.batch, a.seq), &device)?;
+        let tg = Tensor::from_vec(tg, (a.batch, a.seq), &device)?;
+        let mask = Tensor::ones((a.batch, a.seq), candle_core::DType::F32, &device)?;
+        let t0 = Instant::now();
+        let loss = m.loss(&ids, &tg, &mask)?;
+        let grads = loss.backward()?;
+        opt.step(&params, &grads, 1e-3, 0.1, 1.0)?;
+        last_loss = f64::from(loss.to_scalar::<f32>()?);
+        let dt = t0.elapsed().as_secs_f64();
+        if step >= a.warmup {
+            times.push(n as f64 / dt);
+        }
+    }
+    let med = median(&mut times.clone());
+    Ok((med, last_loss, times))
+}
+
+fn main() -> Result<()> {
+    let a = parse()?;
+    // Before candle builds any pool: they read these once.
+    std::env::set_var("RAYON_NUM_THREADS", a.threads.to_string());
+    std::env::set_var("CANDLE_NUM_THREADS", a.threads.to_string());
+    for name in &a.models {
+        let (med, loss, times) = bench(name, &a)?;
+        if a.json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "impl": "candle",
+                    "model": name,
+                    "threads": a.threads,
+                    "batch": a.batch,
+                    "seq": a.seq,
+                    "steps": a.steps,
+                    "tokens_per_sec": med,
+                    "samples": times,
+                    "final_loss": loss,
+                })
+            );
+        } else {
+            println!(
+                "{name}: {med:.0} tokens/s (median of {} steps, {} threads, batch {}x{}), loss {loss:.4}",
+                a.steps, a.threads, a.batch, a.seq
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,920 @@
+//! Fused training ops with hand-written backward passes (candle custom ops, f32, CPU).
+//!
+//! - [`attention`]: interleaved RoPE on q and k, grouped-query heads, causal mask and
+//!   `1/sqrt(head_dim)` scaling inside, softmax and the value product, in one op. It reads q, k,
+//!   v straight from the linear layers' `(B, T, heads·head_dim)` outputs and writes the same
+//!   layout, so no transposes, no repeated key/value heads, no mask tensor and no `B×H×T×T`
+//!   score tensor ever exist in the graph. Forward keeps one log-sum-exp per row; backward
+//!   recomputes the scores (flash-attention style) and turns the q/k gradients back with the
+//!   inverse rotation.
+//! - [`rms_norm`], [`swiglu`] (`silu(a)·b`) and [`cross_entropy`] (masked mean) as single ops.
+//!
+//! Every op is deterministic: work is split into fixed units (rows, (batch, kv-head) pairs,
+//! fixed blocks of rows for weight gradients) that each write their own output, and partial
+//! sums are added in a fixed order, so results do not depend on the thread count or timing.
+//! On devices other than the CPU each function falls back to the same computation composed from
+//! stock tensor ops (`*_reference`), which the tests also use as the reference.
+
+use anyhow::Result;
+use candle_core::{
+    op::BackpropOp, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Storage, Tensor,
+    D,
+};
+use std::sync::{Arc, Mutex};
+
+type CResult<T> = candle_core::Result<T>;
+
+fn err(msg: String) -> candle_core::Error {
+    candle_core::Error::Msg(msg)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small kernels. Written so that LLVM vectorises them (lane arrays instead of serial sums);
+// `simd` runs a closure compiled for AVX2 where the CPU has it.
+
+const LANES: usize = 8;
+
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..LANES {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let mut tail = 0f32;
+    for (x, y) in ra.iter().zip(rb) {
+        tail += x * y;
+    }
+    hsum(&acc) + tail
+}
+
+#[inline(always)]
+fn sum(a: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let ca = a.chunks_exact(LANES);
+    let ra = ca.remainder();
+    for x in ca {
+        for l in 0..LANES {
+            acc[l] += x[l];
+        }
+    }
+    let mut tail = 0f32;
+    for x in ra {
+        tail += x;
+    }
+    hsum(&acc) + tail
+}
+
+#[inline(always)]
+fn max(a: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let ca = a.chunks_exact(LANES);
+    let ra = ca.remainder();
+    for x in ca {
+        for l in 0..LANES {
+            acc[l] = if x[l] > acc[l] { x[l] } else { acc[l] };
+        }
+    }
+    let mut m = f32::NEG_INFINITY;
+    for &x in acc.iter().chain(ra) {
+        m = if x > m { x } else { m };
+    }
+    m
+}
+
+#[inline(always)]
+fn hsum(acc: &[f32; LANES]) -> f32 {
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+}
+
+/// `y += a·x`.
+#[inline(always)]
+fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+    for (y, x) in y.iter_mut().zip(x) {
+        *y += a * x;
+    }
+}
+
+/// `e^x` to about 2 ulp for x in [-87, 88] (clamped outside), branch-free so that loops over
+/// it vectorise (Cephes' polynomial on a range reduced by powers of two).
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding it rounds to an integer
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * LOG2E + ROUND) - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_1e-4;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 5.000_000_1e-1;
+    let e = p * r * r + r + 1.0;
+    e * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+#[inline(always)]
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + exp(-x))
+}
+
+/// Runs `f` compiled for AVX2 when the CPU has it (the kernels inline into it).
+#[inline(always)]
+fn simd<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked above).
+            return unsafe { avx2(f) };
+        }
+    }
+    f()
+}
+
+/// Splits `0..n` into chunks run on candle's CPU thread pool (inline when `n` is small).
+fn par(n: usize, f: impl Fn(std::ops::Range<usize>) + Sync) {
+    if n <= 1 {
+        simd(|| f(0..n));
+        return;
+    }
+    candle_core::utils::barrier_pool().execute_chunked(n, |r| simd(|| f(r)));
+}
+
+/// A raw output buffer written by several threads at disjoint ranges.
+#[derive(Clone, Copy)]
+struct Out(*mut f32);
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+impl Out {
+    fn new(v: &mut [f32]) -> Self {
+        Out(v.as_mut_ptr())
+    }
+    /// SAFETY: callers write disjoint ranges within the buffer's length.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn at(&self, start: usize, len: usize) -> &mut [f32] {
+        std::slice::from_raw_parts_mut(self.0.add(start), len)
+    }
+}
+
+fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> CResult<&'a [f32]> {
+    let v = match s {
+        CpuStorage::F32(v) => v,
+        _ => return Err(err(format!("{what}: expected f32"))),
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => Err(err(format!("{what}: input must be contiguous"))),
+    }
+}
+
+/// Reads a CPU f32 tensor (made contiguous) and runs `f` on its data.
+fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> CResult<R>) -> CResult<R> {
+    let t = t.contiguous()?;
+    let (s, l) = t.storage_and_layout();
+    match &*s {
+        Storage::Cpu(c) => f(f32_slice(c, l, "tensor")?),
+        _ => Err(err("expected a CPU tensor".into())),
+    }
+}
+
+fn cpu_tensor(v: Vec<f32>, shape: &Shape) -> Tensor {
+    Tensor::from_storage(
+        Storage::Cpu(CpuStorage::F32(v)),
+        shape.clone(),
+        BackpropOp::none(),
+        false,
+    )
+}
+
+fn use_fused(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == DType::F32
+}
+
+// ---------------------------------------------------------------------------------------------
+// RoPE tables
+
+/// cos/sin tables of interleaved RoPE, `(seq_len, head_dim/2)`, as tensors and as plain data.
+#[derive(Clone)]
+pub struct RopeTables {
+    pub cos: Tensor,
+    pub sin: Tensor,
+    cos_v: Arc<Vec<f32>>,
+    sin_v: Arc<Vec<f32>>,
+    half: usize,
+}
+
+impl RopeTables {
+    pub fn new(
+        cos: Vec<f32>,
+        sin: Vec<f32>,
+        seq: usize,
+        half: usize,
+        dev: &candle_core::Device,
+    ) -> Result<Self> {
+        Ok(RopeTables {
+            cos: Tensor::from_vec(cos.clone(), (seq, half), dev)?,
+            sin: Tensor::from_vec(sin.clone(), (seq, half), dev)?,
+            cos_v: Arc::new(cos),
+            sin_v: Arc::new(sin),
+            half,
+        })
+    }
+
+    /// Rotates one head vector at position `pos` (`inverse`: the transposed rotation).
+    #[inline(always)]
+    fn rotate(&self, x: &[f32], out: &mut [f32], pos: usize, inverse: bool) {
+        let h = self.half;
+        let (c, s) = (
+            &self.cos_v[pos * h..pos * h + h],
+            &self.sin_v[pos * h..pos * h + h],
+        );
+        for i in 0..h {
+            let (a, b) = (x[2 * i], x[2 * i + 1]);
+            let (c, s) = (c[i], if inverse { -s[i] } else { s[i] });
+            out[2 * i] = a * c - b * s;
+            out[2 * i + 1] = a * s + b * c;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Attention
+
+/// Causal grouped-query self-attention with interleaved RoPE: q `(B, T, H·hd)`, k and v
+/// `(B, T, KV·hd)` → `(B, T, H·hd)`.
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    rope: &RopeTables,
+    n_heads: usize,
+    n_kv_heads: usize,
+) -> Result<Tensor> {
+    if !use_fused(q) {
+        return attention_reference(q, k, v, rope, n_heads, n_kv_heads);
+    }
+    let (_, t, qd) = q.dims3()?;
+    let hd = qd / n_heads;
+    if t * rope.half > rope.cos_v.len() || hd != 2 * rope.half || n_heads % n_kv_heads != 0 {
+        anyhow::bail!("attention: shapes do not match the RoPE tables or head counts");
+    }
+    let op = Attention {
+        n_heads,
+        n_kv: n_kv_heads,
+        hd,
+        rope: rope.clone(),
+        lse: Mutex::new(Vec::new()),
+    };
+    Ok(q.contiguous()?
+        .apply_op3_arc(&k.contiguous()?, &v.contiguous()?, Arc::new(Box::new(op)))?)
+}
+
+/// The same attention from stock candle ops (the fallback off the CPU, and the tests'
+/// reference).
+pub fn attention_reference(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    rope: &RopeTables,
+    n_heads: usize,
+    n_kv_heads: usize,
+) -> Result<Tensor> {
+    let (b, t, qd) = q.dims3()?;
+    let hd = qd / n_heads;
+    let heads = |y: &Tensor, n: usize| -> Result<Tensor> {
+        Ok(y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()?)
+    };
+    let (cos, sin) = (rope.cos.narrow(0, 0, t)?, rope.sin.narrow(0, 0, t)?);
+    let qh = candle_nn::rotary_emb::rope_i_slow(&heads(q, n_heads)?, &cos, &sin)?;
+    let kh = candle_nn::rotary_emb::rope_i_slow(&heads(k, n_kv_heads)?, &cos, &sin)?;
+    let vh = heads(v, n_kv_heads)?;
+    let rep = n_heads / n_kv_heads;
+    let repeat = |x: Tensor| -> Result<Tensor> {
+        if rep == 1 {
+            return Ok(x);
+        }
+        Ok(x.unsqueeze(2)?
+            .expand((b, n_kv_heads, rep, t, hd))?
+            .reshape((b, n_heads, t, hd))?)
+    };
+    let (kh, vh) = (repeat(kh)?, repeat(vh)?);
+    let mask: Vec<f32> = (0..t)
+        .flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    let mask = Tensor::from_vec(mask, (t, t), q.device())?;
+    let att = (qh.matmul(&kh.t()?)? * (1.0 / (hd as f64).sqrt()))?.broadcast_add(&mask)?;
+    let att = candle_nn::ops::softmax(&att, D::Minus1)?;
+    Ok(att
+        .matmul(&vh)?
+        .transpose(1, 2)?
+        .reshape((b, t, n_heads * hd))?)
+}
+
+struct Attention {
+    n_heads: usize,
+    n_kv: usize,
+    hd: usize,
+    rope: RopeTables,
+    /// Log-sum-exp of each score row, `(B, H, T)`, kept by the forward pass for the backward.
+    lse: Mutex<Vec<f32>>,
+}
+
+struct AttnDims {
+    b: usize,
+    t: usize,
+    h: usize,
+    kv: usize,
+    hd: usize,
+    rep: usize,
+    scale: f32,
+}
+
+impl Attention {
+    fn dims(&self, q: &Shape, k: &Shape, v: &Shape) -> CResult<AttnDims> {
+        let (b, t, qd) = q.dims3()?;
+        let (b2, t2, kd) = k.dims3()?;
+        if qd != self.n_heads * self.hd
+            || kd != self.n_kv * self.hd
+            || (b2, t2) != (b, t)
+            || v.dims() != k.dims()
+        {
+            return Err(err(format!("attention: bad shapes {q:?} {k:?} {v:?}")));
+        }
+        Ok(AttnDims {
+            b,
+            t,
+            h: self.n_heads,
+            kv: self.n_kv,
+            hd: self.hd,
+            rep: self.n_heads / self.n_kv,
+            scale: 1.0 / (self.hd as f32).sqrt(),
+        })
+    }
+
+    /// The rotated keys of (batch `b`, kv head `g`), transposed to `(hd, T)`.
+    #[inline(always)]
+    fn keys_t(&self, d: &AttnDims, k: &[f32], b: usize, g: usize, kt: &mut [f32]) {
+        let mut tmp = vec![0f32; d.hd];
+        for j in 0..d.t {
+            let off = ((b * d.t + j) * d.kv + g) * d.hd;
+            self.rope.rotate(&k[off..off + d.hd], &mut tmp, j, false);
+            for (dd, &x) in tmp.iter().enumerate() {
+                kt[dd * d.t + j] = x;
+            }
+        }
+    }
+
+    /// Scaled scores of rotated, pre-scaled query `qs` against keys `0..n`: `s[j] = qs·k_j`.
+    #[inline(always)]
+    fn scores(d: &AttnDims, qs: &[f32], kt: &[f32], s: &mut [f32]) {
+        let n = s.len();
+        s.fill(0.0);
+        for (dd, &qv) in qs.iter().enumerate() {
+            axpy(s, qv, &kt[dd * d.t..dd * d.t + n]);
+        }
+    }
+}
+
+impl CustomOp3 for Attention {
+    fn name(&self) -> &'static str {
+        "badge-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        let d = self.dims(l1.shape(), l2.shape(), l3.shape())?;
+        let (q, k, v) = (
+            f32_slice(s1, l1, "attention q")?,
+            f32_slice(s2, l2, "attention k")?,
+            f32_slice(s3, l3, "attention v")?,
+        );
+        let mut out = vec![0f32; d.b * d.t * d.h * d.hd];
+        let mut lse = vec![0f32; d.b * d.h * d.t];
+        let (po, pl) = (Out::new(&mut out), Out::new(&mut lse));
+        par(d.b * d.kv, |range| {
+            let mut kt = vec![0f32; d.hd * d.t];
+            let mut qs = vec![0f32; d.hd];
+            let mut s = vec![0f32; d.t];
+            for task in range {
+                let (b, g) = (task / d.kv, task % d.kv);
+                self.keys_t(&d, k, b, g, &mut kt);
+                for h in g * d.rep..(g + 1) * d.rep {
+                    for i in 0..d.t {
+                        let qo = ((b * d.t + i) * d.h + h) * d.hd;
+                        self.rope.rotate(&q[qo..qo + d.hd], &mut qs, i, false);
+                        qs.iter_mut().for_each(|x| *x *= d.scale);
+                        let s = &mut s[..=i];
+                        Self::scores(&d, &qs, &kt, s);
+                        let m = max(s);
+                        s.iter_mut().for_each(|x| *x = exp(*x - m));
+                        let z = sum(s);
+                        let inv = 1.0 / z;
+                        // SAFETY: row (b, i, h) and lse (b, h, i) belong to this task only.
+                        let o = unsafe { po.at(qo, d.hd) };
+                        for (j, &p) in s.iter().enumerate() {
+                            let vo = ((b * d.t + j) * d.kv + g) * d.hd;
+                            axpy(o, p * inv, &v[vo..vo + d.hd]);
+                        }
+                        unsafe { pl.at((b * d.h + h) * d.t + i, 1)[0] = m + z.ln() };
+                    }
+                }
+            }
+        });
+        *self.lse.lock().unwrap() = lse;
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> CResult<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let d = self.dims(q.shape(), k.shape(), v.shape())?;
+        let lse = self.lse.lock().unwrap();
+        if lse.len() != d.b * d.h * d.t {
+            return Err(err("attention backward without its forward".into()));
+        }
+        let mut dq = vec![0f32; q.elem_count()];
+        let mut dk = vec![0f32; k.elem_count()];
+        let mut dv = vec![0f32; v.elem_count()];
+        with_f32(q, |q| {
+            with_f32(k, |k| {
+                with_f32(v, |v| {
+                    with_f32(res, |y| {
+                        with_f32(grad, |dy| {
+                            self.backward(&d, q, k, v, y, dy, &lse, &mut dq, &mut dk, &mut dv);
+                            Ok(())
+                        })
+                    })
+                })
+            })
+        })?;
+        Ok((
+            Some(cpu_tensor(dq, q.shape())),
+            Some(cpu_tensor(dk, k.shape())),
+            Some(cpu_tensor(dv, v.shape())),
+        ))
+    }
+}
+
+impl Attention {
+    #[allow(clippy::too_many_arguments)]
+    fn backward(
+        &self,
+        d: &AttnDims,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        y: &[f32],
+        dy: &[f32],
+        lse: &[f32],
+        dq: &mut [f32],
+        dk: &mut [f32],
+        dv: &mut [f32],
+    ) {
+        let (pq, pk, pv) = (Out::new(dq), Out::new(dk), Out::new(dv));
+        let (t, hd) = (d.t, d.hd);
+        par(d.b * d.kv, |range| {
+            let mut kt = vec![0f32; hd * t];
+            let mut vt = vec![0f32; hd * t];
+            let mut dkt = vec![0f32; hd * t];
+            let mut dvt = vec![0f32; hd * t];
+            let (mut qr, mut qs, mut dqr) = (vec![0f32; hd], vec![0f32; hd], vec![0f32; hd]);
+            let (mut p, mut ds) = (vec![0f32; t], vec![0f32; t]);
+            for task in range {
+                let (b, g) = (task / d.kv, task % d.kv);
+                self.keys_t(d, k, b, g, &mut kt);
+                for j in 0..t {
+                    let vo = ((b * t + j) * d.kv + g) * hd;
+                    for dd in 0..hd {
+                        vt[dd * t + j] = v[vo + dd];
+                    }
+                }
+                dkt.fill(0.0);
+                dvt.fill(0.0);
+                for h in g * d.rep..(g + 1) * d.rep {
+                    for i in 0..t {
+                        let n = i + 1;
+                        let qo = ((b * t + i) * d.h + h) * hd;
+                        self.rope.rotate(&q[qo..qo + hd], &mut qr, i, false);
+                        for (s, &x) in qs.iter_mut().zip(&qr) {
+                            *s = x * d.scale;
+                        }
+                        let p = &mut p[..n];
+                        Self::scores(d, &qs, &kt, p);
+                        let l = lse[(b * d.h + h) * t + i];
+                        p.iter_mut().for_each(|x| *x = exp(*x - l));
+                        let g_o = &dy[qo..qo + hd];
+                        let di = dot(g_o, &y[qo..qo + hd]);
+                        // dP = dO·v_j, then dS = P (dP - D).
+                        let ds = &mut ds[..n];
+                        ds.fill(0.0);
+                        for (dd, &go) in g_o.iter().enumerate() {
+                            axpy(ds, go, &vt[dd * t..dd * t + n]);
+                            axpy(&mut dvt[dd * t..dd * t + n], go, p);
+                        }
+                        for (s, &pp) in ds.iter_mut().zip(p.iter()) {
+                            *s = pp * (*s - di);
+                        }
+                        for dd in 0..hd {
+                            dqr[dd] = d.scale * dot(ds, &kt[dd * t..dd * t + n]);
+                            axpy(&mut dkt[dd * t..dd * t + n], qs[dd], ds);
+                        }
+                        // SAFETY: row (b, i, h) belongs to this task only.
+                        let out = unsafe { pq.at(qo, hd) };
+                        self.rope.rotate(&dqr, out, i, true);
+                    }
+                }
+                for j in 0..t {
+                    let ko = ((b * t + j) * d.kv + g) * hd;
+                    for dd in 0..hd {
+                        qr[dd] = dkt[dd * t + j];
+                    }
+                    // SAFETY: rows (b, j, g) of dk and dv belong to this task only.
+                    unsafe {
+                        self.rope.rotate(&qr, pk.at(ko, hd), j, true);
+                        let o = pv.at(ko, hd);
+                        for dd in 0..hd {
+                            o[dd] = dvt[dd * t + j];
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// RMSNorm
+
+/// `x / sqrt(mean(x²) + eps) · w` over the last dimension.
+pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    if !use_fused(x) {
+        return rms_norm_reference(x, w, eps);
+    }
+    let op = RmsNorm { eps: eps as f32 };
+    Ok(x.contiguous()?
+        .apply_op2_arc(&w.contiguous()?, Arc::new(Box::new(op)))?)
+}
+
+pub fn rms_norm_reference(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+    let normed = x.broadcast_div(&(ms + eps)?.sqrt()?)?;
+    Ok(normed.broadcast_mul(w)?)
+}
+
+struct RmsNorm {
+    eps: f32,
+}
+
+/// Rows per block of the weight-gradient partial sums (fixed: the sum order never changes).
+const NORM_BLOCK: usize = 64;
+
+impl CustomOp2 for RmsNorm {
+    fn name(&self) -> &'static str {
+        "badge-rms-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        let x = f32_slice(s1, l1, "rms_norm x")?;
+        let w = f32_slice(s2, l2, "rms_norm w")?;
+        let dim = w.len();
+        if l1.shape().dims().last() != Some(&dim) {
+            return Err(err(
+                "rms_norm: weight does not match the last dimension".into()
+            ));
+        }
+        let mut out = vec![0f32; x.len()];
+        let po = Out::new(&mut out);
+        let eps = self.eps;
+        par(x.len() / dim, |range| {
+            for r in range {
+                let xr = &x[r * dim..(r + 1) * dim];
+                let inv = 1.0 / (dot(xr, xr) / dim as f32 + eps).sqrt();
+                // SAFETY: row r belongs to this chunk only.
+                let o = unsafe { po.at(r * dim, dim) };
+                for ((o, &x), &w) in o.iter_mut().zip(xr).zip(w) {
+                    *o = x * inv * w;
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> CResult<(Option<Tensor>, Option<Tensor>)> {
+        let dim = w.elem_count();
+        let rows = x.elem_count() / dim;
+        let blocks = rows.div_ceil(NORM_BLOCK);
+        let mut dx = vec![0f32; x.elem_count()];
+        let mut dw_part = vec![0f32; blocks * dim];
+        let eps = self.eps;
+        with_f32(x, |x| {
+            with_f32(w, |w| {
+                with_f32(grad, |dy| {
+                    let (px, pw) = (Out::new(&mut dx), Out::new(&mut dw_part));
+                    par(blocks, |range| {
+                        let mut gw = vec![0f32; dim];
+                        for blk in range {
+                            // SAFETY: block blk's rows and partial sum belong to this chunk.
+                            let part = unsafe { pw.at(blk * dim, dim) };
+                            for r in blk * NORM_BLOCK..rows.min((blk + 1) * NORM_BLOCK) {
+                                let xr = &x[r * dim..(r + 1) * dim];
+                                let gr = &dy[r * dim..(r + 1) * dim];
+                                let inv = 1.0 / (dot(xr, xr) / dim as f32 + eps).sqrt();
+                                for ((gw, &g), &w) in gw.iter_mut().zip(gr).zip(w) {
+                                    *gw = g * w;
+                                }
+                                let c = dot(&gw, xr) * inv * inv * inv / dim as f32;
+                                let o = unsafe { px.at(r * dim, dim) };
+                                for i in 0..dim {
+                                    o[i] = gw[i] * inv - xr[i] * c;
+                                    part[i] += gr[i] * xr[i] * inv;
+                                }
+                            }
+                        }
+                    });
+                    Ok(())
+                })
+            })
+        })?;
+        let mut dw = vec![0f32; dim];
+        for part in dw_part.chunks_exact(dim) {
+            for (a, b) in dw.iter_mut().zip(part) {
+                *a += b;
+            }
+        }
+        Ok((
+            Some(cpu_tensor(dx, x.shape())),
+            Some(cpu_tensor(dw, w.shape())),
+        ))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// SwiGLU
+
+/// `silu(a) · b`, element-wise.
+pub fn swiglu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if !use_fused(a) {
+        return swiglu_reference(a, b);
+    }
+    Ok(a.contiguous()?
+        .apply_op2_arc(&b.contiguous()?, Arc::new(Box::new(SwiGlu)))?)
+}
+
+pub fn swiglu_reference(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    Ok((a.silu()? * b)?)
+}
+
+struct SwiGlu;
+
+const ELEM_CHUNK: usize = 4096;
+
+impl CustomOp2 for SwiGlu {
+    fn name(&self) -> &'static str {
+        "badge-swiglu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        let a = f32_slice(s1, l1, "swiglu a")?;
+        let b = f32_slice(s2, l2, "swiglu b")?;
+        if l1.shape() != l2.shape() {
+            return Err(err("swiglu: shapes differ".into()));
+        }
+        let mut out = vec![0f32; a.len()];
+        let po = Out::new(&mut out);
+        let n = a.len();
+        par(n.div_ceil(ELEM_CHUNK), |range| {
+            for c in range {
+                let (lo, hi) = (c * ELEM_CHUNK, n.min((c + 1) * ELEM_CHUNK));
+                // SAFETY: chunk c belongs to this range only.
+                let o = unsafe { po.at(lo, hi - lo) };
+                for ((o, &a), &b) in o.iter_mut().zip(&a[lo..hi]).zip(&b[lo..hi]) {
+                    *o = a * sigmoid(a) * b;
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        a: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> CResult<(Option<Tensor>, Option<Tensor>)> {
+        let n = a.elem_count();
+        let mut da = vec![0f32; n];
+        let mut db = vec![0f32; n];
+        with_f32(a, |a| {
+            with_f32(b, |b| {
+                with_f32(grad, |g| {
+                    let (pa, pb) = (Out::new(&mut da), Out::new(&mut db));
+                    par(n.div_ceil(ELEM_CHUNK), |range| {
+                        for c in range {
+                            let (lo, hi) = (c * ELEM_CHUNK, n.min((c + 1) * ELEM_CHUNK));
+                            // SAFETY: chunk c belongs to this range only.
+                            let (oa, ob) = unsafe { (pa.at(lo, hi - lo), pb.at(lo, hi - lo)) };
+                            for i in 0..hi - lo {
+                                let (x, y, g) = (a[lo + i], b[lo + i], g[lo + i]);
+                                let s = sigmoid(x);
+                                oa[i] = g * y * s * (1.0 + x * (1.0 - s));
+                                ob[i] = g * x * s;
+                            }
+                        }
+                    });
+                    Ok(())
+                })
+            })
+        })?;
+        Ok((
+            Some(cpu_tensor(da, a.shape())),
+            Some(cpu_tensor(db, b.shape())),
+        ))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cross-entropy
+
+/// Mean negative log-likelihood of `targets` (u32 or i64) over the positions where `mask`
+/// (f32) is non-zero, weighted by the mask: logits `(..., V)`, targets and mask `(...)`.
+pub fn cross_entropy(logits: &Tensor, targets: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    let mask = mask.to_dtype(DType::F32)?;
+    if !use_fused(logits) {
+        return cross_entropy_reference(logits, targets, &mask);
+    }
+    let v = logits.dim(D::Minus1)?;
+    let logits = logits.reshape(((), v))?;
+    let targets = targets.flatten_all()?.to_dtype(DType::U32)?;
+    let mask = mask.flatten_all()?;
+    let op = CrossEntropy {
+        lse: Mutex::new(Vec::new()),
+    };
+    Ok(logits.contiguous()?.apply_op3_arc(
+        &targets.contiguous()?,
+        &mask.contiguous()?,
+        Arc::new(Box::new(op)),
+    )?)
+}
+
+pub fn cross_entropy_reference(logits: &Tensor, targets: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    let v = logits.dim(D::Minus1)?;
+    let logits = logits.reshape(((), v))?;
+    let lsm = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+    let picked = lsm
+        .gather(&targets.flatten_all()?.unsqueeze(1)?, 1)?
+        .squeeze(1)?;
+    let mask = mask.flatten_all()?.to_dtype(DType::F32)?;
+    let count = mask.sum_all()?.maximum(1f32)?;
+    Ok((picked * &mask)?.sum_all()?.neg()?.broadcast_div(&count)?)
+}
+
+struct CrossEntropy {
+    lse: Mutex<Vec<f32>>,
+}
+
+fn u32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> CResult<&'a [u32]> {
+    let v = match s {
+        CpuStorage::U32(v) => v,
+        _ => return Err(err("cross_entropy: targets must be u32".into())),
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => Err(err("cross_entropy: targets must be contiguous".into())),
+    }
+}
+
+impl CustomOp3 for CrossEntropy {
+    fn name(&self) -> &'static str {
+        "badge-cross-entropy"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        let x = f32_slice(s1, l1, "cross_entropy logits")?;
+        let tg = u32_slice(s2, l2)?;
+        let mask = f32_slice(s3, l3, "cross_entropy mask")?;
+        let (n, v) = l1.shape().dims2()?;
+        if tg.len() != n || mask.len() != n {
+            return Err(err(
+                "cross_entropy: targets/mask do not match the logits".into()
+            ));
+        }
+        if let Some(&bad) = tg.iter().find(|&&t| t as usize >= v) {
+            return Err(err(format!("cross_entropy: target {bad} out of range")));
+        }
+        let mut lse = vec![0f32; n];
+        let pl = Out::new(&mut lse);
+        par(n, |range| {
+            let mut e = vec![0f32; v];
+            for r in range {
+                let row = &x[r * v..(r + 1) * v];
+                let m = max(row);
+                for (e, &x) in e.iter_mut().zip(row) {
+                    *e = exp(x - m);
+                }
+                // SAFETY: entry r belongs to this chunk only.
+                unsafe { pl.at(r, 1)[0] = m + sum(&e).ln() };
+            }
+        });
+        let count = mask.iter().map(|&m| f64::from(m)).sum::<f64>().max(1.0);
+        let total: f64 = (0..n)
+            .map(|r| f64::from(mask[r]) * f64::from(lse[r] - x[r * v + tg[r] as usize]))
+            .sum();
+        *self.lse.lock().unwrap() = lse;
+        Ok((
+            CpuStorage::F32(vec![(total / count) as f32]),
+            Shape::from(()),
+        ))
+    }
+
+    fn bwd(
+        &self,
+        logits: &Tensor,
+        targets: &Tensor,
+        mask: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> CResult<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (n, v) = logits.dims2()?;
+        let lse = self.lse.lock().unwrap();
+        if lse.len() != n {
+            return Err(err("cross_entropy backward without its forward".into()));
+        }
+        let g = grad.to_dtype(DType::F32)?.to_vec0::<f32>()?;
+        let tg = targets.to_vec1::<u32>()?;
+        let mut dx = vec![0f32; n * v];
+        with_f32(mask, |mask| {
+            let count = mask.iter().map(|&m| f64::from(m)).sum::<f64>().max(1.0) as f32;
+            with_f32(logits, |x| {
+                let px = Out::new(&mut dx);
+                par(n, |range| {
+                    for r in range {
+                        // SAFETY: row r belongs to this chunk only.
+                        let o = unsafe { px.at(r * v, v) };
+                        let w = g * mask[r] / count;
+                        if w == 0.0 {
+                            continue;
+                        }
+                        let l = lse[r];
+                        for (o, &x) in o.iter_mut().zip(&x[r * v..(r + 1) * v]) {
+                            *o = w * exp(x - l);
+                        }
+                        o[tg[r] as usize] -= w;
+                    }
+                });
+                Ok(())
+            })
+        })?;
+        Ok((Some(cpu_tensor(dx, logits.shape())), None, None))
+    }
+}
