@@ -513,15 +513,10 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 (None, None) => unreachable!("clap requires --model or --from"),
             };
+            let (app, bootloader) = (app.as_deref(), bootloader.as_deref());
             match image {
                 Some(img) => {
-                    badge::flash::write_image(
-                        &model,
-                        &board_profile,
-                        app.as_deref(),
-                        bootloader.as_deref(),
-                        &img,
-                    )?;
+                    badge::flash::write_image(&model, &board_profile, app, bootloader, &img)?;
                     println!(
                         "wrote flash image {} (try it: badge sim --image {})",
                         img.display(),
@@ -540,13 +535,8 @@ fn run(cli: Cli) -> Result<()> {
                         opts.before = ResetBeforeOperation::NoReset;
                         opts.after = ResetAfterOperation::NoReset;
                     }
-                    let r = badge::flash::flash_serial(
-                        &model,
-                        &board_profile,
-                        app.as_deref(),
-                        bootloader.as_deref(),
-                        &opts,
-                    )?;
+                    let r =
+                        badge::flash::flash_serial(&model, &board_profile, app, bootloader, &opts)?;
                     println!(
                         "flashed {} on {} ({} MB flash):",
                         r.chip,

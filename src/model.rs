@@ -184,7 +184,6 @@ pub struct Transformer {
     blocks: Vec<Block>,
     norm: RmsNorm,
     rope: Rope,
-    device: Device,
 }
 
 impl Transformer {
@@ -199,7 +198,6 @@ impl Transformer {
             blocks,
             norm: RmsNorm::new(vb.clone(), c.dim as usize, f64::from(c.norm_eps), "norm")?,
             rope: Rope::new(c, &device)?,
-            device,
         })
     }
 

@@ -198,44 +198,64 @@ impl KvStore {
             }
         }
     }
-    /// Dot product of `q` with the stored head row at `at`.
-    fn dot(&self, at: usize, head_dim: usize, q: &[f32]) -> f32 {
+    /// The stored head row at `at` as f32: borrowed when stored as f32, else decoded into
+    /// `scratch` (int8 rows come back unscaled, with their scale as the second value).
+    #[inline(always)]
+    fn row<'s>(&'s self, at: usize, head_dim: usize, scratch: &'s mut [f32]) -> (&'s [f32], f32) {
         match self {
-            Self::F32(b) => q.iter().zip(&b[at..at + q.len()]).map(|(a, b)| a * b).sum(),
-            Self::F16(b) => q
-                .iter()
-                .zip(&b[at..at + q.len()])
-                .map(|(a, &h)| a * crate::half::f16_to_f32(h))
-                .sum(),
-            Self::Int8(qb, s) => {
-                let dot: f32 = q
-                    .iter()
-                    .zip(&qb[at..at + q.len()])
-                    .map(|(a, &v)| a * f32::from(v))
-                    .sum();
-                dot * s[at / head_dim]
+            Self::F32(b) => (&b[at..at + head_dim], 1.0),
+            Self::F16(b) => {
+                for (d, &h) in scratch.iter_mut().zip(&b[at..at + head_dim]) {
+                    *d = f16_to_f32(h);
+                }
+                (&scratch[..head_dim], 1.0)
+            }
+            Self::Int8(q, s) => {
+                for (d, &v) in scratch.iter_mut().zip(&q[at..at + head_dim]) {
+                    *d = f32::from(v);
+                }
+                (&scratch[..head_dim], s[at / head_dim])
             }
         }
     }
-    /// `out += a · row(at)`.
-    fn axpy(&self, at: usize, head_dim: usize, a: f32, out: &mut [f32]) {
-        let n = out.len();
-        match self {
-            Self::F32(b) => out
-                .iter_mut()
-                .zip(&b[at..at + n])
-                .for_each(|(o, v)| *o += a * v),
-            Self::F16(b) => out
-                .iter_mut()
-                .zip(&b[at..at + n])
-                .for_each(|(o, &h)| *o += a * crate::half::f16_to_f32(h)),
-            Self::Int8(qb, s) => {
-                let sa = a * s[at / head_dim];
-                out.iter_mut()
-                    .zip(&qb[at..at + n])
-                    .for_each(|(o, &v)| *o += sa * f32::from(v));
-            }
+}
+
+/// [`crate::half::f16_to_f32`], bit for bit, with the common case (normal numbers) inline.
+#[inline(always)]
+fn f16_to_f32(h: u16) -> f32 {
+    let em = u32::from(h & 0x7fff);
+    if em.wrapping_sub(0x0400) < 0x7800 {
+        // Normal: rebias the exponent from 15 to 127 ((127 - 15) << 23 = 0x3800_0000).
+        f32::from_bits((u32::from(h & 0x8000) << 16) | ((em << 13) + 0x3800_0000))
+    } else {
+        crate::half::f16_to_f32(h)
+    }
+}
+
+/// Dot product in eight interleaved f32 lanes (lane `i % 8` sums products `i`), then a fixed
+/// pairwise reduction: the same operations in the same order on every target, and free for
+/// LLVM to vectorise (a single sequential sum could not be).
+#[inline(always)]
+fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
         }
+    }
+    for (i, (x, y)) in ra.iter().zip(rb).enumerate() {
+        acc[i] += x * y;
+    }
+    ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
+}
+
+/// `out += a · v`.
+#[inline(always)]
+fn axpy(out: &mut [f32], a: f32, v: &[f32]) {
+    for (o, &x) in out.iter_mut().zip(v) {
+        *o += a * x;
     }
 }
 
@@ -258,6 +278,12 @@ pub struct RunState {
     logits: AlignedBuf<f32>,
     xq: AlignedBuf<i8>,
     xs: AlignedBuf<f32>,
+    /// RoPE: `θ^(-2i/head_dim)` per pair (computed once), and cos/sin of the current position
+    /// per pair (computed once per token, shared by every head and layer).
+    rope_freq: AlignedBuf<f32>,
+    rope_cos_sin: AlignedBuf<f32>,
+    /// One K or V head row decoded to f32 (f16 and int8 caches).
+    kv_row: AlignedBuf<f32>,
     kv: KvCache,
 }
 
@@ -266,6 +292,11 @@ impl RunState {
         let (dim, hidden, kv_dim) = (c.dim as usize, c.hidden_dim as usize, c.kv_dim());
         let seq = c.seq_len as usize;
         let cache_len = c.n_layers as usize * seq * kv_dim;
+        let hd = c.head_dim();
+        let mut rope_freq = AlignedBuf::zeroed(hd / 2);
+        for (i, f) in rope_freq.iter_mut().enumerate() {
+            *f = 1.0 / libm::powf(c.rope_theta, (2 * i) as f32 / hd as f32);
+        }
         RunState {
             x: AlignedBuf::zeroed(dim),
             xb: AlignedBuf::zeroed(dim),
@@ -275,6 +306,9 @@ impl RunState {
             logits: AlignedBuf::zeroed(c.vocab_size as usize),
             xq: AlignedBuf::zeroed(dim.max(hidden)),
             xs: AlignedBuf::zeroed(dim.max(hidden) / group_size),
+            rope_freq,
+            rope_cos_sin: AlignedBuf::zeroed(hd),
+            kv_row: AlignedBuf::zeroed(hd),
             kv: KvCache {
                 keys: KvStore::new(kv_kind, cache_len, c.head_dim()),
                 values: KvStore::new(kv_kind, cache_len, c.head_dim()),
@@ -301,6 +335,9 @@ impl RunState {
             + self.logits.byte_size()
             + self.xq.byte_size()
             + self.xs.byte_size()
+            + self.rope_freq.byte_size()
+            + self.rope_cos_sin.byte_size()
+            + self.kv_row.byte_size()
     }
 }
 
@@ -312,25 +349,59 @@ fn rmsnorm(out: &mut [f32], x: &[f32], weight: &[f32], eps: f32) {
     }
 }
 
+/// `e^x` to within about one unit in the last place, in plain f32 arithmetic (so the host and
+/// the badge compute the same bits): `x = n·ln 2 + r` with `|r| ≤ ln 2 / 2` (ln 2 split in
+/// two for an exact `n·ln2_hi`), a degree-6 Taylor polynomial for `e^r` (truncation error
+/// below 1.3e-7 relative), then `· 2^n` through the exponent bits. Outside the range where
+/// `2^n` is a normal float, and for NaN, it defers to `libm::expf`.
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    if !(-87.0..=88.0).contains(&x) {
+        return libm::expf(x);
+    }
+    const LOG2_E: f32 = core::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_145_75; // 0x3f317200: the top bits of ln 2, n·LN2_HI exact
+    const LN2_LO: f32 = 1.428_606_8e-6; // ln 2 − LN2_HI
+    // Round to nearest (even) with the 1.5·2^23 trick: |x·log2 e| < 2^22.
+    const SHIFTER: f32 = 12_582_912.0;
+    let n = (x * LOG2_E + SHIFTER) - SHIFTER;
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    // n ∈ [-126, 127] here, so 2^n is a normal float.
+    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
 fn softmax(x: &mut [f32]) {
     let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
     let mut sum = 0.0;
     for v in x.iter_mut() {
-        *v = libm::expf(*v - max);
+        *v = exp(*v - max);
         sum += *v;
     }
+    let inv = 1.0 / sum;
     for v in x.iter_mut() {
-        *v /= sum;
+        *v *= inv;
     }
 }
 
-/// Rotates interleaved pairs `(v[2i], v[2i+1])` of every head by `pos · θ^(-2i/head_dim)`.
-fn rope(v: &mut [f32], pos: usize, head_dim: usize, theta: f32) {
-    for head in v.chunks_exact_mut(head_dim) {
-        for (i, pair) in head.chunks_exact_mut(2).enumerate() {
-            let freq = 1.0 / libm::powf(theta, (2 * i) as f32 / head_dim as f32);
-            let angle = pos as f32 * freq;
-            let (s, c) = (libm::sinf(angle), libm::cosf(angle));
+/// cos and sin of `pos · freq` for every pair, interleaved, into `cos_sin`.
+fn rope_angles(cos_sin: &mut [f32], freq: &[f32], pos: usize) {
+    for (cs, &f) in cos_sin.chunks_exact_mut(2).zip(freq) {
+        let angle = pos as f32 * f;
+        cs[0] = libm::cosf(angle);
+        cs[1] = libm::sinf(angle);
+    }
+}
+
+/// Rotates interleaved pairs `(v[2i], v[2i+1])` of every head by the angles of `cos_sin`
+/// (`pos · θ^(-2i/head_dim)`, see [`rope_angles`]).
+fn rope(v: &mut [f32], cos_sin: &[f32]) {
+    for head in v.chunks_exact_mut(cos_sin.len()) {
+        for (pair, cs) in head.chunks_exact_mut(2).zip(cos_sin.chunks_exact(2)) {
+            let (c, s) = (cs[0], cs[1]);
             let (a, b) = (pair[0], pair[1]);
             pair[0] = a * c - b * s;
             pair[1] = a * s + b * c;
@@ -438,6 +509,7 @@ impl<'a, W: Workers> Engine<'a, W> {
         let s = &mut self.state;
 
         w.token_embedding.dequantize_row(token as usize, &mut s.x);
+        rope_angles(&mut s.rope_cos_sin, &s.rope_freq, pos);
 
         for (l, lw) in w.layers.iter().enumerate() {
             // Attention.
@@ -452,26 +524,34 @@ impl<'a, W: Workers> Engine<'a, W> {
             );
             let (q, kv) = s.qkv.split_at_mut(dim);
             let (k, v) = kv.split_at_mut(kv_dim);
-            rope(q, pos, hd, c.rope_theta);
-            rope(k, pos, hd, c.rope_theta);
+            rope(q, &s.rope_cos_sin);
+            rope(k, &s.rope_cos_sin);
             for h in 0..c.n_kv_heads as usize {
                 let at = s.kv.offset(l, pos, h);
                 s.kv.keys.store(at, hd, &k[h * hd..][..hd]);
                 s.kv.values.store(at, hd, &v[h * hd..][..hd]);
             }
+            // Grouped-query attention: the `kv_mul` query heads that share a KV head are done
+            // together, so each cached row is read (and decoded) once for all of them.
             let scale = 1.0 / libm::sqrtf(hd as f32);
-            for h in 0..c.n_heads as usize {
-                let qh = &q[h * hd..][..hd];
-                let att = &mut s.att[h * c.seq_len as usize..][..pos + 1];
-                let kvh = h / kv_mul;
-                for (t, a) in att.iter_mut().enumerate() {
-                    *a = s.kv.keys.dot(s.kv.offset(l, t, kvh), hd, qh) * scale;
+            let seq = c.seq_len as usize;
+            for kvh in 0..c.n_kv_heads as usize {
+                let heads = kvh * kv_mul..(kvh + 1) * kv_mul;
+                for t in 0..=pos {
+                    let (krow, ks) = s.kv.keys.row(s.kv.offset(l, t, kvh), hd, &mut s.kv_row);
+                    for h in heads.clone() {
+                        s.att[h * seq + t] = dot_f32(&q[h * hd..][..hd], krow) * ks * scale;
+                    }
                 }
-                softmax(att);
-                let out = &mut s.xb[h * hd..][..hd];
-                out.fill(0.0);
-                for (t, &a) in att.iter().enumerate() {
-                    s.kv.values.axpy(s.kv.offset(l, t, kvh), hd, a, out);
+                for h in heads.clone() {
+                    softmax(&mut s.att[h * seq..][..pos + 1]);
+                    s.xb[h * hd..][..hd].fill(0.0);
+                }
+                for t in 0..=pos {
+                    let (vrow, vs) = s.kv.values.row(s.kv.offset(l, t, kvh), hd, &mut s.kv_row);
+                    for h in heads.clone() {
+                        axpy(&mut s.xb[h * hd..][..hd], s.att[h * seq + t] * vs, vrow);
+                    }
                 }
             }
             quantize(&s.xb, gs, &mut s.xq[..dim], &mut s.xs[..dim / gs]);
@@ -496,7 +576,7 @@ impl<'a, W: Workers> Engine<'a, W> {
             );
             let (h1, h3) = s.h13.split_at_mut(hidden);
             for (a, &b) in h1.iter_mut().zip(h3.iter()) {
-                *a = *a / (1.0 + libm::expf(-*a)) * b;
+                *a = *a / (1.0 + exp(-*a)) * b;
             }
             quantize(h1, gs, &mut s.xq[..hidden], &mut s.xs[..hidden / gs]);
             matmul_many(
