@@ -191,7 +191,8 @@ enum Command {
         /// Write a merged flash image to this file instead of flashing the badge.
         #[arg(long, conflicts_with_all = ["port", "baud", "no_reset"])]
         image: Option<PathBuf>,
-        /// The firmware app image (.bin) to include, written at the factory partition.
+        /// The firmware: its ELF (`cargo +esp build --release`; converted to an app image, with
+        /// the bootloader) or an app image (.bin). Written at the factory partition.
         #[arg(long)]
         app: Option<PathBuf>,
         /// The second-stage bootloader (.bin) to include, written at 0x0.

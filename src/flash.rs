@@ -147,8 +147,13 @@ pub fn plan(
         )
     })?;
     let table = table_bytes(board)?;
-    let app = read_optional(app)?;
-    let bootloader = read_optional(bootloader)?;
+    let mut app = read_optional(app)?;
+    let mut bootloader = read_optional(bootloader)?;
+    if let Some(elf) = app.as_deref().filter(|a| a.starts_with(b"\x7fELF")) {
+        let (boot, image) = app_image_from_elf(elf, board, bootloader.as_deref())?;
+        app = Some(image);
+        bootloader = Some(boot);
+    }
     let parts = ImageParts {
         table: &table,
         bootloader: bootloader.as_deref(),
@@ -181,6 +186,84 @@ pub fn plan(
     add(&board.model_partition, model.offset, bytes.as_slice().len());
     regions.sort_by_key(|r| r.offset);
     Ok(FlashPlan { image, regions })
+}
+
+/// Turns the firmware's ELF (`cargo +esp build --release` output) into what the ROM boots:
+/// espflash's ESP-IDF app image for the board's factory partition, and the second-stage
+/// bootloader (`bootloader` when given, else the one espflash ships for the ESP32-S3). The
+/// partition table espflash would write is not used: the board's own table is.
+fn app_image_from_elf(
+    elf: &[u8],
+    board: &Board,
+    bootloader: Option<&[u8]>,
+) -> Result<(Vec<u8>, Vec<u8>)> {
+    use espflash::flasher::{FlashData, FlashSettings, FlashSize};
+    use espflash::image_format::idf::IdfBootloaderFormat;
+    use espflash::target::XtalFrequency;
+
+    let parts = partitions(board)?;
+    let factory = parts
+        .iter()
+        .find(|p| p.is_factory_app())
+        .or_else(|| parts.iter().find(|p| p.kind == partition::TYPE_APP))
+        .with_context(|| {
+            format!(
+                "{}: an app was given but the table has no app partition",
+                board.partition_table.display()
+            )
+        })?;
+    // espflash only needs the app partition from a table (its CSV reader rejects numeric data
+    // subtypes such as the model's 0x40), so it gets a one-line table with just that.
+    let dir = tempfile::tempdir()?;
+    let csv = dir.path().join("app.csv");
+    std::fs::write(
+        &csv,
+        format!(
+            "{}, app, factory, {:#x}, {:#x},\n",
+            factory.name(),
+            factory.offset,
+            factory.size
+        ),
+    )?;
+    let boot_path = match bootloader {
+        Some(b) => {
+            let p = dir.path().join("bootloader.bin");
+            std::fs::write(&p, b)?;
+            Some(p)
+        }
+        None => None,
+    };
+    let size: FlashSize = format!("{}MB", board.flash_size >> 20)
+        .parse()
+        .map_err(|e| anyhow!("board {}: flash size: {e}", board.name))?;
+    let flash_data = FlashData::new(
+        FlashSettings::new(None, Some(size), None),
+        0,
+        None,
+        Chip::Esp32s3,
+        XtalFrequency::_40Mhz,
+    );
+    let image = IdfBootloaderFormat::new(
+        elf,
+        &flash_data,
+        Some(&csv),
+        boot_path.as_deref(),
+        Some(TABLE_OFFSET),
+        None,
+    )
+    .map_err(|e| anyhow!("converting the app ELF: {e}"))?;
+    let (mut boot, mut app) = (None, None);
+    for seg in image.flash_segments() {
+        if seg.addr == BOOTLOADER_OFFSET {
+            boot = Some(seg.data.into_owned());
+        } else if seg.addr == factory.offset {
+            app = Some(seg.data.into_owned());
+        }
+    }
+    match (boot, app) {
+        (Some(b), Some(a)) => Ok((b, a)),
+        _ => bail!("espflash produced no bootloader or app segment from the ELF"),
+    }
 }
 
 /// Writes the merged image for `blob` on `board` to `out`: bootloader (optional) at 0x0,
