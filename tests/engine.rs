@@ -101,37 +101,68 @@ fn badge_6m_shaped_random_weights_agree() {
     assert!(rel < 0.05 && agree >= 0.9, "agreement {agree}, error {rel}");
 }
 
+/// Logits of `ids` at positions 0.., as bits, from one engine.
+fn logit_bits<W: badge_firmware::workers::Workers>(
+    e: &mut Engine<'_, W>,
+    ids: &[u32],
+) -> Vec<Vec<u32>> {
+    ids.iter()
+        .enumerate()
+        .map(|(pos, &t)| {
+            e.forward(t, pos)
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect()
+        })
+        .collect()
+}
+
 #[test]
 fn one_and_two_workers_are_bit_identical() {
     let c = common::tiny_config();
-    let (bytes, _) = common::random_blob(&c, 8, KvCacheKind::F32);
+    for kv in [KvCacheKind::F32, KvCacheKind::F16, KvCacheKind::Int8] {
+        let (bytes, _) = common::random_blob(&c, 8, kv);
+        let a = badge::util::AlignedBytes::from_slice(&bytes);
+        let blob = Blob::parse(a.as_slice()).unwrap();
+        let mut one = Engine::new(&blob, SingleWorker).unwrap();
+        let mut two = Engine::new(&blob, ThreadWorkers::new()).unwrap();
+        let ids = ids(32, c.vocab_size);
+        let want = logit_bits(&mut one, &ids);
+        // The same engine again (the KV cache is overwritten position by position), so the
+        // helper thread is reused across many hand-offs, then a fresh pair.
+        for round in 0..3 {
+            assert_eq!(logit_bits(&mut two, &ids), want, "{kv:?}, round {round}");
+        }
+        let mut two = Engine::new(&blob, ThreadWorkers::new()).unwrap();
+        assert_eq!(logit_bits(&mut two, &ids), want, "{kv:?}, fresh engine");
+        assert!(
+            one.forward(0, c.seq_len as usize).is_err(),
+            "positions past seq_len are refused"
+        );
+        assert!(
+            one.forward(c.vocab_size, 0).is_err(),
+            "tokens past the vocabulary are refused"
+        );
+    }
+}
+
+/// The 6M shape: group size 32, head size 28 (not a multiple of 8), rows split in many chunks.
+#[test]
+fn one_and_two_workers_are_bit_identical_on_the_6m_shape() {
+    let mut c =
+        badge::config::load_model_config(&common::repo().join("configs/models/badge-6m.toml"))
+            .unwrap();
+    c.n_layers = 2;
+    c.seq_len = 24;
+    let (bytes, _) = common::random_blob(&c, 5, KvCacheKind::F32);
     let a = badge::util::AlignedBytes::from_slice(&bytes);
     let blob = Blob::parse(a.as_slice()).unwrap();
-    let mut one = Engine::new(&blob, SingleWorker).unwrap();
-    let mut two = Engine::new(&blob, ThreadWorkers::new()).unwrap();
-    for (pos, t) in ids(32, c.vocab_size).into_iter().enumerate() {
-        let x: Vec<u32> = one
-            .forward(t, pos)
-            .unwrap()
-            .iter()
-            .map(|v| v.to_bits())
-            .collect();
-        let y: Vec<u32> = two
-            .forward(t, pos)
-            .unwrap()
-            .iter()
-            .map(|v| v.to_bits())
-            .collect();
-        assert_eq!(x, y, "position {pos}");
-    }
-    assert!(
-        one.forward(0, c.seq_len as usize).is_err(),
-        "positions past seq_len are refused"
-    );
-    assert!(
-        one.forward(c.vocab_size, 0).is_err(),
-        "tokens past the vocabulary are refused"
-    );
+    assert_eq!((blob.group_size, c.head_dim()), (32, 28));
+    let ids = ids(24, c.vocab_size);
+    let want = logit_bits(&mut Engine::new(&blob, SingleWorker).unwrap(), &ids);
+    let got = logit_bits(&mut Engine::new(&blob, ThreadWorkers::new()).unwrap(), &ids);
+    assert_eq!(got, want);
 }
 
 #[test]
@@ -145,4 +176,33 @@ fn run_state_is_reported_and_smaller_kv_caches_save_memory() {
     assert_eq!(f16_kv * 2, f32_kv);
     assert!(i8_kv < f16_kv * 6 / 10, "{i8_kv}");
     eprintln!("badge-6m KV cache: f32 {f32_kv} B, f16 {f16_kv} B, int8 {i8_kv} B");
+}
+
+/// The hand-off between the caller and the helper thread: thousands of jobs of many sizes in a
+/// row (so the helper is sometimes early, sometimes late, sometimes asleep), each row written
+/// exactly once with its own value, whichever thread claimed it.
+#[test]
+fn thread_workers_write_every_row_exactly_once() {
+    use badge_firmware::workers::Workers;
+    let w = ThreadWorkers::new();
+    let mut out = vec![0f32; 1600];
+    for i in 0..20_000usize {
+        let n = 1 + (i * 7919) % out.len();
+        let out = &mut out[..n];
+        out.fill(-1.0);
+        let job = |first: usize, rows: &mut [f32]| {
+            for (k, r) in rows.iter_mut().enumerate() {
+                assert_eq!(*r, -1.0, "row {} written twice", first + k);
+                *r = (first + k) as f32 + i as f32 * 0.5;
+            }
+        };
+        w.run_rows(out, &job);
+        for (k, &r) in out.iter().enumerate() {
+            assert_eq!(r, k as f32 + i as f32 * 0.5, "job {i}, row {k} of {n}");
+        }
+        if i % 5000 == 4999 {
+            // Let the helper fall asleep, then hand it work again.
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
 }

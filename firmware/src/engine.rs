@@ -5,6 +5,13 @@
 //! one multiply by both scales per group), interleaved RoPE, grouped-query attention over the
 //! KV cache, SwiGLU, and the classifier that shares the token embedding. Weights are read in
 //! place from the blob; the run state is allocated once.
+//!
+//! Every result is defined by one fixed sequence of f32 operations, whatever the machine:
+//! matmul rows sum their groups in order (see [`crate::kernel::q8_matvec`]), the other
+//! reductions (RMSNorm, attention scores, softmax) sum eight interleaved lanes and then reduce
+//! them pairwise, `e^x` is computed here in plain arithmetic (`exp`) rather than by a
+//! platform's maths library, and Rust never fuses a multiply and an add on its own. So the host
+//! (with or without AVX2, with one or two workers) and the badge compute the same bits.
 
 use crate::buffers::AlignedBuf;
 use crate::config::{KvCacheKind, ModelConfig};
@@ -198,6 +205,90 @@ impl KvStore {
             }
         }
     }
+    /// `out[d] = Σ_t (w[t] · scale_t) · v_t[d]`, summed in position order from 0, over the
+    /// head rows at `base + t · stride` (`t < w.len()`). The output is built in slices of
+    /// eight (then four, then one) values, each accumulated over all positions in registers:
+    /// one vector operation per position and slice, no store per position.
+    #[inline(always)]
+    fn weighted_sum(
+        &self,
+        base: usize,
+        stride: usize,
+        head_dim: usize,
+        w: &[f32],
+        out: &mut [f32],
+    ) {
+        let mut d = 0;
+        while d + 8 <= head_dim {
+            self.weighted_slice::<8>(base + d, stride, head_dim, w, &mut out[d..d + 8]);
+            d += 8;
+        }
+        if d + 4 <= head_dim {
+            self.weighted_slice::<4>(base + d, stride, head_dim, w, &mut out[d..d + 4]);
+            d += 4;
+        }
+        while d < head_dim {
+            self.weighted_slice::<1>(base + d, stride, head_dim, w, &mut out[d..d + 1]);
+            d += 1;
+        }
+    }
+
+    /// [`KvStore::weighted_sum`] for `N` consecutive values starting at element `at`.
+    #[inline(always)]
+    fn weighted_slice<const N: usize>(
+        &self,
+        at: usize,
+        stride: usize,
+        head_dim: usize,
+        w: &[f32],
+        out: &mut [f32],
+    ) {
+        let mut acc = [0.0f32; N];
+        match self {
+            Self::F32(b) => {
+                for (t, &wt) in w.iter().enumerate() {
+                    let v = &b[at + t * stride..][..N];
+                    for i in 0..N {
+                        acc[i] += wt * v[i];
+                    }
+                }
+            }
+            Self::F16(b) => {
+                // Zeros and normal numbers decode branch-free; if any other value turns up,
+                // the slice is summed again with the general conversion.
+                let mut rare = 0u32;
+                for (t, &wt) in w.iter().enumerate() {
+                    let h = &b[at + t * stride..][..N];
+                    for i in 0..N {
+                        let (x, bad) = f16_to_f32_flagged(h[i]);
+                        acc[i] += wt * x;
+                        rare |= bad;
+                    }
+                }
+                if rare != 0 {
+                    acc = [0.0f32; N];
+                    for (t, &wt) in w.iter().enumerate() {
+                        let h = &b[at + t * stride..][..N];
+                        for i in 0..N {
+                            acc[i] += wt * crate::half::f16_to_f32(h[i]);
+                        }
+                    }
+                }
+            }
+            Self::Int8(q, s) => {
+                for (t, &wt) in w.iter().enumerate() {
+                    let i0 = at + t * stride;
+                    let ws = wt * s[i0 / head_dim];
+                    let v = &q[i0..i0 + N];
+                    for i in 0..N {
+                        acc[i] += ws * f32::from(v[i]);
+                    }
+                }
+            }
+        }
+        out.copy_from_slice(&acc);
+    }
+
     /// The stored head row at `at` as f32: borrowed when stored as f32, else decoded into
     /// `scratch` (int8 rows come back unscaled, with their scale as the second value).
     #[inline(always)]
@@ -205,8 +296,17 @@ impl KvStore {
         match self {
             Self::F32(b) => (&b[at..at + head_dim], 1.0),
             Self::F16(b) => {
-                for (d, &h) in scratch.iter_mut().zip(&b[at..at + head_dim]) {
-                    *d = f16_to_f32(h);
+                let row = &b[at..at + head_dim];
+                let mut rare = 0u32;
+                for (d, &h) in scratch.iter_mut().zip(row) {
+                    let (v, bad) = f16_to_f32_flagged(h);
+                    *d = v;
+                    rare |= bad;
+                }
+                if rare != 0 {
+                    for (d, &h) in scratch.iter_mut().zip(row) {
+                        *d = crate::half::f16_to_f32(h);
+                    }
                 }
                 (&scratch[..head_dim], 1.0)
             }
@@ -220,16 +320,20 @@ impl KvStore {
     }
 }
 
-/// [`crate::half::f16_to_f32`], bit for bit, with the common case (normal numbers) inline.
+/// [`crate::half::f16_to_f32`] for zeros and normal numbers, branch-free (so rows decode in
+/// vector registers); the flag is 1 for subnormals, infinities and NaN, whose rows the caller
+/// decodes again with the exact general function. (An integer flag, because LLVM vectorises an
+/// integer OR-reduction but not a boolean one.)
 #[inline(always)]
-fn f16_to_f32(h: u16) -> f32 {
-    let em = u32::from(h & 0x7fff);
-    if em.wrapping_sub(0x0400) < 0x7800 {
-        // Normal: rebias the exponent from 15 to 127 ((127 - 15) << 23 = 0x3800_0000).
-        f32::from_bits((u32::from(h & 0x8000) << 16) | ((em << 13) + 0x3800_0000))
-    } else {
-        crate::half::f16_to_f32(h)
-    }
+fn f16_to_f32_flagged(h: u16) -> (f32, u32) {
+    let h = u32::from(h);
+    let em = h & 0x7fff;
+    // Normal numbers have an exponent field in 1..=30, i.e. em - 0x400 < 0x7800 (unsigned).
+    let normal = em.wrapping_sub(0x0400) < 0x7800;
+    // Rebias the exponent from 15 to 127: (127 - 15) << 23 = 0x3800_0000.
+    let bits = if normal { (em << 13) + 0x3800_0000 } else { 0 };
+    let bad = u32::from(!normal & (em != 0));
+    (f32::from_bits(((h & 0x8000) << 16) | bits), bad)
 }
 
 /// Dot product in eight interleaved f32 lanes (lane `i % 8` sums products `i`), then a fixed
@@ -248,20 +352,44 @@ fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     for (i, (x, y)) in ra.iter().zip(rb).enumerate() {
         acc[i] += x * y;
     }
-    ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
+    reduce8(acc)
 }
 
-/// `out += a · v`.
+/// The fixed pairwise reduction of eight lanes used by every lane sum.
 #[inline(always)]
-fn axpy(out: &mut [f32], a: f32, v: &[f32]) {
-    for (o, &x) in out.iter_mut().zip(v) {
-        *o += a * x;
-    }
+fn reduce8(acc: [f32; 8]) -> f32 {
+    ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
 }
 
 impl KvCache {
     fn offset(&self, layer: usize, pos: usize, kv_head: usize) -> usize {
         (layer * self.seq_len + pos) * self.kv_dim + kv_head * self.head_dim
+    }
+
+    /// One query head `q` over positions `0..att.len()` of layer `layer`, KV head `kv_head`:
+    /// `att[t] = (q·k_t) · k_scale_t · scale` (the lane order of [`dot_f32`]), softmax, then
+    /// `out = Σ_t (att[t] · v_scale_t) · v_t` in position order (see
+    /// [`KvStore::weighted_sum`]).
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn attend(
+        &self,
+        layer: usize,
+        kv_head: usize,
+        q: &[f32],
+        scale: f32,
+        att: &mut [f32],
+        out: &mut [f32],
+        scratch: &mut [f32],
+    ) {
+        let hd = self.head_dim;
+        for (t, a) in att.iter_mut().enumerate() {
+            let (k, ks) = self.keys.row(self.offset(layer, t, kv_head), hd, scratch);
+            *a = dot_f32(q, k) * ks * scale;
+        }
+        softmax(att);
+        self.values
+            .weighted_sum(self.offset(layer, 0, kv_head), self.kv_dim, hd, att, out);
     }
 }
 
@@ -341,47 +469,102 @@ impl RunState {
     }
 }
 
+#[inline(always)]
 fn rmsnorm(out: &mut [f32], x: &[f32], weight: &[f32], eps: f32) {
-    let ss = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+    let ss = dot_f32(x, x) / x.len() as f32;
     let inv = 1.0 / libm::sqrtf(ss + eps);
     for ((o, &xi), &w) in out.iter_mut().zip(x).zip(weight) {
         *o = w * (xi * inv);
     }
 }
 
-/// `e^x` to within about one unit in the last place, in plain f32 arithmetic (so the host and
-/// the badge compute the same bits): `x = n·ln 2 + r` with `|r| ≤ ln 2 / 2` (ln 2 split in
-/// two for an exact `n·ln2_hi`), a degree-6 Taylor polynomial for `e^r` (truncation error
-/// below 1.3e-7 relative), then `· 2^n` through the exponent bits. Outside the range where
-/// `2^n` is a normal float, and for NaN, it defers to `libm::expf`.
+/// `e^x` to within 1.5 units in the last place, branch-free in plain f32 arithmetic (so LLVM
+/// can vectorise it, and the host and the badge compute the same bits): `x = n·ln 2 + r` with
+/// `|r| ≤ ln 2 / 2` (ln 2 split in two so that `n·ln2_hi` is exact), a degree-7 Taylor
+/// polynomial for `e^r` (truncation error below 1e-8 relative), then `· 2^⌊n/2⌋ · 2^(n−⌊n/2⌋)`,
+/// two exact power-of-two scalings that stay normal for every `n` the clamp allows.
+///
+/// Results below the smallest normal float (x < −87.3) are flushed to 0, so no subnormal is
+/// ever produced (an FPU that flushes them would otherwise disagree); x > 88.72 overflows to
+/// infinity; NaN stays NaN.
 #[inline(always)]
 fn exp(x: f32) -> f32 {
-    if !(-87.0..=88.0).contains(&x) {
-        return libm::expf(x);
-    }
     const LOG2_E: f32 = core::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_145_75; // 0x3f317200: the top bits of ln 2, n·LN2_HI exact
     const LN2_LO: f32 = 1.428_606_8e-6; // ln 2 − LN2_HI
-    // Round to nearest (even) with the 1.5·2^23 trick: |x·log2 e| < 2^22.
+                                        // Round to nearest (even) with the 1.5·2^23 trick: |x·log2 e| < 2^22.
     const SHIFTER: f32 = 12_582_912.0;
-    let n = (x * LOG2_E + SHIFTER) - SHIFTER;
-    let r = (x - n * LN2_HI) - n * LN2_LO;
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    // n ∈ [-126, 127] here, so 2^n is a normal float.
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    let xc = x.clamp(-88.0, 89.0);
+    let n = (xc * LOG2_E + SHIFTER) - SHIFTER;
+    let r = (xc - n * LN2_HI) - n * LN2_LO;
+    // Horner form of Σ_{k ≤ 7} r^k / k!.
+    const C: [f32; 8] = [
+        1.0 / 5040.0,
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+        1.0,
+        1.0,
+    ];
+    let mut p = C[0];
+    for c in &C[1..] {
+        p = p * r + c;
+    }
+    // n ∈ [-127, 129]: both halves lie in [-64, 65], normal powers of two.
+    let n = n as i32;
+    let (h1, h2) = (n >> 1, n - (n >> 1));
+    let pow2 = |k: i32| f32::from_bits(((k + 127) as u32) << 23);
+    let y = p * pow2(h1) * pow2(h2);
+    if y < f32::MIN_POSITIVE {
+        0.0
+    } else {
+        y
+    }
 }
 
+/// Sum in eight interleaved lanes, reduced pairwise (see [`dot_f32`]).
+#[inline(always)]
+fn sum_lanes(x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let c = x.chunks_exact(8);
+    let rest = c.remainder();
+    for v in c {
+        for i in 0..8 {
+            acc[i] += v[i];
+        }
+    }
+    for (a, v) in acc.iter_mut().zip(rest) {
+        *a += v;
+    }
+    reduce8(acc)
+}
+
+/// Largest value (−∞ for an empty slice), in eight lanes.
+#[inline(always)]
+fn max_lanes(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 8];
+    let c = x.chunks_exact(8);
+    let rest = c.remainder();
+    for v in c {
+        for i in 0..8 {
+            acc[i] = acc[i].max(v[i]);
+        }
+    }
+    for (a, v) in acc.iter_mut().zip(rest) {
+        *a = a.max(*v);
+    }
+    acc.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v))
+}
+
+#[inline(always)]
 fn softmax(x: &mut [f32]) {
-    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let mut sum = 0.0;
+    let max = max_lanes(x);
     for v in x.iter_mut() {
         *v = exp(*v - max);
-        sum += *v;
     }
-    let inv = 1.0 / sum;
+    let inv = 1.0 / sum_lanes(x);
     for v in x.iter_mut() {
         *v *= inv;
     }
@@ -398,6 +581,7 @@ fn rope_angles(cos_sin: &mut [f32], freq: &[f32], pos: usize) {
 
 /// Rotates interleaved pairs `(v[2i], v[2i+1])` of every head by the angles of `cos_sin`
 /// (`pos · θ^(-2i/head_dim)`, see [`rope_angles`]).
+#[inline(always)]
 fn rope(v: &mut [f32], cos_sin: &[f32]) {
     for head in v.chunks_exact_mut(cos_sin.len()) {
         for (pair, cs) in head.chunks_exact_mut(2).zip(cos_sin.chunks_exact(2)) {
@@ -497,6 +681,32 @@ impl<'a, W: Workers> Engine<'a, W> {
                 vocab_size: c.vocab_size,
             });
         }
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            unsafe { self.step_avx2(token, pos) };
+            return Ok(&self.state.logits);
+        }
+        self.step(token, pos);
+        Ok(&self.state.logits)
+    }
+
+    /// [`Engine::step`] compiled with AVX2 enabled: the same source and the same float
+    /// operations in the same order (Rust never fuses a multiply and an add on its own), only
+    /// wider vectors for the element-wise loops (attention, RMSNorm, SwiGLU, softmax).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    #[target_feature(enable = "avx2")]
+    unsafe fn step_avx2(&mut self, token: u32, pos: usize) {
+        self.step(token, pos);
+    }
+
+    /// One forward step for a checked token and position; the logits land in the run state.
+    #[inline(always)]
+    fn step(&mut self, token: u32, pos: usize) {
+        let c = self.weights.config;
         let (dim, hidden, kv_dim, hd) = (
             c.dim as usize,
             c.hidden_dim as usize,
@@ -531,28 +741,16 @@ impl<'a, W: Workers> Engine<'a, W> {
                 s.kv.keys.store(at, hd, &k[h * hd..][..hd]);
                 s.kv.values.store(at, hd, &v[h * hd..][..hd]);
             }
-            // Grouped-query attention: the `kv_mul` query heads that share a KV head are done
-            // together, so each cached row is read (and decoded) once for all of them.
+            // Grouped-query attention: query head h reads KV head h / kv_mul.
             let scale = 1.0 / libm::sqrtf(hd as f32);
             let seq = c.seq_len as usize;
-            for kvh in 0..c.n_kv_heads as usize {
-                let heads = kvh * kv_mul..(kvh + 1) * kv_mul;
-                for t in 0..=pos {
-                    let (krow, ks) = s.kv.keys.row(s.kv.offset(l, t, kvh), hd, &mut s.kv_row);
-                    for h in heads.clone() {
-                        s.att[h * seq + t] = dot_f32(&q[h * hd..][..hd], krow) * ks * scale;
-                    }
-                }
-                for h in heads.clone() {
-                    softmax(&mut s.att[h * seq..][..pos + 1]);
-                    s.xb[h * hd..][..hd].fill(0.0);
-                }
-                for t in 0..=pos {
-                    let (vrow, vs) = s.kv.values.row(s.kv.offset(l, t, kvh), hd, &mut s.kv_row);
-                    for h in heads.clone() {
-                        axpy(&mut s.xb[h * hd..][..hd], s.att[h * seq + t] * vs, vrow);
-                    }
-                }
+            for h in 0..c.n_heads as usize {
+                let (qh, att, out) = (
+                    &q[h * hd..][..hd],
+                    &mut s.att[h * seq..][..pos + 1],
+                    &mut s.xb[h * hd..][..hd],
+                );
+                s.kv.attend(l, h / kv_mul, qh, scale, att, out, &mut s.kv_row);
             }
             quantize(&s.xb, gs, &mut s.xq[..dim], &mut s.xs[..dim / gs]);
             matmul_many(
@@ -598,6 +796,80 @@ impl<'a, W: Workers> Engine<'a, W> {
             &s.xs[..dim / gs],
             &mut s.logits,
         );
-        Ok(&s.logits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inline_f16_conversion_matches_the_reference_bit_for_bit() {
+        let mut flagged = 0;
+        for h in 0..=u16::MAX {
+            let (v, bad) = f16_to_f32_flagged(h);
+            if bad == 0 {
+                assert_eq!(
+                    v.to_bits(),
+                    crate::half::f16_to_f32(h).to_bits(),
+                    "{h:#06x}"
+                );
+            } else {
+                flagged += 1;
+            }
+        }
+        // 2·1023 subnormals, 2 infinities, 2·1023 NaNs.
+        assert_eq!(flagged, 2 * 1023 + 2 + 2 * 1023);
+        let mut kv = KvStore::new(KvCacheKind::F16, 8, 8);
+        let row = [
+            1.5f32,
+            -0.0,
+            1e-6,
+            65504.0,
+            -2.0,
+            3.0e-5,
+            0.0,
+            f32::INFINITY,
+        ];
+        kv.store(0, 8, &row);
+        let mut scratch = [0f32; 8];
+        let (got, scale) = kv.row(0, 8, &mut scratch);
+        assert_eq!(scale, 1.0);
+        for (g, &x) in got.iter().zip(&row) {
+            let want = crate::half::f16_to_f32(crate::half::f32_to_f16(x));
+            assert_eq!(g.to_bits(), want.to_bits(), "{x}");
+        }
+    }
+
+    #[test]
+    fn exp_is_within_one_and_a_half_ulp_of_libm_and_never_subnormal() {
+        let mut worst = 0.0f64;
+        let mut x = -100.0f32;
+        while x < 90.0 {
+            let (got, want) = (exp(x), libm::expf(x));
+            if want.is_finite() && want >= f32::MIN_POSITIVE {
+                let ulp = f64::from(want) * f64::from(f32::EPSILON);
+                worst = worst.max((f64::from(got) - f64::from(want)).abs() / ulp);
+            } else if want.is_finite() {
+                assert_eq!(got, 0.0, "{x}: subnormal results are flushed to zero");
+            } else {
+                assert_eq!(got, want, "{x}");
+            }
+            x += 0.000_731;
+        }
+        assert!(worst <= 1.5, "worst error {worst} ulp");
+        assert_eq!(exp(0.0), 1.0);
+        assert!(exp(f32::NAN).is_nan());
+        assert_eq!(exp(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp(f32::INFINITY), f32::INFINITY);
+    }
+
+    #[test]
+    fn lane_dot_covers_every_element() {
+        for n in [1usize, 7, 8, 16, 28, 33] {
+            let a: Vec<f32> = (0..n).map(|i| i as f32 + 1.0).collect();
+            let want: f32 = a.iter().map(|v| v * 2.0).sum();
+            assert_eq!(dot_f32(&a, &alloc::vec![2.0; n]), want, "n = {n}");
+        }
     }
 }

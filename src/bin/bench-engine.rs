@@ -71,6 +71,13 @@ enum Cmd {
         /// At most this many tokens of text (in windows of the model's seq_len).
         #[arg(long, default_value_t = 4096)]
         max_tokens: usize,
+        /// Model shapes whose KV cache sizes are listed too (comma-separated TOML paths).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "configs/models/badge-1m.toml,configs/models/badge-6m.toml"
+        )]
+        shapes: Vec<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -265,7 +272,19 @@ fn run(
     Ok(())
 }
 
-fn kv_report(blob_path: &Path, text: &Path, max_tokens: usize, json: bool) -> Result<()> {
+/// KV cache bytes of a shape as f32, f16 and int8.
+fn kv_sizes(c: &ModelConfig, group_size: usize) -> [usize; 3] {
+    [KvCacheKind::F32, KvCacheKind::F16, KvCacheKind::Int8]
+        .map(|k| RunState::new(c, group_size, k).kv_cache_bytes())
+}
+
+fn kv_report(
+    blob_path: &Path,
+    text: &Path,
+    max_tokens: usize,
+    shapes: &[PathBuf],
+    json: bool,
+) -> Result<()> {
     let file = AlignedBytes::read(blob_path)?;
     let blob = Blob::parse(file.as_slice()).map_err(|e| anyhow!("{}: {e}", blob_path.display()))?;
     let c = blob.config;
@@ -339,6 +358,12 @@ fn kv_report(blob_path: &Path, text: &Path, max_tokens: usize, json: bool) -> Re
         rows.push((kv, agree, accuracy(&picks), bytes));
     }
     let f32_bytes = rows[0].3 as f64;
+    let mut shape_sizes = Vec::new();
+    for path in shapes {
+        let sc = badge::config::load_model_config(path)?;
+        let (gs, _) = badge::export::resolve_group_size(&sc, badge::export::GroupSize::Auto(64))?;
+        shape_sizes.push((path.display().to_string(), kv_sizes(&sc, gs)));
+    }
     if json {
         let list: Vec<_> = rows
             .iter()
@@ -360,6 +385,12 @@ fn kv_report(blob_path: &Path, text: &Path, max_tokens: usize, json: bool) -> Re
                 "tokens": total,
                 "windows": windows.len(),
                 "results": list,
+                "shapes": shape_sizes
+                    .iter()
+                    .map(|(name, [a, b, c])| serde_json::json!({
+                        "model": name, "f32": a, "f16": b, "int8": c,
+                    }))
+                    .collect::<Vec<_>>(),
             })
         );
     } else {
@@ -382,6 +413,16 @@ fn kv_report(blob_path: &Path, text: &Path, max_tokens: usize, json: bool) -> Re
                 100.0 * acc
             );
         }
+        println!();
+        println!("| KV cache bytes (seq_len positions) | f32 | f16 | int8 (saving vs f32) |");
+        println!("|---|---|---|---|");
+        for (name, [a, b, c]) in &shape_sizes {
+            println!(
+                "| {name} | {a} | {b} ({:.1}%) | {c} ({:.1}%) |",
+                100.0 * (1.0 - *b as f64 / *a as f64),
+                100.0 * (1.0 - *c as f64 / *a as f64)
+            );
+        }
     }
     Ok(())
 }
@@ -401,7 +442,8 @@ fn main() -> Result<()> {
             blob,
             text,
             max_tokens,
+            shapes,
             json,
-        } => kv_report(&blob, &text, max_tokens, json),
+        } => kv_report(&blob, &text, max_tokens, &shapes, json),
     }
 }

@@ -4,7 +4,7 @@
 //! There is one definition of the arithmetic and several ways of executing it:
 //!
 //! * [`dot_i8`] is the single dispatch point for one group: the ESP32-S3 PIE kernel
-//!   ([`pie::dot_i8_pie_slices`]) when built for the badge (`esp32s3` on Xtensa), the portable
+//!   (`pie::dot_i8_pie_slices`) when built for the badge (`esp32s3` on Xtensa), the portable
 //!   kernel everywhere else. Both return the exact integer sum, so they are interchangeable.
 //! * [`q8_matvec`] computes whole output rows. Per row it sums, in group order,
 //!   `(dot(w_group, x_group) as f32 · w_scale) · x_scale` in f32, starting from 0. Every
@@ -65,6 +65,7 @@ pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
 
 /// A fixed-length group dot product (the length known at compile time lets LLVM unroll it into
 /// a few widening multiply-adds).
+#[cfg(not(all(feature = "esp32s3", target_arch = "xtensa")))]
 #[inline(always)]
 fn dot_fixed<const N: usize>(a: &[i8; N], b: &[i8; N]) -> i32 {
     a.iter()
@@ -204,7 +205,16 @@ fn matvec_host(
     }
 }
 
-/// [`matvec_host`] compiled for AVX2 (same source, same float operations in the same order).
+/// The AVX2 path: the same arithmetic as [`matvec_host`], written with intrinsics because
+/// LLVM, left to itself, vectorises the four-row block across rows (`vpmulld` on widened
+/// values) instead of along the group.
+///
+/// Per group of four rows: the activation group is sign-extended to i16 once (`vpmovsxbw`),
+/// each weight row is sign-extended and multiplied with `vpmaddwd` (i16·i16 products summed in
+/// pairs into i32 lanes, exact: |a·b + c·d| ≤ 2^15 for int8 inputs), the four rows' lanes are
+/// reduced together with two `vphaddd`, and the four integer sums are converted and scaled
+/// lane-wise, `sum[r] = sum[r] + (acc[r] as f32 · ws[r]) · xs`: the same IEEE operations, in
+/// the same order per row, as the scalar code.
 ///
 /// # Safety
 /// The CPU must support AVX2.
@@ -223,7 +233,111 @@ unsafe fn matvec_avx2(
     xs: &[f32],
     out: &mut [f32],
 ) {
-    matvec_host(wq, ws, cols, gs, xq, xs, out);
+    match gs {
+        16 => avx2::matvec::<1>(wq, ws, cols, xq, xs, out),
+        32 => avx2::matvec::<2>(wq, ws, cols, xq, xs, out),
+        64 => avx2::matvec::<4>(wq, ws, cols, xq, xs, out),
+        128 => avx2::matvec::<8>(wq, ws, cols, xq, xs, out),
+        _ => matvec_host(wq, ws, cols, gs, xq, xs, out),
+    }
+}
+
+#[cfg(all(
+    feature = "std",
+    target_arch = "x86_64",
+    not(all(feature = "esp32s3", target_arch = "xtensa"))
+))]
+mod avx2 {
+    use core::arch::x86_64::*;
+
+    /// Sixteen int8 values at `p`, sign-extended to i16.
+    #[inline(always)]
+    unsafe fn widen(p: *const i8) -> __m256i {
+        // SAFETY (caller): 16 bytes readable at `p`; unaligned loads are allowed.
+        unsafe { _mm256_cvtepi8_epi16(_mm_loadu_si128(p.cast())) }
+    }
+
+    /// i32 lanes of one row's group: Σ over `C` chunks of 16 of `vpmaddwd(w, x)`.
+    #[inline(always)]
+    unsafe fn group_lanes<const C: usize>(w: *const i8, x: &[__m256i; C]) -> __m256i {
+        let mut acc = _mm256_setzero_si256();
+        for (c, xc) in x.iter().enumerate() {
+            // SAFETY (caller): the group's 16·C bytes are readable at `w`.
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(unsafe { widen(w.add(16 * c)) }, *xc));
+        }
+        acc
+    }
+
+    /// Rows of a matrix with groups of `16·C` values (see `super::matvec_avx2`).
+    ///
+    /// # Safety
+    /// AVX2; `wq`/`ws` hold `out.len()` rows, `xq`/`xs` one input (checked by `q8_matvec`).
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn matvec<const C: usize>(
+        wq: &[i8],
+        ws: &[f32],
+        cols: usize,
+        xq: &[i8],
+        xs: &[f32],
+        out: &mut [f32],
+    ) {
+        let gs = 16 * C;
+        let groups = cols / gs;
+        assert!(wq.len() >= out.len() * cols && ws.len() >= out.len() * groups);
+        assert!(xq.len() >= cols && xs.len() >= groups);
+        let (w0, x0) = (wq.as_ptr(), xq.as_ptr());
+        let mut blocks = out.chunks_exact_mut(4);
+        let mut row = 0;
+        for o in &mut blocks {
+            let mut sum = _mm_setzero_ps();
+            for g in 0..groups {
+                // SAFETY: rows row..row+4 and group g lie inside `wq` (asserted above), the
+                // activation group inside `xq`.
+                unsafe {
+                    let x: [__m256i; C] = core::array::from_fn(|c| widen(x0.add(g * gs + 16 * c)));
+                    let w = w0.add(row * cols + g * gs);
+                    let a0 = group_lanes::<C>(w, &x);
+                    let a1 = group_lanes::<C>(w.add(cols), &x);
+                    let a2 = group_lanes::<C>(w.add(2 * cols), &x);
+                    let a3 = group_lanes::<C>(w.add(3 * cols), &x);
+                    // hadd(a0, a1) per 128-bit half: [a0 01, a0 23, a1 01, a1 23]; again with
+                    // (a2, a3): [Σa0, Σa1, Σa2, Σa3] per half (each over its four lanes).
+                    let h = _mm256_hadd_epi32(_mm256_hadd_epi32(a0, a1), _mm256_hadd_epi32(a2, a3));
+                    let acc =
+                        _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+                    let s = _mm_set_ps(
+                        ws[(row + 3) * groups + g],
+                        ws[(row + 2) * groups + g],
+                        ws[(row + 1) * groups + g],
+                        ws[row * groups + g],
+                    );
+                    let p = _mm_mul_ps(_mm_mul_ps(_mm_cvtepi32_ps(acc), s), _mm_set1_ps(xs[g]));
+                    sum = _mm_add_ps(sum, p);
+                }
+            }
+            // SAFETY: `o` holds exactly four f32s.
+            unsafe { _mm_storeu_ps(o.as_mut_ptr(), sum) };
+            row += 4;
+        }
+        for o in blocks.into_remainder() {
+            let mut sum = 0.0f32;
+            for g in 0..groups {
+                // SAFETY: as above, for one row.
+                let acc = unsafe {
+                    let x: [__m256i; C] = core::array::from_fn(|c| widen(x0.add(g * gs + 16 * c)));
+                    let a = group_lanes::<C>(w0.add(row * cols + g * gs), &x);
+                    let q =
+                        _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
+                    let q = _mm_add_epi32(q, _mm_shuffle_epi32(q, 0b01_00_11_10));
+                    let q = _mm_add_epi32(q, _mm_shuffle_epi32(q, 0b10_11_00_01));
+                    _mm_cvtsi128_si32(q)
+                };
+                sum += acc as f32 * ws[row * groups + g] * xs[g];
+            }
+            *o = sum;
+            row += 1;
+        }
+    }
 }
 
 #[cfg(test)]
