@@ -70,11 +70,25 @@ pub fn quantize_group(x: &[f32], q: &mut [i8]) -> f32 {
     }
     let scale = max_abs / 127.0;
     for (qi, &xi) in q.iter_mut().zip(x) {
-        // `roundf` rounds half away from zero; the clamp only guards against NaN/overflow
-        // from pathological inputs (max_abs / scale is 127 by construction).
-        *qi = libm::roundf(xi / scale).clamp(-127.0, 127.0) as i8;
+        *qi = round_half_away(xi / scale).clamp(-127, 127) as i8;
     }
     scale
+}
+
+/// Rounds half away from zero, exactly like `roundf`, for |v| < 2^23 (here |v| ≤ 127), and
+/// without a libm call: the engine quantizes every activation through this on every token.
+/// `v - trunc(v)` is exact in f32 for such v; NaN becomes 0.
+#[inline]
+pub fn round_half_away(v: f32) -> i32 {
+    let t = v as i32;
+    let frac = v - t as f32;
+    if frac >= 0.5 {
+        t + 1
+    } else if frac <= -0.5 {
+        t - 1
+    } else {
+        t
+    }
 }
 
 /// Quantizes `x` (its length a multiple of `group_size`) into `q` and one scale per group.
@@ -145,6 +159,22 @@ mod tests {
         let s = quantize_group(&x, &mut q);
         assert_eq!(s, 1.0);
         assert_eq!(q, [127, -127, 3, -3, 1, -1, 0, 1]);
+    }
+
+    #[test]
+    fn fast_rounding_equals_roundf() {
+        let mut x = 0x1234_5678u32;
+        for i in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let v = (x as f32 / u32::MAX as f32 - 0.5) * 260.0;
+            let v = if i % 3 == 0 { (v * 2.0).round_ties_even() / 2.0 } else { v }; // many exact halves
+            assert_eq!(round_half_away(v), libm::roundf(v) as i32, "{v}");
+        }
+        for v in [0.49999997f32, -0.49999997, 0.5, -0.5, 126.5, -126.5, 0.0, -0.0] {
+            assert_eq!(round_half_away(v), libm::roundf(v) as i32, "{v}");
+        }
     }
 
     #[test]
