@@ -3,44 +3,61 @@
 #
 #   scripts/bench_train.sh [ROUNDS=3] [STEPS=8]
 #
-# Needs a Python with torch: PYTHON=/tmp/torchvenv/bin/python (default: python3).
-# Each round runs rust, torch-naive, torch-sdpa for badge-1m and badge-6m (batch 16 x 256, f32,
-# THREADS=2 threads); the table shows medians over rounds of each run's median tokens/s.
+# PYTHON: a Python with torch (default python3), e.g. a venv made with `pip install torch`.
+# CANDLE_BINS: space-separated LABEL=PATH bench-train binaries to compare (default: this tree's
+#   build, labelled `candle`), e.g. CANDLE_BINS="stock=/tmp/bench-train-stock candle=target/release/bench-train".
+# THREADS (2), MODELS ("badge-1m badge-6m"), WARMUP (2).
+# Each round runs every candle binary, torch-naive and torch-sdpa for each model (batch 16 x 256,
+# f32); the table shows, per implementation, the median over rounds of each run's median
+# tokens/s, and each candle build's ratio to the two PyTorch variants.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
 STEPS=${2:-8}
 THREADS=${THREADS:-2}
+WARMUP=${WARMUP:-2}
 PYTHON=${PYTHON:-python3}
 MODELS=${MODELS:-"badge-1m badge-6m"}
+if [ -z "${CANDLE_BINS:-}" ]; then
+  cargo build --release --quiet --bin bench-train
+  CANDLE_BINS="candle=target/release/bench-train"
+fi
 OUT=$(mktemp)
 trap 'rm -f "$OUT"' EXIT
-
-cargo build --release --quiet --bin bench-train
-BIN=target/release/bench-train
 export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
 
 for r in $(seq "$ROUNDS"); do
   for m in $MODELS; do
-    echo "round $r: $m" >&2
-    "$BIN" --model "$m" --threads "$THREADS" --steps "$STEPS" --json >>"$OUT"
-    "$PYTHON" scripts/bench_train.py --model "$m" --attn naive --threads "$THREADS" --steps "$STEPS" --json >>"$OUT"
-    "$PYTHON" scripts/bench_train.py --model "$m" --attn sdpa --threads "$THREADS" --steps "$STEPS" --json >>"$OUT"
+    echo "round $r/$ROUNDS: $m" >&2
+    for lb in $CANDLE_BINS; do
+      "${lb#*=}" --model "$m" --threads "$THREADS" --steps "$STEPS" --warmup "$WARMUP" --json |
+        sed "s/\"impl\":\"candle\"/\"impl\":\"${lb%%=*}\"/" >>"$OUT"
+    done
+    for attn in naive sdpa; do
+      "$PYTHON" scripts/bench_train.py --model "$m" --attn "$attn" --threads "$THREADS" \
+        --steps "$STEPS" --warmup "$WARMUP" --json >>"$OUT"
+    done
   done
 done
 
-"$PYTHON" - "$OUT" "$MODELS" <<'PY'
+"$PYTHON" - "$OUT" "$MODELS" "$CANDLE_BINS" "$ROUNDS" "$THREADS" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-models = sys.argv[2].split()
-impls = ["candle", "torch-naive", "torch-sdpa"]
+models, labels = sys.argv[2].split(), [b.split("=")[0] for b in sys.argv[3].split()]
+impls = labels + ["torch-naive", "torch-sdpa"]
 med = {}
 for m in models:
     for i in impls:
         v = [r["tokens_per_sec"] for r in rows if r["model"] == m and r["impl"] == i]
         med[m, i] = statistics.median(v) if v else float("nan")
-print(f"{'model':<10} {'candle':>9} {'torch-naive':>12} {'torch-sdpa':>11} {'vs naive':>9} {'vs sdpa':>8}   (tokens/s, median of {len(rows)//max(1,len(models)*3)} rounds)")
+print(f"tokens/s, forward+backward+AdamW, batch 16x256, f32, {sys.argv[5]} threads, "
+      f"median of {sys.argv[4]} interleaved rounds")
+head = f"{'model':<9}" + "".join(f" {i:>12}" for i in impls)
+head += "".join(f" {l + '/naive':>13} {l + '/sdpa':>12}" for l in labels)
+print(head)
 for m in models:
-    c, n, s = med[m, "candle"], med[m, "torch-naive"], med[m, "torch-sdpa"]
-    print(f"{m:<10} {c:>9.0f} {n:>12.0f} {s:>11.0f} {c/n:>8.2f}x {c/s:>7.2f}x")
+    line = f"{m:<9}" + "".join(f" {med[m, i]:>12.0f}" for i in impls)
+    for l in labels:
+        line += f" {med[m, l] / med[m, 'torch-naive']:>12.2f}x {med[m, l] / med[m, 'torch-sdpa']:>11.2f}x"
+    print(line)
 PY

@@ -58,6 +58,16 @@ impl Linear {
         *shape.last_mut().unwrap() = out_dim;
         Ok(y.reshape(shape)?)
     }
+
+    /// The outputs of several linear layers over the same input, side by side in the last
+    /// dimension: one matrix product with their weights stacked (and one gradient for `x`).
+    pub fn forward_stacked(layers: &[&Linear], x: &Tensor) -> Result<Tensor> {
+        let w: Vec<&Tensor> = layers.iter().map(|l| &l.weight).collect();
+        Linear {
+            weight: Tensor::cat(&w, 0)?,
+        }
+        .forward(x)
+    }
 }
 
 /// Causal self-attention with grouped-query heads and interleaved RoPE.
@@ -86,14 +96,8 @@ impl Attention {
     /// `x (B, T, dim)` → `(B, T, dim)`: one fused op from the q/k/v projections to the
     /// attention output (RoPE, GQA, causal mask and softmax inside).
     pub fn forward(&self, x: &Tensor, rope: &Rope) -> Result<Tensor> {
-        let y = ops::attention(
-            &self.wq.forward(x)?,
-            &self.wk.forward(x)?,
-            &self.wv.forward(x)?,
-            &rope.tables,
-            self.n_heads,
-            self.n_kv_heads,
-        )?;
+        let qkv = Linear::forward_stacked(&[&self.wq, &self.wk, &self.wv], x)?;
+        let y = ops::attention_qkv(&qkv, &rope.tables, self.n_heads, self.n_kv_heads)?;
         self.wo.forward(&y)
     }
 }
@@ -115,7 +119,7 @@ impl FeedForward {
         })
     }
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = ops::swiglu(&self.w1.forward(x)?, &self.w3.forward(x)?)?;
+        let gate = ops::swiglu_fused(&Linear::forward_stacked(&[&self.w1, &self.w3], x)?)?;
         self.w2.forward(&gate)
     }
 }
@@ -290,6 +294,7 @@ fn normal(rng: &mut StdRng) -> f32 {
 
 /// Builds the model over existing parameters (they stay shared: training updates them).
 pub fn build(c: &ModelConfig, params: &Params, device: &Device) -> Result<Transformer> {
+    ops::tune_threads();
     let map: std::collections::HashMap<String, Tensor> = params
         .iter()
         .map(|(k, v)| (k.clone(), v.as_tensor().clone()))

@@ -1,13 +1,17 @@
 //! Fused training ops with hand-written backward passes (candle custom ops, f32, CPU).
 //!
-//! - [`attention`]: interleaved RoPE on q and k, grouped-query heads, causal mask and
-//!   `1/sqrt(head_dim)` scaling inside, softmax and the value product, in one op. It reads q, k,
-//!   v straight from the linear layers' `(B, T, heads·head_dim)` outputs and writes the same
-//!   layout, so no transposes, no repeated key/value heads, no mask tensor and no `B×H×T×T`
-//!   score tensor ever exist in the graph. Forward keeps one log-sum-exp per row; backward
-//!   recomputes the scores (flash-attention style) and turns the q/k gradients back with the
-//!   inverse rotation.
-//! - [`rms_norm`], [`swiglu`] (`silu(a)·b`) and [`cross_entropy`] (masked mean) as single ops.
+//! - [`attention`] / [`attention_qkv`]: interleaved RoPE on q and k, grouped-query heads, causal
+//!   mask and `1/sqrt(head_dim)` scaling inside, softmax and the value product, in one op. It
+//!   reads the fused `[q | k | v]` projection `(B, T, (H + 2·KV)·head_dim)` as the matrix
+//!   product leaves it and writes `(B, T, H·head_dim)`, so no transposes, no repeated key/value
+//!   heads, no mask tensor and no `B×H×T×T` score tensor ever exist in the graph. Forward keeps
+//!   one log-sum-exp per row; backward recomputes the scores (flash-attention style) and turns
+//!   the q/k gradients back with the inverse rotation.
+//! - [`rms_norm`], [`swiglu`] / [`swiglu_fused`] (`silu(a)·b`) and [`cross_entropy`] (masked
+//!   mean) as single ops, and [`adamw_update`], the fused optimizer step of one parameter.
+//! - Kernels are plain Rust written to vectorise, compiled a second time for AVX2 and picked at
+//!   run time; work runs on candle's CPU pool. [`tune_threads`] (called by `model::build`)
+//!   shortens that pool's spin-wait and keeps freed activation buffers in the heap.
 //!
 //! Every op is deterministic: work is split into fixed units (rows, (batch, kv-head) pairs,
 //! fixed blocks of rows for weight gradients) that each write their own output, and partial
@@ -17,8 +21,8 @@
 
 use anyhow::Result;
 use candle_core::{
-    op::BackpropOp, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Storage, Tensor,
-    D,
+    op::BackpropOp, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Storage,
+    Tensor, D,
 };
 use std::sync::{Arc, Mutex};
 
@@ -34,32 +38,44 @@ fn err(msg: String) -> candle_core::Error {
 
 const LANES: usize = 8;
 
+/// Accumulator width of the reductions: four AVX2 registers, so that four independent add
+/// chains hide the add latency.
+const WIDE: usize = 32;
+
 #[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [0f32; LANES];
-    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let mut acc = [0f32; WIDE];
+    let (ca, cb) = (a.chunks_exact(WIDE), b.chunks_exact(WIDE));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..WIDE {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let mut acc8 = [0f32; LANES];
+    let (ca, cb) = (ra.chunks_exact(LANES), rb.chunks_exact(LANES));
     let (ra, rb) = (ca.remainder(), cb.remainder());
     for (x, y) in ca.zip(cb) {
         for l in 0..LANES {
-            acc[l] += x[l] * y[l];
+            acc8[l] += x[l] * y[l];
         }
     }
     let mut tail = 0f32;
     for (x, y) in ra.iter().zip(rb) {
         tail += x * y;
     }
-    hsum(&acc) + tail
+    fold(&acc) + hsum(&acc8) + tail
 }
 
 #[inline(always)]
 fn sum(a: &[f32]) -> f32 {
-    let mut acc = [0f32; LANES];
-    let ca = a.chunks_exact(LANES);
+    let mut acc = [0f32; WIDE];
+    let ca = a.chunks_exact(WIDE);
     let ra = ca.remainder();
     for x in ca {
-        for l in 0..LANES {
+        for l in 0..WIDE {
             acc[l] += x[l];
         }
     }
@@ -67,7 +83,19 @@ fn sum(a: &[f32]) -> f32 {
     for x in ra {
         tail += x;
     }
-    hsum(&acc) + tail
+    fold(&acc) + tail
+}
+
+/// Sum of a wide accumulator, in a fixed order.
+#[inline(always)]
+fn fold(acc: &[f32; WIDE]) -> f32 {
+    let mut a8 = [0f32; LANES];
+    for c in acc.chunks_exact(LANES) {
+        for l in 0..LANES {
+            a8[l] += c[l];
+        }
+    }
+    hsum(&a8)
 }
 
 #[inline(always)]
@@ -116,7 +144,7 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 0.5;
     let e = p * r * r + r + 1.0;
     e * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
@@ -126,30 +154,70 @@ fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp(-x))
 }
 
-/// Runs `f` compiled for AVX2 when the CPU has it (the kernels inline into it).
+/// Runs kernel `f` on `r`, compiled for AVX2 when the CPU has it. The kernels are closures
+/// marked `#[inline(always)]` (as are the helpers above), so their whole body is inlined into
+/// the AVX2 copy and vectorised for it. (FMA via `mul_add` measured no faster here, and would
+/// be a slow library call on CPUs without it.)
 #[inline(always)]
-fn simd<R>(f: impl FnOnce() -> R) -> R {
+fn simd<F: Fn(std::ops::Range<usize>)>(f: &F, r: std::ops::Range<usize>) {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx2")]
-        unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
-            f()
+        unsafe fn avx2<F: Fn(std::ops::Range<usize>)>(f: &F, r: std::ops::Range<usize>) {
+            f(r)
         }
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2 (checked above).
-            return unsafe { avx2(f) };
+            return unsafe { avx2(f, r) };
         }
     }
-    f()
+    f(r)
+}
+
+/// How long (spin iterations) candle's pool workers busy-wait for the next op before parking,
+/// unless `CANDLE_BARRIER_POOL_SPIN_LIMIT` says otherwise. candle's default (25,000) keeps a
+/// worker spinning through every matrix product, which runs on a different (rayon) pool: on a
+/// 2-core machine that steals a core from the product. Measured with `bench-train`.
+pub const SPIN_LIMIT: u32 = 500;
+
+/// Sets candle's pool spin limit to [`SPIN_LIMIT`] unless the environment sets one. Takes
+/// effect only before candle's CPU pool first runs (`model::build` calls it).
+pub fn tune_threads() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
+            std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", SPIN_LIMIT.to_string());
+        }
+        keep_freed_memory();
+    });
+}
+
+/// Training frees and reallocates the same multi-megabyte activation buffers every step. glibc
+/// serves blocks that large with fresh `mmap`s (and returns freed heap tops to the system), so
+/// every step paid for page faults, zeroing and TLB shootdowns; keep them in the heap instead.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn mallopt(param: i32, value: i32) -> i32;
+        }
+        const M_TRIM_THRESHOLD: i32 = -1;
+        const M_MMAP_THRESHOLD: i32 = -3;
+        // SAFETY: plain glibc tuning calls, valid at any time.
+        unsafe {
+            mallopt(M_MMAP_THRESHOLD, 256 << 20);
+            mallopt(M_TRIM_THRESHOLD, 1 << 30);
+        }
+    }
 }
 
 /// Splits `0..n` into chunks run on candle's CPU thread pool (inline when `n` is small).
 fn par(n: usize, f: impl Fn(std::ops::Range<usize>) + Sync) {
     if n <= 1 {
-        simd(|| f(0..n));
+        simd(&f, 0..n);
         return;
     }
-    candle_core::utils::barrier_pool().execute_chunked(n, |r| simd(|| f(r)));
+    candle_core::utils::barrier_pool().execute_chunked(n, |r| simd(&f, r));
 }
 
 /// A raw output buffer written by several threads at disjoint ranges.
@@ -265,9 +333,30 @@ pub fn attention(
     if !use_fused(q) {
         return attention_reference(q, k, v, rope, n_heads, n_kv_heads);
     }
-    let (_, t, qd) = q.dims3()?;
-    let hd = qd / n_heads;
-    if t * rope.half > rope.cos_v.len() || hd != 2 * rope.half || n_heads % n_kv_heads != 0 {
+    attention_qkv(&Tensor::cat(&[q, k, v], 2)?, rope, n_heads, n_kv_heads)
+}
+
+/// [`attention`] of one fused projection `[q | k | v]`, `(B, T, (H + 2·KV)·hd)`, as the model
+/// computes it (one matrix product for all three).
+pub fn attention_qkv(
+    qkv: &Tensor,
+    rope: &RopeTables,
+    n_heads: usize,
+    n_kv_heads: usize,
+) -> Result<Tensor> {
+    let (_, t, w) = qkv.dims3()?;
+    let hd = w / (n_heads + 2 * n_kv_heads);
+    if !use_fused(qkv) {
+        let q = qkv.narrow(2, 0, n_heads * hd)?;
+        let k = qkv.narrow(2, n_heads * hd, n_kv_heads * hd)?;
+        let v = qkv.narrow(2, (n_heads + n_kv_heads) * hd, n_kv_heads * hd)?;
+        return attention_reference(&q, &k, &v, rope, n_heads, n_kv_heads);
+    }
+    if t * rope.half > rope.cos_v.len()
+        || hd != 2 * rope.half
+        || w != (n_heads + 2 * n_kv_heads) * hd
+        || !n_heads.is_multiple_of(n_kv_heads)
+    {
         anyhow::bail!("attention: shapes do not match the RoPE tables or head counts");
     }
     let op = Attention {
@@ -277,8 +366,7 @@ pub fn attention(
         rope: rope.clone(),
         lse: Mutex::new(Vec::new()),
     };
-    Ok(q.contiguous()?
-        .apply_op3_arc(&k.contiguous()?, &v.contiguous()?, Arc::new(Box::new(op)))?)
+    Ok(qkv.contiguous()?.apply_op1_arc(Arc::new(Box::new(op)))?)
 }
 
 /// The same attention from stock candle ops (the fallback off the CPU, and the tests'
@@ -339,18 +427,38 @@ struct AttnDims {
     hd: usize,
     rep: usize,
     scale: f32,
+    /// Row width of the fused `[q | k | v]` input: `(h + 2·kv)·hd`.
+    w: usize,
+    /// `t` rounded up to whole [`WIDE`] blocks: the row stride of transposed key/value buffers.
+    tp: usize,
+}
+
+impl AttnDims {
+    /// Offsets of query head `h` at (b, i), key/value head `g` at (b, j) in the fused input,
+    /// and of output head `h` at (b, i).
+    #[inline(always)]
+    fn qo(&self, b: usize, i: usize, h: usize) -> usize {
+        (b * self.t + i) * self.w + h * self.hd
+    }
+    #[inline(always)]
+    fn ko(&self, b: usize, j: usize, g: usize) -> usize {
+        (b * self.t + j) * self.w + (self.h + g) * self.hd
+    }
+    #[inline(always)]
+    fn vo(&self, b: usize, j: usize, g: usize) -> usize {
+        (b * self.t + j) * self.w + (self.h + self.kv + g) * self.hd
+    }
+    #[inline(always)]
+    fn yo(&self, b: usize, i: usize, h: usize) -> usize {
+        ((b * self.t + i) * self.h + h) * self.hd
+    }
 }
 
 impl Attention {
-    fn dims(&self, q: &Shape, k: &Shape, v: &Shape) -> CResult<AttnDims> {
-        let (b, t, qd) = q.dims3()?;
-        let (b2, t2, kd) = k.dims3()?;
-        if qd != self.n_heads * self.hd
-            || kd != self.n_kv * self.hd
-            || (b2, t2) != (b, t)
-            || v.dims() != k.dims()
-        {
-            return Err(err(format!("attention: bad shapes {q:?} {k:?} {v:?}")));
+    fn dims(&self, qkv: &Shape) -> CResult<AttnDims> {
+        let (b, t, w) = qkv.dims3()?;
+        if w != (self.n_heads + 2 * self.n_kv) * self.hd {
+            return Err(err(format!("attention: bad fused q/k/v shape {qkv:?}")));
         }
         Ok(AttnDims {
             b,
@@ -360,6 +468,8 @@ impl Attention {
             hd: self.hd,
             rep: self.n_heads / self.n_kv,
             scale: 1.0 / (self.hd as f32).sqrt(),
+            w: (self.n_heads + 2 * self.n_kv) * self.hd,
+            tp: t.div_ceil(WIDE) * WIDE,
         })
     }
 
@@ -368,114 +478,106 @@ impl Attention {
     fn keys_t(&self, d: &AttnDims, k: &[f32], b: usize, g: usize, kt: &mut [f32]) {
         let mut tmp = vec![0f32; d.hd];
         for j in 0..d.t {
-            let off = ((b * d.t + j) * d.kv + g) * d.hd;
+            let off = d.ko(b, j, g);
             self.rope.rotate(&k[off..off + d.hd], &mut tmp, j, false);
             for (dd, &x) in tmp.iter().enumerate() {
-                kt[dd * d.t + j] = x;
+                kt[dd * d.tp + j] = x;
             }
         }
     }
 
-    /// Scaled scores of rotated, pre-scaled query `qs` against keys `0..n`: `s[j] = qs·k_j`.
+    /// `s[j] = a·col_j` of a transposed `(hd, tp)` matrix for `j < s.len()`, computed in blocks
+    /// of [`WIDE`] columns held in registers (the rows are padded to whole blocks).
     #[inline(always)]
-    fn scores(d: &AttnDims, qs: &[f32], kt: &[f32], s: &mut [f32]) {
-        let n = s.len();
-        s.fill(0.0);
-        for (dd, &qv) in qs.iter().enumerate() {
-            axpy(s, qv, &kt[dd * d.t..dd * d.t + n]);
+    fn scores(d: &AttnDims, a: &[f32], mt: &[f32], s: &mut [f32]) {
+        let nb = s.len().div_ceil(WIDE);
+        for blk in 0..nb {
+            let j0 = blk * WIDE;
+            let mut acc = [0f32; WIDE];
+            for (dd, &av) in a.iter().enumerate() {
+                let col = &mt[dd * d.tp + j0..dd * d.tp + j0 + WIDE];
+                for l in 0..WIDE {
+                    acc[l] += av * col[l];
+                }
+            }
+            let m = WIDE.min(s.len() - j0);
+            s[j0..j0 + m].copy_from_slice(&acc[..m]);
         }
     }
 }
 
-impl CustomOp3 for Attention {
+impl CustomOp1 for Attention {
     fn name(&self) -> &'static str {
         "badge-attention"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> CResult<(CpuStorage, Shape)> {
-        let d = self.dims(l1.shape(), l2.shape(), l3.shape())?;
-        let (q, k, v) = (
-            f32_slice(s1, l1, "attention q")?,
-            f32_slice(s2, l2, "attention k")?,
-            f32_slice(s3, l3, "attention v")?,
-        );
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let d = self.dims(l1.shape())?;
+        let qkv = f32_slice(s1, l1, "attention q/k/v")?;
+        let (q, k, v) = (qkv, qkv, qkv);
         let mut out = vec![0f32; d.b * d.t * d.h * d.hd];
         let mut lse = vec![0f32; d.b * d.h * d.t];
         let (po, pl) = (Out::new(&mut out), Out::new(&mut lse));
-        par(d.b * d.kv, |range| {
-            let mut kt = vec![0f32; d.hd * d.t];
-            let mut qs = vec![0f32; d.hd];
-            let mut s = vec![0f32; d.t];
-            for task in range {
-                let (b, g) = (task / d.kv, task % d.kv);
-                self.keys_t(&d, k, b, g, &mut kt);
-                for h in g * d.rep..(g + 1) * d.rep {
-                    for i in 0..d.t {
-                        let qo = ((b * d.t + i) * d.h + h) * d.hd;
-                        self.rope.rotate(&q[qo..qo + d.hd], &mut qs, i, false);
-                        qs.iter_mut().for_each(|x| *x *= d.scale);
-                        let s = &mut s[..=i];
-                        Self::scores(&d, &qs, &kt, s);
-                        let m = max(s);
-                        s.iter_mut().for_each(|x| *x = exp(*x - m));
-                        let z = sum(s);
-                        let inv = 1.0 / z;
-                        // SAFETY: row (b, i, h) and lse (b, h, i) belong to this task only.
-                        let o = unsafe { po.at(qo, d.hd) };
-                        for (j, &p) in s.iter().enumerate() {
-                            let vo = ((b * d.t + j) * d.kv + g) * d.hd;
-                            axpy(o, p * inv, &v[vo..vo + d.hd]);
+        par(
+            d.b * d.kv,
+            #[inline(always)]
+            |range| {
+                let mut kt = vec![0f32; d.hd * d.tp];
+                let mut vt = vec![0f32; d.hd * d.tp];
+                let mut qs = vec![0f32; d.hd];
+                let mut s = vec![0f32; d.t];
+                for task in range {
+                    let (b, g) = (task / d.kv, task % d.kv);
+                    self.keys_t(&d, k, b, g, &mut kt);
+                    for j in 0..d.t {
+                        let vo = d.vo(b, j, g);
+                        for dd in 0..d.hd {
+                            vt[dd * d.tp + j] = v[vo + dd];
                         }
-                        unsafe { pl.at((b * d.h + h) * d.t + i, 1)[0] = m + z.ln() };
+                    }
+                    for h in g * d.rep..(g + 1) * d.rep {
+                        for i in 0..d.t {
+                            let (qo, yo) = (d.qo(b, i, h), d.yo(b, i, h));
+                            self.rope.rotate(&q[qo..qo + d.hd], &mut qs, i, false);
+                            qs.iter_mut().for_each(|x| *x *= d.scale);
+                            let n = i + 1;
+                            let s = &mut s[..n];
+                            Self::scores(&d, &qs, &kt, s);
+                            let m = max(s);
+                            s.iter_mut().for_each(|x| *x = exp(*x - m));
+                            let z = sum(s);
+                            let inv = 1.0 / z;
+                            // SAFETY: row (b, i, h) and lse (b, h, i) belong to this task only.
+                            let o = unsafe { po.at(yo, d.hd) };
+                            for (dd, o) in o.iter_mut().enumerate() {
+                                *o = dot(s, &vt[dd * d.tp..dd * d.tp + n]) * inv;
+                            }
+                            unsafe { pl.at((b * d.h + h) * d.t + i, 1)[0] = m + z.ln() };
+                        }
                     }
                 }
-            }
-        });
+            },
+        );
         *self.lse.lock().unwrap() = lse;
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
+        Ok((CpuStorage::F32(out), Shape::from((d.b, d.t, d.h * d.hd))))
     }
 
-    fn bwd(
-        &self,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        res: &Tensor,
-        grad: &Tensor,
-    ) -> CResult<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let d = self.dims(q.shape(), k.shape(), v.shape())?;
+    fn bwd(&self, qkv: &Tensor, res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
+        let d = self.dims(qkv.shape())?;
         let lse = self.lse.lock().unwrap();
         if lse.len() != d.b * d.h * d.t {
             return Err(err("attention backward without its forward".into()));
         }
-        let mut dq = vec![0f32; q.elem_count()];
-        let mut dk = vec![0f32; k.elem_count()];
-        let mut dv = vec![0f32; v.elem_count()];
-        with_f32(q, |q| {
-            with_f32(k, |k| {
-                with_f32(v, |v| {
-                    with_f32(res, |y| {
-                        with_f32(grad, |dy| {
-                            self.backward(&d, q, k, v, y, dy, &lse, &mut dq, &mut dk, &mut dv);
-                            Ok(())
-                        })
-                    })
+        let mut dqkv = vec![0f32; qkv.elem_count()];
+        with_f32(qkv, |x| {
+            with_f32(res, |y| {
+                with_f32(grad, |dy| {
+                    self.backward(&d, x, y, dy, &lse, &mut dqkv);
+                    Ok(())
                 })
             })
         })?;
-        Ok((
-            Some(cpu_tensor(dq, q.shape())),
-            Some(cpu_tensor(dk, k.shape())),
-            Some(cpu_tensor(dv, v.shape())),
-        ))
+        Ok(Some(cpu_tensor(dqkv, qkv.shape())))
     }
 }
 
@@ -484,85 +586,84 @@ impl Attention {
     fn backward(
         &self,
         d: &AttnDims,
-        q: &[f32],
-        k: &[f32],
-        v: &[f32],
+        qkv: &[f32],
         y: &[f32],
         dy: &[f32],
         lse: &[f32],
-        dq: &mut [f32],
-        dk: &mut [f32],
-        dv: &mut [f32],
+        dqkv: &mut [f32],
     ) {
-        let (pq, pk, pv) = (Out::new(dq), Out::new(dk), Out::new(dv));
-        let (t, hd) = (d.t, d.hd);
-        par(d.b * d.kv, |range| {
-            let mut kt = vec![0f32; hd * t];
-            let mut vt = vec![0f32; hd * t];
-            let mut dkt = vec![0f32; hd * t];
-            let mut dvt = vec![0f32; hd * t];
-            let (mut qr, mut qs, mut dqr) = (vec![0f32; hd], vec![0f32; hd], vec![0f32; hd]);
-            let (mut p, mut ds) = (vec![0f32; t], vec![0f32; t]);
-            for task in range {
-                let (b, g) = (task / d.kv, task % d.kv);
-                self.keys_t(d, k, b, g, &mut kt);
-                for j in 0..t {
-                    let vo = ((b * t + j) * d.kv + g) * hd;
-                    for dd in 0..hd {
-                        vt[dd * t + j] = v[vo + dd];
-                    }
-                }
-                dkt.fill(0.0);
-                dvt.fill(0.0);
-                for h in g * d.rep..(g + 1) * d.rep {
-                    for i in 0..t {
-                        let n = i + 1;
-                        let qo = ((b * t + i) * d.h + h) * hd;
-                        self.rope.rotate(&q[qo..qo + hd], &mut qr, i, false);
-                        for (s, &x) in qs.iter_mut().zip(&qr) {
-                            *s = x * d.scale;
-                        }
-                        let p = &mut p[..n];
-                        Self::scores(d, &qs, &kt, p);
-                        let l = lse[(b * d.h + h) * t + i];
-                        p.iter_mut().for_each(|x| *x = exp(*x - l));
-                        let g_o = &dy[qo..qo + hd];
-                        let di = dot(g_o, &y[qo..qo + hd]);
-                        // dP = dO·v_j, then dS = P (dP - D).
-                        let ds = &mut ds[..n];
-                        ds.fill(0.0);
-                        for (dd, &go) in g_o.iter().enumerate() {
-                            axpy(ds, go, &vt[dd * t..dd * t + n]);
-                            axpy(&mut dvt[dd * t..dd * t + n], go, p);
-                        }
-                        for (s, &pp) in ds.iter_mut().zip(p.iter()) {
-                            *s = pp * (*s - di);
-                        }
+        let (q, k, v) = (qkv, qkv, qkv);
+        let po = Out::new(dqkv);
+        let (pq, pk, pv) = (po, po, po);
+        let (t, tp, hd) = (d.t, d.tp, d.hd);
+        par(
+            d.b * d.kv,
+            #[inline(always)]
+            |range| {
+                let mut kt = vec![0f32; hd * tp];
+                let mut vt = vec![0f32; hd * tp];
+                let mut dkt = vec![0f32; hd * tp];
+                let mut dvt = vec![0f32; hd * tp];
+                let (mut qr, mut qs, mut dqr) = (vec![0f32; hd], vec![0f32; hd], vec![0f32; hd]);
+                let (mut p, mut ds) = (vec![0f32; t], vec![0f32; t]);
+                for task in range {
+                    let (b, g) = (task / d.kv, task % d.kv);
+                    self.keys_t(d, k, b, g, &mut kt);
+                    for j in 0..t {
+                        let vo = d.vo(b, j, g);
                         for dd in 0..hd {
-                            dqr[dd] = d.scale * dot(ds, &kt[dd * t..dd * t + n]);
-                            axpy(&mut dkt[dd * t..dd * t + n], qs[dd], ds);
+                            vt[dd * tp + j] = v[vo + dd];
                         }
-                        // SAFETY: row (b, i, h) belongs to this task only.
-                        let out = unsafe { pq.at(qo, hd) };
-                        self.rope.rotate(&dqr, out, i, true);
                     }
-                }
-                for j in 0..t {
-                    let ko = ((b * t + j) * d.kv + g) * hd;
-                    for dd in 0..hd {
-                        qr[dd] = dkt[dd * t + j];
+                    dkt.fill(0.0);
+                    dvt.fill(0.0);
+                    for h in g * d.rep..(g + 1) * d.rep {
+                        for i in 0..t {
+                            let n = i + 1;
+                            let (qo, yo) = (d.qo(b, i, h), d.yo(b, i, h));
+                            self.rope.rotate(&q[qo..qo + hd], &mut qr, i, false);
+                            for (s, &x) in qs.iter_mut().zip(&qr) {
+                                *s = x * d.scale;
+                            }
+                            let p = &mut p[..n];
+                            Self::scores(d, &qs, &kt, p);
+                            let l = lse[(b * d.h + h) * t + i];
+                            p.iter_mut().for_each(|x| *x = exp(*x - l));
+                            let g_o = &dy[yo..yo + hd];
+                            let di = dot(g_o, &y[yo..yo + hd]);
+                            // dP = dO·v_j, then dS = P (dP - D).
+                            let ds = &mut ds[..n];
+                            Self::scores(d, g_o, &vt, ds);
+                            for (s, &pp) in ds.iter_mut().zip(p.iter()) {
+                                *s = pp * (*s - di);
+                            }
+                            for dd in 0..hd {
+                                axpy(&mut dvt[dd * tp..dd * tp + n], g_o[dd], p);
+                                dqr[dd] = d.scale * dot(ds, &kt[dd * tp..dd * tp + n]);
+                                axpy(&mut dkt[dd * tp..dd * tp + n], qs[dd], ds);
+                            }
+                            // SAFETY: row (b, i, h) belongs to this task only.
+                            let out = unsafe { pq.at(qo, hd) };
+                            self.rope.rotate(&dqr, out, i, true);
+                        }
                     }
-                    // SAFETY: rows (b, j, g) of dk and dv belong to this task only.
-                    unsafe {
-                        self.rope.rotate(&qr, pk.at(ko, hd), j, true);
-                        let o = pv.at(ko, hd);
+                    for j in 0..t {
+                        let (ko, vo) = (d.ko(b, j, g), d.vo(b, j, g));
                         for dd in 0..hd {
-                            o[dd] = dvt[dd * t + j];
+                            qr[dd] = dkt[dd * tp + j];
+                        }
+                        // SAFETY: rows (b, j, g) of dk and dv belong to this task only.
+                        unsafe {
+                            self.rope.rotate(&qr, pk.at(ko, hd), j, true);
+                            let o = pv.at(vo, hd);
+                            for dd in 0..hd {
+                                o[dd] = dvt[dd * tp + j];
+                            }
                         }
                     }
                 }
-            }
-        });
+            },
+        );
     }
 }
 
@@ -615,17 +716,21 @@ impl CustomOp2 for RmsNorm {
         let mut out = vec![0f32; x.len()];
         let po = Out::new(&mut out);
         let eps = self.eps;
-        par(x.len() / dim, |range| {
-            for r in range {
-                let xr = &x[r * dim..(r + 1) * dim];
-                let inv = 1.0 / (dot(xr, xr) / dim as f32 + eps).sqrt();
-                // SAFETY: row r belongs to this chunk only.
-                let o = unsafe { po.at(r * dim, dim) };
-                for ((o, &x), &w) in o.iter_mut().zip(xr).zip(w) {
-                    *o = x * inv * w;
+        par(
+            x.len() / dim,
+            #[inline(always)]
+            |range| {
+                for r in range {
+                    let xr = &x[r * dim..(r + 1) * dim];
+                    let inv = 1.0 / (dot(xr, xr) / dim as f32 + eps).sqrt();
+                    // SAFETY: row r belongs to this chunk only.
+                    let o = unsafe { po.at(r * dim, dim) };
+                    for ((o, &x), &w) in o.iter_mut().zip(xr).zip(w) {
+                        *o = x * inv * w;
+                    }
                 }
-            }
-        });
+            },
+        );
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
@@ -646,27 +751,31 @@ impl CustomOp2 for RmsNorm {
             with_f32(w, |w| {
                 with_f32(grad, |dy| {
                     let (px, pw) = (Out::new(&mut dx), Out::new(&mut dw_part));
-                    par(blocks, |range| {
-                        let mut gw = vec![0f32; dim];
-                        for blk in range {
-                            // SAFETY: block blk's rows and partial sum belong to this chunk.
-                            let part = unsafe { pw.at(blk * dim, dim) };
-                            for r in blk * NORM_BLOCK..rows.min((blk + 1) * NORM_BLOCK) {
-                                let xr = &x[r * dim..(r + 1) * dim];
-                                let gr = &dy[r * dim..(r + 1) * dim];
-                                let inv = 1.0 / (dot(xr, xr) / dim as f32 + eps).sqrt();
-                                for ((gw, &g), &w) in gw.iter_mut().zip(gr).zip(w) {
-                                    *gw = g * w;
-                                }
-                                let c = dot(&gw, xr) * inv * inv * inv / dim as f32;
-                                let o = unsafe { px.at(r * dim, dim) };
-                                for i in 0..dim {
-                                    o[i] = gw[i] * inv - xr[i] * c;
-                                    part[i] += gr[i] * xr[i] * inv;
+                    par(
+                        blocks,
+                        #[inline(always)]
+                        |range| {
+                            let mut gw = vec![0f32; dim];
+                            for blk in range {
+                                // SAFETY: block blk's rows and partial sum belong to this chunk.
+                                let part = unsafe { pw.at(blk * dim, dim) };
+                                for r in blk * NORM_BLOCK..rows.min((blk + 1) * NORM_BLOCK) {
+                                    let xr = &x[r * dim..(r + 1) * dim];
+                                    let gr = &dy[r * dim..(r + 1) * dim];
+                                    let inv = 1.0 / (dot(xr, xr) / dim as f32 + eps).sqrt();
+                                    for ((gw, &g), &w) in gw.iter_mut().zip(gr).zip(w) {
+                                        *gw = g * w;
+                                    }
+                                    let c = dot(&gw, xr) * inv * inv * inv / dim as f32;
+                                    let o = unsafe { px.at(r * dim, dim) };
+                                    for i in 0..dim {
+                                        o[i] = gw[i] * inv - xr[i] * c;
+                                        part[i] += gr[i] * xr[i] * inv;
+                                    }
                                 }
                             }
-                        }
-                    });
+                        },
+                    );
                     Ok(())
                 })
             })
@@ -692,8 +801,20 @@ pub fn swiglu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if !use_fused(a) {
         return swiglu_reference(a, b);
     }
-    Ok(a.contiguous()?
-        .apply_op2_arc(&b.contiguous()?, Arc::new(Box::new(SwiGlu)))?)
+    swiglu_fused(&Tensor::cat(&[a, b], D::Minus1)?)
+}
+
+/// [`swiglu`] of one fused projection `[a | b]` (last dimension `2·hidden`) → `hidden`, as the
+/// model computes it (one matrix product for `w1` and `w3`).
+pub fn swiglu_fused(ab: &Tensor) -> Result<Tensor> {
+    let hidden = ab.dim(D::Minus1)? / 2;
+    if !use_fused(ab) {
+        return swiglu_reference(
+            &ab.narrow(D::Minus1, 0, hidden)?,
+            &ab.narrow(D::Minus1, hidden, hidden)?,
+        );
+    }
+    Ok(ab.contiguous()?.apply_op1_arc(Arc::new(Box::new(SwiGlu)))?)
 }
 
 pub fn swiglu_reference(a: &Tensor, b: &Tensor) -> Result<Tensor> {
@@ -702,76 +823,76 @@ pub fn swiglu_reference(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 
 struct SwiGlu;
 
-const ELEM_CHUNK: usize = 4096;
+/// Rows per parallel work unit of the element-wise ops.
+const ROW_CHUNK: usize = 16;
 
-impl CustomOp2 for SwiGlu {
+impl CustomOp1 for SwiGlu {
     fn name(&self) -> &'static str {
         "badge-swiglu"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> CResult<(CpuStorage, Shape)> {
-        let a = f32_slice(s1, l1, "swiglu a")?;
-        let b = f32_slice(s2, l2, "swiglu b")?;
-        if l1.shape() != l2.shape() {
-            return Err(err("swiglu: shapes differ".into()));
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let ab = f32_slice(s1, l1, "swiglu input")?;
+        let dims = l1.shape().dims();
+        let w = *dims.last().unwrap_or(&0);
+        if !w.is_multiple_of(2) {
+            return Err(err("swiglu: the last dimension must be even".into()));
         }
-        let mut out = vec![0f32; a.len()];
+        let (h, rows) = (w / 2, ab.len() / w.max(1));
+        let mut out = vec![0f32; rows * h];
         let po = Out::new(&mut out);
-        let n = a.len();
-        par(n.div_ceil(ELEM_CHUNK), |range| {
-            for c in range {
-                let (lo, hi) = (c * ELEM_CHUNK, n.min((c + 1) * ELEM_CHUNK));
-                // SAFETY: chunk c belongs to this range only.
-                let o = unsafe { po.at(lo, hi - lo) };
-                for ((o, &a), &b) in o.iter_mut().zip(&a[lo..hi]).zip(&b[lo..hi]) {
-                    *o = a * sigmoid(a) * b;
+        par(
+            rows.div_ceil(ROW_CHUNK),
+            #[inline(always)]
+            |range| {
+                for c in range {
+                    for r in c * ROW_CHUNK..rows.min((c + 1) * ROW_CHUNK) {
+                        let (a, b) = ab[r * w..(r + 1) * w].split_at(h);
+                        // SAFETY: row r belongs to this chunk only.
+                        let o = unsafe { po.at(r * h, h) };
+                        for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
+                            *o = a * sigmoid(a) * b;
+                        }
+                    }
                 }
-            }
-        });
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
+            },
+        );
+        let mut shape = dims.to_vec();
+        *shape.last_mut().unwrap() = h;
+        Ok((CpuStorage::F32(out), Shape::from(shape)))
     }
 
-    fn bwd(
-        &self,
-        a: &Tensor,
-        b: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> CResult<(Option<Tensor>, Option<Tensor>)> {
-        let n = a.elem_count();
-        let mut da = vec![0f32; n];
-        let mut db = vec![0f32; n];
-        with_f32(a, |a| {
-            with_f32(b, |b| {
-                with_f32(grad, |g| {
-                    let (pa, pb) = (Out::new(&mut da), Out::new(&mut db));
-                    par(n.div_ceil(ELEM_CHUNK), |range| {
+    fn bwd(&self, ab: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
+        let w = ab.dim(D::Minus1)?;
+        let (h, rows) = (w / 2, ab.elem_count() / w);
+        let mut dab = vec![0f32; rows * w];
+        with_f32(ab, |ab| {
+            with_f32(grad, |g| {
+                let pd = Out::new(&mut dab);
+                par(
+                    rows.div_ceil(ROW_CHUNK),
+                    #[inline(always)]
+                    |range| {
                         for c in range {
-                            let (lo, hi) = (c * ELEM_CHUNK, n.min((c + 1) * ELEM_CHUNK));
-                            // SAFETY: chunk c belongs to this range only.
-                            let (oa, ob) = unsafe { (pa.at(lo, hi - lo), pb.at(lo, hi - lo)) };
-                            for i in 0..hi - lo {
-                                let (x, y, g) = (a[lo + i], b[lo + i], g[lo + i]);
-                                let s = sigmoid(x);
-                                oa[i] = g * y * s * (1.0 + x * (1.0 - s));
-                                ob[i] = g * x * s;
+                            for r in c * ROW_CHUNK..rows.min((c + 1) * ROW_CHUNK) {
+                                let (a, b) = ab[r * w..(r + 1) * w].split_at(h);
+                                let g = &g[r * h..(r + 1) * h];
+                                // SAFETY: row r belongs to this chunk only.
+                                let (da, db) = unsafe { pd.at(r * w, w) }.split_at_mut(h);
+                                for i in 0..h {
+                                    let (x, y) = (a[i], b[i]);
+                                    let s = sigmoid(x);
+                                    da[i] = g[i] * y * s * (1.0 + x * (1.0 - s));
+                                    db[i] = g[i] * x * s;
+                                }
                             }
                         }
-                    });
-                    Ok(())
-                })
+                    },
+                );
+                Ok(())
             })
         })?;
-        Ok((
-            Some(cpu_tensor(da, a.shape())),
-            Some(cpu_tensor(db, b.shape())),
-        ))
+        Ok(Some(cpu_tensor(dab, ab.shape())))
     }
 }
 
@@ -854,18 +975,22 @@ impl CustomOp3 for CrossEntropy {
         }
         let mut lse = vec![0f32; n];
         let pl = Out::new(&mut lse);
-        par(n, |range| {
-            let mut e = vec![0f32; v];
-            for r in range {
-                let row = &x[r * v..(r + 1) * v];
-                let m = max(row);
-                for (e, &x) in e.iter_mut().zip(row) {
-                    *e = exp(x - m);
+        par(
+            n,
+            #[inline(always)]
+            |range| {
+                let mut e = vec![0f32; v];
+                for r in range {
+                    let row = &x[r * v..(r + 1) * v];
+                    let m = max(row);
+                    for (e, &x) in e.iter_mut().zip(row) {
+                        *e = exp(x - m);
+                    }
+                    // SAFETY: entry r belongs to this chunk only.
+                    unsafe { pl.at(r, 1)[0] = m + sum(&e).ln() };
                 }
-                // SAFETY: entry r belongs to this chunk only.
-                unsafe { pl.at(r, 1)[0] = m + sum(&e).ln() };
-            }
-        });
+            },
+        );
         let count = mask.iter().map(|&m| f64::from(m)).sum::<f64>().max(1.0);
         let total: f64 = (0..n)
             .map(|r| f64::from(mask[r]) * f64::from(lse[r] - x[r * v + tg[r] as usize]))
@@ -897,24 +1022,113 @@ impl CustomOp3 for CrossEntropy {
             let count = mask.iter().map(|&m| f64::from(m)).sum::<f64>().max(1.0) as f32;
             with_f32(logits, |x| {
                 let px = Out::new(&mut dx);
-                par(n, |range| {
-                    for r in range {
-                        // SAFETY: row r belongs to this chunk only.
-                        let o = unsafe { px.at(r * v, v) };
-                        let w = g * mask[r] / count;
-                        if w == 0.0 {
-                            continue;
+                par(
+                    n,
+                    #[inline(always)]
+                    |range| {
+                        for r in range {
+                            // SAFETY: row r belongs to this chunk only.
+                            let o = unsafe { px.at(r * v, v) };
+                            let w = g * mask[r] / count;
+                            if w == 0.0 {
+                                continue;
+                            }
+                            let l = lse[r];
+                            for (o, &x) in o.iter_mut().zip(&x[r * v..(r + 1) * v]) {
+                                *o = w * exp(x - l);
+                            }
+                            o[tg[r] as usize] -= w;
                         }
-                        let l = lse[r];
-                        for (o, &x) in o.iter_mut().zip(&x[r * v..(r + 1) * v]) {
-                            *o = w * exp(x - l);
-                        }
-                        o[tg[r] as usize] -= w;
-                    }
-                });
+                    },
+                );
                 Ok(())
             })
         })?;
         Ok((Some(cpu_tensor(dx, logits.shape())), None, None))
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// AdamW
+
+/// Runs `f` on the data of a CPU f32 tensor (made contiguous first).
+pub fn with_f32_data<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+    let t = t.contiguous()?;
+    let (s, l) = t.storage_and_layout();
+    match &*s {
+        Storage::Cpu(c) => f(f32_slice(c, l, "tensor")?),
+        _ => anyhow::bail!("expected a CPU tensor"),
+    }
+}
+
+/// Elements per parallel work unit of the AdamW update.
+const ADAM_CHUNK: usize = 16384;
+
+/// Constants of one fused AdamW step for one parameter.
+#[derive(Debug, Clone, Copy)]
+pub struct AdamHyper {
+    /// Gradient clipping factor (1 when not clipped).
+    pub scale: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    /// Bias corrections `1 - beta^t`.
+    pub bc1: f32,
+    pub bc2: f32,
+    pub eps: f32,
+    pub lr: f32,
+    /// Weight-decay factor `1 - lr·wd` (1 for no decay).
+    pub decay: f32,
+}
+
+/// One fused AdamW update of a CPU f32 parameter: returns the new weights and moments.
+pub fn adamw_update(
+    w: &Tensor,
+    g: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    h: &AdamHyper,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let n = w.elem_count();
+    if g.elem_count() != n || m.elem_count() != n || v.elem_count() != n {
+        anyhow::bail!("adamw: parameter, gradient and moments differ in size");
+    }
+    let (mut nw, mut nm, mut nv) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+    with_f32_data(w, |w| {
+        with_f32_data(g, |g| {
+            with_f32_data(m, |m| {
+                with_f32_data(v, |v| {
+                    let (pw, pm, pv) = (Out::new(&mut nw), Out::new(&mut nm), Out::new(&mut nv));
+                    par(
+                        n.div_ceil(ADAM_CHUNK),
+                        #[inline(always)]
+                        |range| {
+                            for c in range {
+                                let (lo, hi) = (c * ADAM_CHUNK, n.min((c + 1) * ADAM_CHUNK));
+                                // SAFETY: chunk c belongs to this range only.
+                                let (ow, om, ov) = unsafe {
+                                    (pw.at(lo, hi - lo), pm.at(lo, hi - lo), pv.at(lo, hi - lo))
+                                };
+                                for i in 0..hi - lo {
+                                    let gi = g[lo + i] * h.scale;
+                                    let mi = m[lo + i] * h.beta1 + gi * (1.0 - h.beta1);
+                                    let vi = v[lo + i] * h.beta2 + gi * gi * (1.0 - h.beta2);
+                                    let upd = (mi / h.bc1) / ((vi / h.bc2).sqrt() + h.eps);
+                                    ow[i] = w[lo + i] * h.decay - upd * h.lr;
+                                    om[i] = mi;
+                                    ov[i] = vi;
+                                }
+                            }
+                        },
+                    );
+                    Ok(())
+                })
+            })
+        })
+    })?;
+    let shape = w.shape();
+    Ok((
+        cpu_tensor(nw, shape),
+        cpu_tensor(nm, shape),
+        cpu_tensor(nv, shape),
+    ))
 }

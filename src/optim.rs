@@ -1,11 +1,16 @@
 //! AdamW with two parameter groups (weight decay on matrices, none on the 1-D norm weights),
 //! global gradient-norm clipping, and state that can be saved in a checkpoint for exact
 //! resumption.
+//!
+//! On the CPU the step is fused: one pass over each parameter's slices updates the moments and
+//! the weights (element-wise, so deterministic however it is split over threads). Elsewhere it
+//! runs as tensor ops ([`AdamW::step_reference`], also the tests' reference).
 
 use crate::model::Params;
+use crate::ops;
 use anyhow::{anyhow, Result};
 use candle_core::backprop::GradStore;
-use candle_core::{Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 use std::collections::BTreeMap;
 
 pub const BETA1: f64 = 0.9;
@@ -50,12 +55,76 @@ impl AdamW {
             let g = grads
                 .get(p.as_tensor())
                 .ok_or_else(|| anyhow!("parameter {name} received no gradient"))?;
-            sum += f64::from(g.sqr()?.sum_all()?.to_scalar::<f32>()?);
+            sum += if g.device().is_cpu() && g.dtype() == DType::F32 {
+                ops::with_f32_data(g, |g| Ok(g.iter().map(|&x| f64::from(x * x)).sum::<f64>()))?
+            } else {
+                f64::from(g.sqr()?.sum_all()?.to_scalar::<f32>()?)
+            };
         }
         Ok(sum.sqrt())
     }
 
+    /// One AdamW step (with clipping to `grad_clip` when positive); fused on the CPU.
     pub fn step(
+        &mut self,
+        params: &Params,
+        grads: &GradStore,
+        lr: f64,
+        weight_decay: f64,
+        grad_clip: f64,
+    ) -> Result<StepInfo> {
+        let all_cpu = params
+            .values()
+            .all(|p| p.device().is_cpu() && p.dtype() == DType::F32);
+        if !all_cpu {
+            return self.step_reference(params, grads, lr, weight_decay, grad_clip);
+        }
+        let norm = Self::grad_norm(params, grads)?;
+        let clipped = grad_clip > 0.0 && norm > grad_clip;
+        let scale = if clipped { grad_clip / norm } else { 1.0 } as f32;
+        self.step += 1;
+        let t = self.step as i32;
+        let h = ops::AdamHyper {
+            scale,
+            beta1: BETA1 as f32,
+            beta2: BETA2 as f32,
+            bc1: (1.0 - BETA1.powi(t)) as f32,
+            bc2: (1.0 - BETA2.powi(t)) as f32,
+            eps: EPS as f32,
+            lr: lr as f32,
+            decay: 1.0,
+        };
+        for (name, p) in params {
+            let g = grads
+                .get(p.as_tensor())
+                .ok_or_else(|| anyhow!("parameter {name} received no gradient"))?;
+            let m = self
+                .m
+                .get_mut(name)
+                .ok_or_else(|| anyhow!("optimizer state lacks {name}"))?;
+            let v = self
+                .v
+                .get_mut(name)
+                .ok_or_else(|| anyhow!("optimizer state lacks {name}"))?;
+            let decay = if weight_decay > 0.0 && Self::decays(p) {
+                (1.0 - lr * weight_decay) as f32
+            } else {
+                1.0
+            };
+            let (w, new_m, new_v) =
+                ops::adamw_update(p.as_tensor(), g, m, v, &ops::AdamHyper { decay, ..h })?;
+            *m = new_m;
+            *v = new_v;
+            p.set(&w)?;
+        }
+        Ok(StepInfo {
+            grad_norm: norm,
+            clipped,
+        })
+    }
+
+    /// The same step from tensor ops (the path off the CPU, and the tests' reference).
+    pub fn step_reference(
         &mut self,
         params: &Params,
         grads: &GradStore,

@@ -259,21 +259,37 @@ proptest! {
 
 #[test]
 fn memory_plan_names_what_overflows_the_board() {
-    let board = badge::board::Board::load(&common::repo().join("configs/boards/esp32s3-n16r8.toml")).unwrap();
-    let c = badge::config::load_model_config(&common::repo().join("configs/models/badge-6m.toml")).unwrap();
+    let board =
+        badge::board::Board::load(&common::repo().join("configs/boards/esp32s3-n16r8.toml"))
+            .unwrap();
+    let c = badge::config::load_model_config(&common::repo().join("configs/models/badge-6m.toml"))
+        .unwrap();
     let info = badge::info::ModelInfo::of(&c);
     let plan = |kv| {
         let s = badge_firmware::engine::RunState::new(&c, 32, kv);
-        badge::board::MemoryPlan::new(&board, info.int8_bytes, s.kv_cache_bytes() as u64, s.activation_bytes() as u64).unwrap()
+        badge::board::MemoryPlan::new(
+            &board,
+            info.int8_bytes,
+            s.kv_cache_bytes() as u64,
+            s.activation_bytes() as u64,
+        )
+        .unwrap()
     };
     // badge-6m with weights copied to PSRAM and an f32 KV cache is just over 8 MB.
     let err = plan(KvCacheKind::F32).check().unwrap_err().to_string();
-    assert!(err.contains("PSRAM") && err.contains("KV cache") && err.contains("--kv-cache f16"), "{err}");
+    assert!(
+        err.contains("PSRAM") && err.contains("KV cache") && err.contains("--kv-cache f16"),
+        "{err}"
+    );
     // Halving the KV cache makes it fit.
     let ok = plan(KvCacheKind::F16);
     ok.check().unwrap();
     assert!(ok.psram_headroom > 0 && ok.flash_headroom > 0);
     // A blob larger than the model partition.
     let too_big = badge::board::MemoryPlan::new(&board, 20_000_000, 0, 0).unwrap();
-    assert!(too_big.check().unwrap_err().to_string().contains("partition"));
+    assert!(too_big
+        .check()
+        .unwrap_err()
+        .to_string()
+        .contains("partition"));
 }

@@ -14,8 +14,16 @@ fn tinystories_is_read_from_the_hf_hub_cache() {
     let snap = repo.join("snapshots/0123456789abcdef");
     std::fs::create_dir_all(&snap).unwrap();
     let stories = common::repo().join("data/stories");
-    std::fs::copy(stories.join("stories.txt"), snap.join(badge::download::TRAIN_FILE)).unwrap();
-    std::fs::copy(stories.join("stories-valid.txt"), snap.join(badge::download::VALID_FILE)).unwrap();
+    std::fs::copy(
+        stories.join("stories.txt"),
+        snap.join(badge::download::TRAIN_FILE),
+    )
+    .unwrap();
+    std::fs::copy(
+        stories.join("stories-valid.txt"),
+        snap.join(badge::download::VALID_FILE),
+    )
+    .unwrap();
     // This test binary is its own process: setting the variable affects nothing else.
     unsafe { std::env::set_var("HF_HOME", home.path()) };
 
@@ -23,8 +31,14 @@ fn tinystories_is_read_from_the_hf_hub_cache() {
     assert_eq!(train, snap.join(badge::download::TRAIN_FILE));
     assert_eq!(valid, snap.join(badge::download::VALID_FILE));
 
-    let source = SourceConfig::Stories { train: None, valid: None, download: true, limit: 0 };
-    let tpl = badge_firmware::template::PromptTemplate::parse(badge::config::DEFAULT_TEMPLATE).unwrap();
+    let source = SourceConfig::Stories {
+        train: None,
+        valid: None,
+        download: true,
+        limit: 0,
+    };
+    let tpl =
+        badge_firmware::template::PromptTemplate::parse(badge::config::DEFAULT_TEMPLATE).unwrap();
     let data = badge::data::load_source(&source, &tpl, home.path(), true).unwrap();
     assert_eq!(data.train.len(), 400);
     assert_eq!(data.valid.len(), 40);

@@ -126,9 +126,17 @@ fn tiny_curriculum_memorises_the_trained_questions() {
     assert!(q.qa_exact_int8 >= 0.85 && q.qa_exact_f32 >= 0.85, "{q:?}");
     // --max-rel-error below what int8 can reach: refused, and nothing written.
     let strict_out = dir.path().join("strict.bin");
-    let strict = badge::export::ExportOptions { out: strict_out.clone(), max_rel_error: Some(1e-9), quality_samples: 0, ..opts.clone() };
+    let strict = badge::export::ExportOptions {
+        out: strict_out.clone(),
+        max_rel_error: Some(1e-9),
+        quality_samples: 0,
+        ..opts.clone()
+    };
     let err = badge::export::export(&strict).unwrap_err().to_string();
-    assert!(err.contains("--max-rel-error") && !strict_out.exists(), "{err}");
+    assert!(
+        err.contains("--max-rel-error") && !strict_out.exists(),
+        "{err}"
+    );
 
     let file = BlobFile::read(&blob).unwrap();
     let mut badge_model = BlobAnswerer::new(&file, 2, Default::default()).unwrap();

@@ -169,10 +169,23 @@ mod tests {
             x ^= x >> 17;
             x ^= x << 5;
             let v = (x as f32 / u32::MAX as f32 - 0.5) * 260.0;
-            let v = if i % 3 == 0 { (v * 2.0).round_ties_even() / 2.0 } else { v }; // many exact halves
+            let v = if i % 3 == 0 {
+                (v * 2.0).round_ties_even() / 2.0
+            } else {
+                v
+            }; // many exact halves
             assert_eq!(round_half_away(v), libm::roundf(v) as i32, "{v}");
         }
-        for v in [0.49999997f32, -0.49999997, 0.5, -0.5, 126.5, -126.5, 0.0, -0.0] {
+        for v in [
+            0.49999997f32,
+            -0.49999997,
+            0.5,
+            -0.5,
+            126.5,
+            -126.5,
+            0.0,
+            -0.0,
+        ] {
             assert_eq!(round_half_away(v), libm::roundf(v) as i32, "{v}");
         }
     }

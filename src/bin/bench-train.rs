@@ -119,6 +119,7 @@ fn main() -> Result<()> {
     // Before candle builds any pool: they read these once.
     std::env::set_var("RAYON_NUM_THREADS", a.threads.to_string());
     std::env::set_var("CANDLE_NUM_THREADS", a.threads.to_string());
+    badge::ops::tune_threads();
     for name in &a.models {
         let (med, loss, times) = bench(name, &a)?;
         if a.json {
