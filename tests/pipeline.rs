@@ -266,3 +266,31 @@ fn reduced_demo_runs_end_to_end() {
         assert_eq!(pcm, expected, "the WAV holds SAM's rendering of the answer");
     }
 }
+
+#[test]
+fn a_diverging_loss_stops_the_run_and_keeps_the_last_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let cur = reduced_curriculum(dir.path(), [8, 2, 2], 10, 1);
+    let text = std::fs::read_to_string(&cur).unwrap();
+    let mut v: toml::Value = toml::from_str(&text).unwrap();
+    let p0 = v["phase"].as_array_mut().unwrap()[0]
+        .as_table_mut()
+        .unwrap();
+    p0.insert("lr".into(), toml::Value::Float(1e30));
+    p0.insert("min_lr".into(), toml::Value::Float(1e30));
+    p0.insert("warmup_steps".into(), toml::Value::Integer(0));
+    p0.insert("grad_clip".into(), toml::Value::Float(0.0));
+    std::fs::write(&cur, toml::to_string(&v).unwrap()).unwrap();
+    let run = dir.path().join("run");
+    let err = format!("{:#}", train::run(&options(Some(cur), &run)).unwrap_err());
+    assert!(
+        err.contains("the loss became") && err.contains("last good checkpoint"),
+        "{err}"
+    );
+    let progress = badge::checkpoint::RunDir::new(&run)
+        .read_progress()
+        .unwrap()
+        .expect("a checkpoint before the divergence");
+    assert_eq!(progress.phase, 0);
+    assert!(!run.join("checkpoints/final.safetensors").exists());
+}
