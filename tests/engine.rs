@@ -9,45 +9,12 @@ use badge_firmware::format::Blob;
 use badge_firmware::workers::{SingleWorker, ThreadWorkers};
 use candle_core::{Device, Tensor};
 
-/// candle over the dequantized blob weights: the same math without activation quantization.
-fn candle_on_dequantized(blob: &Blob<'_>) -> badge::model::Transformer {
-    let device = Device::Cpu;
-    let mut params = badge::model::Params::new();
-    for i in 0..blob.tensor_count() {
-        let t = blob.tensor_at(i).unwrap();
-        let name = if t.kind.is_per_layer() {
-            format!("layers.{}.{}", t.layer, t.kind.name())
-        } else {
-            t.kind.name().to_string()
-        };
-        let values = match t.data {
-            badge_firmware::format::TensorData::F32(v) => v.to_vec(),
-            badge_firmware::format::TensorData::Q8 { q, scales } => {
-                let mut out = vec![0f32; q.len()];
-                badge_firmware::quant::dequantize(q, scales, blob.group_size, &mut out);
-                out
-            }
-        };
-        let shape: Vec<usize> = if t.kind.is_norm() {
-            vec![t.cols]
-        } else {
-            vec![t.rows, t.cols]
-        };
-        params.insert(
-            name,
-            candle_core::Var::from_tensor(&Tensor::from_vec(values, shape, &device).unwrap())
-                .unwrap(),
-        );
-    }
-    badge::model::build(&blob.config, &params, &device).unwrap()
-}
-
 /// Top-1 agreement and the largest logit difference relative to the logit range.
 fn compare(c: &ModelConfig, kv: KvCacheKind, ids: &[u32]) -> (f64, f32) {
     let (bytes, _) = common::random_blob(c, 21, kv);
     let a = badge::util::AlignedBytes::from_slice(&bytes);
     let blob = Blob::parse(a.as_slice()).unwrap();
-    let reference = candle_on_dequantized(&blob);
+    let reference = common::candle_on_dequantized(&blob);
     let want = reference
         .forward(&Tensor::from_vec(ids.to_vec(), (1, ids.len()), &Device::Cpu).unwrap())
         .unwrap()

@@ -100,3 +100,38 @@ pub fn random_blob(
     let (blob, _) = badge::export::build_blob(&inputs, &w).unwrap();
     (blob, w)
 }
+
+/// candle over the dequantized blob weights: the same math without activation quantization.
+pub fn candle_on_dequantized(blob: &badge_firmware::format::Blob<'_>) -> badge::model::Transformer {
+    let device = candle_core::Device::Cpu;
+    let mut params = badge::model::Params::new();
+    for i in 0..blob.tensor_count() {
+        let t = blob.tensor_at(i).unwrap();
+        let name = if t.kind.is_per_layer() {
+            format!("layers.{}.{}", t.layer, t.kind.name())
+        } else {
+            t.kind.name().to_string()
+        };
+        let values = match t.data {
+            badge_firmware::format::TensorData::F32(v) => v.to_vec(),
+            badge_firmware::format::TensorData::Q8 { q, scales } => {
+                let mut out = vec![0f32; q.len()];
+                badge_firmware::quant::dequantize(q, scales, blob.group_size, &mut out);
+                out
+            }
+        };
+        let shape: Vec<usize> = if t.kind.is_norm() {
+            vec![t.cols]
+        } else {
+            vec![t.rows, t.cols]
+        };
+        params.insert(
+            name,
+            candle_core::Var::from_tensor(
+                &candle_core::Tensor::from_vec(values, shape, &device).unwrap(),
+            )
+            .unwrap(),
+        );
+    }
+    badge::model::build(&blob.config, &params, &device).unwrap()
+}
