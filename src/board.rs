@@ -2,6 +2,7 @@
 
 use crate::util::{read_to_string, relative_to};
 use anyhow::{bail, Context, Result};
+use badge_firmware::engine::RunStateSize;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -134,7 +135,13 @@ pub struct MemoryPlan {
 }
 
 impl MemoryPlan {
-    pub fn new(board: &Board, blob_bytes: u64, kv_cache: u64, activations: u64) -> Result<Self> {
+    /// The plan for a blob of `blob_bytes` whose engine needs `run_state` (see
+    /// `RunStateSize::of`).
+    pub fn new(board: &Board, blob_bytes: u64, run_state: RunStateSize) -> Result<Self> {
+        let (kv_cache, activations) = (
+            run_state.kv_cache_bytes as u64,
+            run_state.activation_bytes as u64,
+        );
         let part = board.model_partition()?;
         let psram_weights = if board.weights_in == WeightsIn::Psram {
             blob_bytes

@@ -230,13 +230,8 @@ pub fn export(opts: &ExportOptions) -> Result<ExportResult> {
     let memory = match &opts.board {
         Some(b) => {
             let board = crate::board::Board::load(b)?;
-            let state = badge_firmware::engine::RunState::new(&cfg, gs, opts.kv_cache);
-            let plan = crate::board::MemoryPlan::new(
-                &board,
-                blob.len() as u64,
-                state.kv_cache_bytes() as u64,
-                state.activation_bytes() as u64,
-            )?;
+            let state = badge_firmware::engine::RunStateSize::of(&cfg, gs, opts.kv_cache);
+            let plan = crate::board::MemoryPlan::new(&board, blob.len() as u64, state)?;
             plan.check()
                 .context("the model does not fit the board; nothing was written")?;
             Some(plan)

@@ -11,7 +11,7 @@
 use crate::board::{read_partitions, Board, MemoryPlan};
 use crate::util::{read_to_string, write_atomic, AlignedBytes};
 use anyhow::{anyhow, bail, Context, Result};
-use badge_firmware::engine::RunState;
+use badge_firmware::engine::RunStateSize;
 use badge_firmware::format::Blob;
 use badge_firmware::image::{build_image, ImageParts, BOOTLOADER_OFFSET};
 use badge_firmware::partition::{self, Partition, PartitionTable, TABLE_OFFSET};
@@ -132,13 +132,8 @@ pub fn plan(
 ) -> Result<FlashPlan> {
     let bytes = AlignedBytes::read(blob)?;
     let parsed = Blob::parse(bytes.as_slice()).map_err(|e| anyhow!("{}: {e}", blob.display()))?;
-    let state = RunState::new(&parsed.config, parsed.group_size, parsed.kv_cache);
-    let plan = MemoryPlan::new(
-        board,
-        bytes.as_slice().len() as u64,
-        state.kv_cache_bytes() as u64,
-        state.activation_bytes() as u64,
-    )?;
+    let state = RunStateSize::of(&parsed.config, parsed.group_size, parsed.kv_cache);
+    let plan = MemoryPlan::new(board, bytes.as_slice().len() as u64, state)?;
     plan.check().with_context(|| {
         format!(
             "{} does not fit board {}; nothing was written",

@@ -1,7 +1,7 @@
 //! `badge info`: what a model config costs, in parameters, bytes and badge memory.
 
 use badge_firmware::config::{KvCacheKind, ModelConfig};
-use badge_firmware::engine::RunState;
+use badge_firmware::engine::RunStateSize;
 use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize)]
@@ -26,16 +26,16 @@ impl ModelInfo {
         let norms = (2 * c.n_layers as u64 + 1) * c.dim as u64;
         let matrices = c.parameter_count() - norms;
         let int8 = matrices + matrices / gs as u64 * 4 + norms * 4;
-        let state = RunState::new(c, gs, KvCacheKind::F32);
+        let state = RunStateSize::of(c, gs, KvCacheKind::F32);
         ModelInfo {
             config: *c,
             parameters: c.parameter_count(),
             f32_bytes: c.parameter_count() * 4,
             int8_bytes: int8,
             group_size: gs,
-            kv_cache_bytes: state.kv_cache_bytes(),
-            activation_bytes: state.activation_bytes(),
-            device_bytes: int8 + state.byte_size() as u64,
+            kv_cache_bytes: state.kv_cache_bytes,
+            activation_bytes: state.activation_bytes,
+            device_bytes: int8 + state.total() as u64,
         }
     }
 

@@ -66,13 +66,13 @@ pub fn inspect(path: &Path, board: Option<&Path>, against: Option<&Path>) -> Res
             bytes: t.byte_len(),
         });
     }
-    let state = badge_firmware::engine::RunState::new(&blob.config, blob.group_size, blob.kv_cache);
+    let state =
+        badge_firmware::engine::RunStateSize::of(&blob.config, blob.group_size, blob.kv_cache);
     let memory = match board {
         Some(b) => Some(crate::board::MemoryPlan::new(
             &crate::board::Board::load(b)?,
             blob.bytes.len() as u64,
-            state.kv_cache_bytes() as u64,
-            state.activation_bytes() as u64,
+            state,
         )?),
         None => None,
     };
@@ -93,7 +93,7 @@ pub fn inspect(path: &Path, board: Option<&Path>, against: Option<&Path>) -> Res
         merges: blob.tokenizer.n_merges,
         template: blob.template.to_string(),
         tensors,
-        run_state_bytes: state.byte_size(),
+        run_state_bytes: state.total(),
         memory,
         report,
     })

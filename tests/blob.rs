@@ -266,14 +266,8 @@ fn memory_plan_names_what_overflows_the_board() {
         .unwrap();
     let info = badge::info::ModelInfo::of(&c);
     let plan = |kv| {
-        let s = badge_firmware::engine::RunState::new(&c, 32, kv);
-        badge::board::MemoryPlan::new(
-            &board,
-            info.int8_bytes,
-            s.kv_cache_bytes() as u64,
-            s.activation_bytes() as u64,
-        )
-        .unwrap()
+        let s = badge_firmware::engine::RunStateSize::of(&c, 32, kv);
+        badge::board::MemoryPlan::new(&board, info.int8_bytes, s).unwrap()
     };
     // badge-6m with weights copied to PSRAM and an f32 KV cache is just over 8 MB.
     let err = plan(KvCacheKind::F32).check().unwrap_err().to_string();
@@ -286,7 +280,11 @@ fn memory_plan_names_what_overflows_the_board() {
     ok.check().unwrap();
     assert!(ok.psram_headroom > 0 && ok.flash_headroom > 0);
     // A blob larger than the model partition.
-    let too_big = badge::board::MemoryPlan::new(&board, 20_000_000, 0, 0).unwrap();
+    let nothing = badge_firmware::engine::RunStateSize {
+        activation_bytes: 0,
+        kv_cache_bytes: 0,
+    };
+    let too_big = badge::board::MemoryPlan::new(&board, 20_000_000, nothing).unwrap();
     assert!(too_big
         .check()
         .unwrap_err()

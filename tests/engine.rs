@@ -173,3 +173,36 @@ fn thread_workers_write_every_row_exactly_once() {
         }
     }
 }
+
+#[test]
+fn run_state_size_is_known_before_allocating() {
+    let mut configs = vec![common::tiny_config()];
+    for m in ["badge-tiny", "badge-1m", "badge-3m", "badge-6m"] {
+        configs.push(
+            badge::config::load_model_config(
+                &common::repo().join(format!("configs/models/{m}.toml")),
+            )
+            .unwrap(),
+        );
+    }
+    for c in configs {
+        let gs =
+            badge_firmware::quant::choose_group_size(64, &[c.dim as usize, c.hidden_dim as usize])
+                .unwrap();
+        for kv in [KvCacheKind::F32, KvCacheKind::F16, KvCacheKind::Int8] {
+            let planned = badge_firmware::engine::RunStateSize::of(&c, gs, kv);
+            let real = badge_firmware::engine::RunState::new(&c, gs, kv);
+            assert_eq!(
+                planned.kv_cache_bytes,
+                real.kv_cache_bytes(),
+                "{c:?} {kv:?}"
+            );
+            assert_eq!(
+                planned.activation_bytes,
+                real.activation_bytes(),
+                "{c:?} {kv:?}"
+            );
+            assert_eq!(planned.total(), real.byte_size());
+        }
+    }
+}

@@ -16,7 +16,7 @@
 //! short phrase through the speaker (a badge is often used without a console attached), and
 //! [`run`] returns the error so the shell can idle.
 
-use crate::engine::{Engine, RunState};
+use crate::engine::{Engine, RunStateSize};
 use crate::format::{Blob, BlobError, HEADER_SIZE};
 use crate::generate::{self, GenerateOptions, GenerateStats};
 use crate::partition::{Partition, PartitionError, PartitionTable, TABLE_MAX_LEN, TABLE_OFFSET};
@@ -352,9 +352,9 @@ pub fn load_model<F: ReadNorFlash>(
     }
     let model = LoadedModel { blocks, len };
     let blob = model.blob().map_err(LoadError::Blob)?;
-    // RunState::new allocates the buffers it measures; they are dropped before the engine
-    // allocates its own, so the peak is the same as running the model.
-    let run_state = RunState::new(&blob.config, blob.group_size, blob.kv_cache).byte_size();
+    // Sized without allocating: a model whose run state would not fit is refused here, not by
+    // an allocation failure later.
+    let run_state = RunStateSize::of(&blob.config, blob.group_size, blob.kv_cache).total();
     if len + run_state + cfg.reserve > cfg.memory_budget {
         return Err(over(run_state));
     }

@@ -393,6 +393,58 @@ impl KvCache {
     }
 }
 
+/// The bytes the run state will take, computed without allocating anything: the badge checks
+/// its memory budget with this before it allocates, and the memory plan reports it.
+/// [`RunState::byte_size`] of an allocated state is exactly [`RunStateSize::total`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunStateSize {
+    pub activation_bytes: usize,
+    pub kv_cache_bytes: usize,
+}
+
+impl RunStateSize {
+    pub fn of(c: &ModelConfig, group_size: usize, kv_kind: KvCacheKind) -> Self {
+        // Every buffer is rounded up to whole 16-byte blocks, as `AlignedBuf` allocates them.
+        let padded = |elems: usize, elem_size: usize| (elems * elem_size).div_ceil(16) * 16;
+        let (dim, hidden, kv_dim, hd) = (
+            c.dim as usize,
+            c.hidden_dim as usize,
+            c.kv_dim(),
+            c.head_dim(),
+        );
+        let seq = c.seq_len as usize;
+        let widest = dim.max(hidden);
+        let f32_buffers = [
+            dim,
+            dim,
+            dim + 2 * kv_dim,
+            2 * hidden,
+            c.n_heads as usize * seq,
+            c.vocab_size as usize,
+            widest / group_size,
+            hd / 2,
+            hd,
+            hd,
+        ];
+        let activation_bytes =
+            f32_buffers.iter().map(|&n| padded(n, 4)).sum::<usize>() + padded(widest, 1);
+        let n = c.n_layers as usize * seq * kv_dim;
+        let one_store = match kv_kind {
+            KvCacheKind::F32 => padded(n, 4),
+            KvCacheKind::F16 => padded(n, 2),
+            KvCacheKind::Int8 => padded(n, 1) + padded(n / hd, 4),
+        };
+        RunStateSize {
+            activation_bytes,
+            kv_cache_bytes: 2 * one_store,
+        }
+    }
+
+    pub fn total(&self) -> usize {
+        self.activation_bytes + self.kv_cache_bytes
+    }
+}
+
 /// Activation buffers, quantized activations, KV cache and logits: allocated once from the
 /// config, each 16-byte aligned.
 pub struct RunState {
