@@ -77,9 +77,9 @@ enum Command {
         group_size: Option<usize>,
         #[arg(long, value_enum, default_value = "blob")]
         format: badge::export::ExportFormat,
-        /// KV cache representation on the badge: f32, f16 or int8.
-        #[arg(long, default_value = "f32", value_parser = parse_kv)]
-        kv_cache: badge_firmware::config::KvCacheKind,
+        /// KV cache on the badge: f32, f16, int8, or auto (the most precise that fits the board).
+        #[arg(long, default_value = "auto", value_parser = parse_kv)]
+        kv_cache: Option<badge_firmware::config::KvCacheKind>,
         /// Fail when any tensor's relative RMSE exceeds this.
         #[arg(long)]
         max_rel_error: Option<f64>,
@@ -309,13 +309,14 @@ impl GenArgs {
     }
 }
 
-fn parse_kv(s: &str) -> Result<badge_firmware::config::KvCacheKind> {
+fn parse_kv(s: &str) -> Result<Option<badge_firmware::config::KvCacheKind>> {
     use badge_firmware::config::KvCacheKind;
     match s {
-        "f32" => Ok(KvCacheKind::F32),
-        "f16" => Ok(KvCacheKind::F16),
-        "int8" => Ok(KvCacheKind::Int8),
-        _ => anyhow::bail!("use f32, f16 or int8"),
+        "auto" => Ok(None),
+        "f32" => Ok(Some(KvCacheKind::F32)),
+        "f16" => Ok(Some(KvCacheKind::F16)),
+        "int8" => Ok(Some(KvCacheKind::Int8)),
+        _ => anyhow::bail!("use auto, f32, f16 or int8"),
     }
 }
 
@@ -504,7 +505,7 @@ fn run(cli: Cli) -> Result<()> {
                         out: out.clone(),
                         group_size: badge::export::GroupSize::Auto(64),
                         format: badge::export::ExportFormat::Blob,
-                        kv_cache: badge_firmware::config::KvCacheKind::F32,
+                        kv_cache: None,
                         max_rel_error: None,
                         quality_samples: 0,
                         board: Some(board.clone()),

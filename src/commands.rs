@@ -84,7 +84,15 @@ pub fn export(opts: &badge::export::ExportOptions, json: bool, csv: Option<&Path
     if let Some(m) = &r.memory {
         print!("\n{}", m.table());
     }
-    println!("\nwrote {} ({} bytes)", r.out.display(), r.bytes);
+    match r.kv_cache {
+        Some(kv) => println!(
+            "\nwrote {} ({} bytes, KV cache {})",
+            r.out.display(),
+            r.bytes,
+            badge::export::kv_name(kv)
+        ),
+        None => println!("\nwrote {} ({} bytes)", r.out.display(), r.bytes),
+    }
     Ok(())
 }
 

@@ -7,7 +7,6 @@ use crate::data::{read_qa_csv, QaPair};
 use crate::export::{ExportFormat, ExportOptions, GroupSize};
 use crate::train::TrainOptions;
 use anyhow::{Context, Result};
-use badge_firmware::config::KvCacheKind;
 use badge_firmware::generate::GenerateOptions;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -111,7 +110,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport> {
         out: blob_path.clone(),
         group_size: GroupSize::Auto(64),
         format: ExportFormat::Blob,
-        kv_cache: KvCacheKind::F32,
+        kv_cache: None,
         max_rel_error: None,
         quality_samples: 0,
         board: Some(PathBuf::from(crate::board::DEFAULT_BOARD)).filter(|p| p.exists()),

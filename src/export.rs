@@ -156,7 +156,8 @@ pub struct ExportOptions {
     pub out: PathBuf,
     pub group_size: GroupSize,
     pub format: ExportFormat,
-    pub kv_cache: KvCacheKind,
+    /// The KV cache the badge uses; `None` picks the most precise one that fits the board.
+    pub kv_cache: Option<KvCacheKind>,
     pub max_rel_error: Option<f64>,
     pub board: Option<PathBuf>,
     /// Compare f32 and int8 on this many held-out texts and trained questions (0 = skip).
@@ -173,6 +174,61 @@ pub struct ExportResult {
     pub report: QuantReport,
     pub memory: Option<crate::board::MemoryPlan>,
     pub quality: Option<crate::quality::QualityReport>,
+    /// The KV cache stored in the blob (None for llama2.c files).
+    pub kv_cache: Option<KvCacheKind>,
+}
+
+/// Picks the KV cache: the requested one, or (`None`) the most precise of f32, f16 and int8
+/// whose memory plan fits the board. Errors name what overflows when nothing fits.
+#[allow(clippy::type_complexity)]
+fn choose_kv_cache(
+    board: Option<&crate::board::Board>,
+    blob_bytes: u64,
+    cfg: &ModelConfig,
+    gs: usize,
+    requested: Option<KvCacheKind>,
+) -> Result<(
+    KvCacheKind,
+    Option<crate::board::MemoryPlan>,
+    Option<String>,
+)> {
+    let Some(board) = board else {
+        return Ok((requested.unwrap_or(KvCacheKind::F32), None, None));
+    };
+    let candidates = match requested {
+        Some(k) => vec![k],
+        None => vec![KvCacheKind::F32, KvCacheKind::F16, KvCacheKind::Int8],
+    };
+    let mut last_error = None;
+    for (i, kind) in candidates.iter().enumerate() {
+        let state = badge_firmware::engine::RunStateSize::of(cfg, gs, *kind);
+        let plan = crate::board::MemoryPlan::new(board, blob_bytes, state)?;
+        match plan.check() {
+            Ok(()) => {
+                let note = (i > 0).then(|| {
+                    format!(
+                        "KV cache {} chosen: a more precise one does not fit board {}",
+                        kv_name(*kind),
+                        board.name
+                    )
+                });
+                return Ok((*kind, Some(plan), note));
+            }
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(last_error
+        .expect("at least one candidate")
+        .context("the model does not fit the board; nothing was written"))
+}
+
+/// The name `--kv-cache` takes for a kind.
+pub fn kv_name(kind: KvCacheKind) -> &'static str {
+    match kind {
+        KvCacheKind::F32 => "f32",
+        KvCacheKind::F16 => "f16",
+        KvCacheKind::Int8 => "int8",
+    }
 }
 
 /// The resolved curriculum stored in a run directory.
@@ -211,32 +267,40 @@ pub fn export(opts: &ExportOptions) -> Result<ExportResult> {
             report,
             memory: None,
             quality: None,
+            kv_cache: None,
         });
     }
-    let inputs = BlobInputs {
-        config: cfg,
-        tokenizer: &tokenizer,
-        template: &rc.curriculum.template,
-        voice: rc.curriculum.voice.unwrap_or_default(),
-        kv_cache: opts.kv_cache,
-        group_size: gs,
+    let board = opts
+        .board
+        .as_deref()
+        .map(crate::board::Board::load)
+        .transpose()?;
+    let build = |kv_cache| {
+        let inputs = BlobInputs {
+            config: cfg,
+            tokenizer: &tokenizer,
+            template: &rc.curriculum.template,
+            voice: rc.curriculum.voice.unwrap_or_default(),
+            kv_cache,
+            group_size: gs,
+        };
+        build_blob(&inputs, &weights)
     };
-    let (blob, report) = build_blob(&inputs, &weights)?;
+    let (mut blob, report) = build(opts.kv_cache.unwrap_or(KvCacheKind::F32))?;
     if let Some(max) = opts.max_rel_error {
         if let Some(t) = report.tensors.iter().find(|t| t.rel_rmse > max) {
             bail!("tensor {} has relative RMSE {:.5}, above --max-rel-error {max}; nothing was written", t.name, t.rel_rmse);
         }
     }
-    let memory = match &opts.board {
-        Some(b) => {
-            let board = crate::board::Board::load(b)?;
-            let state = badge_firmware::engine::RunStateSize::of(&cfg, gs, opts.kv_cache);
-            let plan = crate::board::MemoryPlan::new(&board, blob.len() as u64, state)?;
-            plan.check()
-                .context("the model does not fit the board; nothing was written")?;
-            Some(plan)
-        }
-        None => None,
+    let (kv_cache, memory, kv_note) =
+        choose_kv_cache(board.as_ref(), blob.len() as u64, &cfg, gs, opts.kv_cache)?;
+    if kv_cache != opts.kv_cache.unwrap_or(KvCacheKind::F32) {
+        // Only the header field differs; rebuilding keeps the writer the one place that knows it.
+        blob = build(kv_cache)?.0;
+    }
+    let note = match (note, kv_note) {
+        (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+        (a, b) => a.or(b),
     };
     crate::util::write_atomic(&opts.out, &blob)?;
     let quality = match opts.quality_samples {
@@ -250,6 +314,7 @@ pub fn export(opts: &ExportOptions) -> Result<ExportResult> {
         )?),
     };
     Ok(ExportResult {
+        kv_cache: Some(kv_cache),
         quality,
         out: opts.out.clone(),
         bytes: blob.len(),

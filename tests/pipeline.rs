@@ -110,7 +110,7 @@ fn tiny_curriculum_memorises_the_trained_questions() {
         out: blob.clone(),
         group_size: badge::export::GroupSize::Auto(64),
         format: badge::export::ExportFormat::Blob,
-        kv_cache: badge_firmware::config::KvCacheKind::F32,
+        kv_cache: Some(badge_firmware::config::KvCacheKind::F32),
         max_rel_error: Some(0.05),
         quality_samples: 8,
         board: Some(common::repo().join("configs/boards/esp32s3-n16r8.toml")),
