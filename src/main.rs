@@ -3,5 +3,7 @@
 mod cli;
 
 fn main() -> std::process::ExitCode {
+    // Before any thread exists: it sets an environment variable for candle's thread pool.
+    badge::ops::tune_threads();
     cli::main()
 }

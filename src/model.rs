@@ -294,7 +294,7 @@ fn normal(rng: &mut StdRng) -> f32 {
 
 /// Builds the model over existing parameters (they stay shared: training updates them).
 pub fn build(c: &ModelConfig, params: &Params, device: &Device) -> Result<Transformer> {
-    ops::tune_threads();
+    ops::keep_freed_memory();
     let map: std::collections::HashMap<String, Tensor> = params
         .iter()
         .map(|(k, v)| (k.clone(), v.as_tensor().clone()))

@@ -10,7 +10,7 @@
 //! - [`rms_norm`], [`swiglu`] / [`swiglu_fused`] (`silu(a)·b`) and [`cross_entropy`] (masked
 //!   mean) as single ops, and [`adamw_update`], the fused optimizer step of one parameter.
 //! - Kernels are plain Rust written to vectorise, compiled a second time for AVX2 and picked at
-//!   run time; work runs on candle's CPU pool. [`tune_threads`] (called by `model::build`)
+//!   run time; work runs on candle's CPU pool. [`tune_threads`] (called first thing by the binaries)
 //!   shortens that pool's spin-wait and keeps freed activation buffers in the heap.
 //!
 //! Every op is deterministic: work is split into fixed units (rows, (batch, kv-head) pairs,
@@ -181,7 +181,9 @@ fn simd<F: Fn(std::ops::Range<usize>)>(f: &F, r: std::ops::Range<usize>) {
 pub const SPIN_LIMIT: u32 = 500;
 
 /// Sets candle's pool spin limit to [`SPIN_LIMIT`] unless the environment sets one. Takes
-/// effect only before candle's CPU pool first runs (`model::build` calls it).
+/// effect only before candle's CPU pool first runs. It writes the process environment, which
+/// is only sound while no other thread exists: call it first thing in `main` (the `badge` and
+/// `bench-train` binaries do), never from library code.
 pub fn tune_threads() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
@@ -195,7 +197,7 @@ pub fn tune_threads() {
 /// Training frees and reallocates the same multi-megabyte activation buffers every step. glibc
 /// serves blocks that large with fresh `mmap`s (and returns freed heap tops to the system), so
 /// every step paid for page faults, zeroing and TLB shootdowns; keep them in the heap instead.
-fn keep_freed_memory() {
+pub fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         extern "C" {
