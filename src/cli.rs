@@ -175,12 +175,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Flash a blob (and optionally the firmware) into the badge over USB, or write a merged
-    /// flash image instead.
+    /// Flash a blob (and the firmware) to the badge over USB, or write a flash image
     ///
-    /// Example: badge flash --model model.bin --port /dev/ttyACM0
-    ///          badge flash --from runs/me                       (export, then flash)
-    ///          badge flash --model model.bin --image flash.bin  (a file instead of the badge)
+    /// Examples:
+    ///   badge flash --model model.bin --port /dev/ttyACM0
+    ///   badge flash --from runs/me                       (export, then flash)
+    ///   badge flash --model model.bin --image flash.bin  (a file instead of the badge)
+    #[command(verbatim_doc_comment)]
     Flash {
         /// A blob made by `badge export`.
         #[arg(long, conflicts_with = "run", required_unless_present = "run")]
