@@ -169,7 +169,7 @@ pub fn ask(model: &Path, question: &str, gen: &GenArgs, speak: Option<&Path>) ->
         let answer = ask_one(a, question)?;
         if let Some(wav) = speak {
             if let Ok(file) = BlobFile::read(model) {
-                voice = badge::say::from_blob_voice(file.blob().voice);
+                voice = file.blob().voice;
             }
             let n = badge::say::say_to_wav(&answer, &voice, false, wav)?;
             eprintln!("spoke {n} samples to {}", wav.display());

@@ -142,7 +142,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport> {
     };
     let file = BlobFile::read(&blob_path)?;
     let mut badge = BlobAnswerer::new(&file, 1, GenerateOptions::default())?;
-    let voice = crate::say::from_blob_voice(badge.blob.voice);
+    let voice = badge.blob.voice;
     let wav_dir = opts.out.join("answers");
     let mut asked = Vec::new();
     for (i, p) in spread(&trained, opts.questions).iter().enumerate() {

@@ -30,15 +30,7 @@ pub fn write(
     let mut b = Vec::new();
     b.extend_from_slice(&MAGIC.to_le_bytes());
     b.extend_from_slice(&VERSION.to_le_bytes());
-    for v in [
-        c.dim,
-        c.hidden_dim,
-        c.n_layers,
-        c.n_heads,
-        c.n_kv_heads,
-        c.vocab_size,
-        c.seq_len,
-    ] {
+    for v in c.header_fields() {
         b.extend_from_slice(&(v as i32).to_le_bytes());
     }
     b.push(1); // the classifier shares the token embedding

@@ -15,16 +15,6 @@ pub fn voice_by_name(name: &str) -> Result<Voice> {
     })
 }
 
-/// The blob's voice as a SAM voice.
-pub fn from_blob_voice(v: badge_firmware::config::Voice) -> Voice {
-    Voice {
-        speed: v.speed,
-        pitch: v.pitch,
-        mouth: v.mouth,
-        throat: v.throat,
-    }
-}
-
 /// Renders `text` (English, or SAM phonemes when `phonetic`) to PCM bytes.
 pub fn render(text: &str, voice: &Voice, phonetic: bool) -> Result<Vec<u8>> {
     let r = if phonetic {

@@ -160,40 +160,7 @@ fn tiny_curriculum_memorises_the_trained_questions() {
     let tok = badge::tokenizer::BadgeTokenizer::load(&run.join("tokenizer.json")).unwrap();
     let stories =
         badge::data::read_stories(&common::repo().join("data/stories/stories-valid.txt")).unwrap();
-    let (mut agree, mut total) = (0, 0);
-    for s in stories.iter().take(6) {
-        let mut ids = vec![1u32];
-        ids.extend(tok.encode(s).unwrap());
-        ids.truncate(64);
-        let logits = f32_model
-            .model
-            .forward(
-                &candle_core::Tensor::from_vec(
-                    ids.clone(),
-                    (1, ids.len()),
-                    &candle_core::Device::Cpu,
-                )
-                .unwrap(),
-            )
-            .unwrap()
-            .get(0)
-            .unwrap()
-            .to_vec2::<f32>()
-            .unwrap();
-        let mut e = badge_firmware::engine::Engine::new(
-            &file.blob(),
-            badge_firmware::workers::SingleWorker,
-        )
-        .unwrap();
-        for (pos, &t) in ids.iter().enumerate() {
-            let got = e.forward(t, pos).unwrap();
-            agree += usize::from(
-                badge_firmware::sampler::argmax(got)
-                    == badge_firmware::sampler::argmax(&logits[pos]),
-            );
-            total += 1;
-        }
-    }
+    let (agree, total) = top1_agreement(&f32_model.model, &file.blob(), &tok, &stories[..6]);
     eprintln!("top-1 agreement with the f32 checkpoint on held-out stories: {agree}/{total}");
     assert!(
         agree as f64 / total as f64 >= 0.97,
@@ -203,43 +170,49 @@ fn tiny_curriculum_memorises_the_trained_questions() {
     // The engine against candle on the very same dequantized weights: what remains is the
     // run-time quantization of activations, which must not change the next token.
     let same_weights = common::candle_on_dequantized(&file.blob());
+    let (agree, total) = top1_agreement(&same_weights, &file.blob(), &tok, &stories[..12]);
+    eprintln!("top-1 agreement with candle on the same dequantized weights: {agree}/{total}");
+    assert!(
+        agree as f64 / total as f64 >= 0.99,
+        "top-1 agreement {agree}/{total}"
+    );
+}
+
+/// How often the badge's engine over `blob` picks the same next token as `reference`, over the
+/// first 64 tokens of each text: (agreeing positions, positions).
+fn top1_agreement(
+    reference: &badge::model::Transformer,
+    blob: &badge_firmware::format::Blob<'_>,
+    tok: &badge::tokenizer::BadgeTokenizer,
+    texts: &[String],
+) -> (usize, usize) {
     let (mut agree, mut total) = (0, 0);
-    for s in stories.iter().take(12) {
-        let mut ids = vec![1u32];
-        ids.extend(tok.encode(s).unwrap());
+    for text in texts {
+        let mut ids = vec![tok.bos_id()];
+        ids.extend(tok.encode(text).unwrap());
         ids.truncate(64);
-        let want = same_weights
-            .forward(
-                &candle_core::Tensor::from_vec(
-                    ids.clone(),
-                    (1, ids.len()),
-                    &candle_core::Device::Cpu,
-                )
-                .unwrap(),
-            )
+        let input =
+            candle_core::Tensor::from_vec(ids.clone(), (1, ids.len()), &candle_core::Device::Cpu)
+                .unwrap();
+        let want = reference
+            .forward(&input)
             .unwrap()
             .get(0)
             .unwrap()
             .to_vec2::<f32>()
             .unwrap();
-        let mut e = badge_firmware::engine::Engine::new(
-            &file.blob(),
-            badge_firmware::workers::SingleWorker,
-        )
-        .unwrap();
+        let mut engine =
+            badge_firmware::engine::Engine::new(blob, badge_firmware::workers::SingleWorker)
+                .unwrap();
         for (pos, &t) in ids.iter().enumerate() {
-            let got = e.forward(t, pos).unwrap();
+            let got = engine.forward(t, pos).unwrap();
             agree += usize::from(
                 badge_firmware::sampler::argmax(got) == badge_firmware::sampler::argmax(&want[pos]),
             );
             total += 1;
         }
     }
-    eprintln!("top-1 agreement with candle on the same dequantized weights: {agree}/{total}");
-    assert!(
-        agree as f64 / total as f64 >= 0.99,
-        "top-1 agreement {agree}/{total}"
-    );
+    (agree, total)
 }
 
 #[test]

@@ -513,15 +513,6 @@ fn say<T: Write>(tx: &mut T, text: &str) -> Result<(), SessionError> {
     tx.flush().map_err(write_err)
 }
 
-fn sam_voice(v: crate::config::Voice) -> sam::Voice {
-    sam::Voice {
-        speed: v.speed,
-        pitch: v.pitch,
-        mouth: v.mouth,
-        throat: v.throat,
-    }
-}
-
 /// Speaks `text` as one utterance; returns the samples written.
 fn speak<S: Speaker>(
     speaker: &mut S,
@@ -564,7 +555,7 @@ where
     let mut reader = LineReader::new();
     let mut line = Vec::new();
     let mut text = String::new();
-    let voice = sam_voice(model.blob.voice);
+    let voice = model.blob.voice;
     let c = &model.blob.config;
     let mut msg = String::new();
     let _ = write!(

@@ -77,6 +77,20 @@ impl ModelConfig {
         Ok(())
     }
 
+    /// The seven integer fields in the order both file headers store them (the blob's and
+    /// llama2.c's): dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len.
+    pub fn header_fields(&self) -> [u32; 7] {
+        [
+            self.dim,
+            self.hidden_dim,
+            self.n_layers,
+            self.n_heads,
+            self.n_kv_heads,
+            self.vocab_size,
+            self.seq_len,
+        ]
+    }
+
     /// Number of trainable parameters (the classifier shares the embedding).
     pub fn parameter_count(&self) -> u64 {
         let (d, h, kv) = (
@@ -114,24 +128,5 @@ impl KvCacheKind {
     }
 }
 
-/// SAM voice parameters (see the `sam` module); the blob carries the owner's choice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "std", derive(serde::Serialize, serde::Deserialize))]
-pub struct Voice {
-    pub speed: u8,
-    pub pitch: u8,
-    pub mouth: u8,
-    pub throat: u8,
-}
-
-impl Default for Voice {
-    /// SAM's own defaults.
-    fn default() -> Self {
-        Voice {
-            speed: 72,
-            pitch: 64,
-            mouth: 128,
-            throat: 128,
-        }
-    }
-}
+/// The badge's voice: SAM's parameters, which the blob carries (one type for both).
+pub use crate::sam::Voice;

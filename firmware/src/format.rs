@@ -799,18 +799,7 @@ impl BlobWriter {
         w.patch_u32(hdr::VERSION, FORMAT_VERSION);
         w.patch_u32(hdr::HEADER_SIZE, HEADER_SIZE as u32);
         let c = &spec.config;
-        for (i, v) in [
-            c.dim,
-            c.hidden_dim,
-            c.n_layers,
-            c.n_heads,
-            c.n_kv_heads,
-            c.vocab_size,
-            c.seq_len,
-        ]
-        .into_iter()
-        .enumerate()
-        {
+        for (i, v) in c.header_fields().into_iter().enumerate() {
             w.patch_u32(hdr::CONFIG + 4 * i, v);
         }
         w.patch_u32(hdr::NORM_EPS, c.norm_eps.to_bits());

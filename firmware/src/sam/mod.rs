@@ -104,8 +104,9 @@ impl core::fmt::Display for SamError {
 #[cfg(feature = "std")]
 impl std::error::Error for SamError {}
 
-/// Voice parameters (all 0..=255).
+/// Voice parameters (all 0..=255). The blob stores one (`config::Voice` is this type).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "std", derive(serde::Serialize, serde::Deserialize))]
 pub struct Voice {
     /// 5-sample steps per frame (higher = slower). Default 72.
     pub speed: u8,
