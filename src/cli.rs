@@ -495,66 +495,21 @@ fn run(cli: Cli) -> Result<()> {
             no_reset,
             board,
         } => {
-            let board_profile = badge::board::Board::load(&board)?;
             let model = match (model, run) {
                 (Some(m), _) => m,
-                (None, Some(run)) => {
-                    let out = run.join("model.bin");
-                    badge::export::export(&badge::export::ExportOptions {
-                        run,
-                        checkpoint: None,
-                        out: out.clone(),
-                        group_size: badge::export::GroupSize::Auto(64),
-                        format: badge::export::ExportFormat::Blob,
-                        kv_cache: None,
-                        max_rel_error: None,
-                        quality_samples: 0,
-                        board: Some(board.clone()),
-                    })?;
-                    eprintln!("exported {}", out.display());
-                    out
-                }
+                (None, Some(run)) => badge::flash::export_run(&run, &board)?,
                 (None, None) => unreachable!("clap requires --model or --from"),
             };
-            let (app, bootloader) = (app.as_deref(), bootloader.as_deref());
-            match image {
-                Some(img) => {
-                    badge::flash::write_image(&model, &board_profile, app, bootloader, &img)?;
-                    println!(
-                        "wrote flash image {} (try it: badge sim --image {})",
-                        img.display(),
-                        img.display()
-                    );
-                    Ok(())
-                }
-                None => {
-                    use badge::flash::{ResetAfterOperation, ResetBeforeOperation};
-                    let mut opts = badge::flash::SerialOptions {
-                        port,
-                        baud,
-                        ..Default::default()
-                    };
-                    if no_reset {
-                        opts.before = ResetBeforeOperation::NoReset;
-                        opts.after = ResetAfterOperation::NoReset;
-                    }
-                    let r =
-                        badge::flash::flash_serial(&model, &board_profile, app, bootloader, &opts)?;
-                    println!(
-                        "flashed {} on {} ({} MB flash):",
-                        r.chip,
-                        r.port,
-                        r.flash_size >> 20
-                    );
-                    for region in &r.regions {
-                        println!(
-                            "  {:<16} at 0x{:06X}  {:>9} bytes  MD5 verified",
-                            region.name, region.offset, region.len
-                        );
-                    }
-                    Ok(())
-                }
-            }
+            commands::flash(
+                &model,
+                &board,
+                image.as_deref(),
+                app.as_deref(),
+                bootloader.as_deref(),
+                port,
+                baud,
+                no_reset,
+            )
         }
         Command::Sim { image, board, out } => {
             let mut opts = badge::sim::SimOptions::new(image, out.clone());

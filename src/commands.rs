@@ -219,3 +219,51 @@ pub fn eval(model: &Path, qa: &Path, misses: usize, json: bool) -> Result<()> {
     }
     Ok(())
 }
+
+/// `badge flash`: a merged image file, or the badge over its serial port.
+#[allow(clippy::too_many_arguments)]
+pub fn flash(
+    model: &Path,
+    board: &Path,
+    image: Option<&Path>,
+    app: Option<&Path>,
+    bootloader: Option<&Path>,
+    port: Option<String>,
+    baud: u32,
+    no_reset: bool,
+) -> Result<()> {
+    let board = badge::board::Board::load(board)?;
+    if let Some(img) = image {
+        badge::flash::write_image(model, &board, app, bootloader, img)?;
+        println!(
+            "wrote flash image {} (try it: badge sim --image {})",
+            img.display(),
+            img.display()
+        );
+        return Ok(());
+    }
+    use badge::flash::{ResetAfterOperation, ResetBeforeOperation};
+    let mut opts = badge::flash::SerialOptions {
+        port,
+        baud,
+        ..Default::default()
+    };
+    if no_reset {
+        opts.before = ResetBeforeOperation::NoReset;
+        opts.after = ResetAfterOperation::NoReset;
+    }
+    let r = badge::flash::flash_serial(model, &board, app, bootloader, &opts)?;
+    println!(
+        "flashed {} on {} ({} MB flash):",
+        r.chip,
+        r.port,
+        r.flash_size >> 20
+    );
+    for region in &r.regions {
+        println!(
+            "  {:<16} at 0x{:06X}  {:>9} bytes  MD5 verified",
+            region.name, region.offset, region.len
+        );
+    }
+    Ok(())
+}

@@ -504,3 +504,22 @@ pub fn flash_serial(
         regions: plan.regions.clone(),
     })
 }
+
+/// `badge flash --from RUN`: exports the run's final checkpoint into `RUN/model.bin`, checked
+/// against `board` (the KV cache chosen to fit), and returns its path.
+pub fn export_run(run: &Path, board: &Path) -> Result<std::path::PathBuf> {
+    let out = run.join("model.bin");
+    crate::export::export(&crate::export::ExportOptions {
+        run: run.to_path_buf(),
+        checkpoint: None,
+        out: out.clone(),
+        group_size: crate::export::GroupSize::Auto(64),
+        format: crate::export::ExportFormat::Blob,
+        kv_cache: None,
+        max_rel_error: None,
+        quality_samples: 0,
+        board: Some(board.to_path_buf()),
+    })?;
+    eprintln!("exported {}", out.display());
+    Ok(out)
+}
