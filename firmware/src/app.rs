@@ -635,15 +635,24 @@ where
                 continue;
             }
         };
-        let tps = tenths_per_second(stats.generated_tokens, millis);
         msg.clear();
-        let _ = write!(
-            msg,
-            "\r\n[{} tokens in {millis} ms, {}.{} tokens/s]\r\n",
-            stats.generated_tokens,
-            tps / 10,
-            tps % 10
-        );
+        if millis == 0 {
+            // Faster than the clock's resolution (the host with a tiny model): no rate to show.
+            let _ = write!(
+                msg,
+                "\r\n[{} tokens in under 1 ms]\r\n",
+                stats.generated_tokens
+            );
+        } else {
+            let tps = tenths_per_second(stats.generated_tokens, millis);
+            let _ = write!(
+                msg,
+                "\r\n[{} tokens in {millis} ms, {}.{} tokens/s]\r\n",
+                stats.generated_tokens,
+                tps / 10,
+                tps % 10
+            );
+        }
         say(&mut io.console_out, &msg)?;
 
         let index = report.answered;
