@@ -244,6 +244,9 @@ enum TokenizerCmd {
         vocab_size: usize,
         #[arg(long, required = true, num_args = 1..)]
         input: Vec<PathBuf>,
+        /// Split numbers into single digits (each digit its own word).
+        #[arg(long)]
+        split_digits: bool,
         #[arg(long, default_value = "tokenizer.json")]
         out: PathBuf,
     },

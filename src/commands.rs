@@ -31,10 +31,12 @@ pub fn tokenizer(cmd: TokenizerCmd) -> Result<()> {
             vocab_size,
             input,
             out,
+            split_digits,
         } => {
             let t0 = Instant::now();
             let texts = texts_of(&input)?;
-            let tok = badge::tokenizer::BadgeTokenizer::train(&texts, vocab_size)?;
+            let tok =
+                badge::tokenizer::BadgeTokenizer::train_with(&texts, vocab_size, split_digits)?;
             tok.save(&out)?;
             eprintln!(
                 "trained {} tokens on {} texts in {:.2} s → {}",

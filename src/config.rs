@@ -43,6 +43,9 @@ pub struct TokenizerSection {
     pub path: Option<PathBuf>,
     #[serde(default = "default_vocab")]
     pub vocab_size: usize,
+    /// Split numbers into single digits (each digit its own word).
+    #[serde(default)]
+    pub split_digits: bool,
     /// Sources whose text trains the tokenizer (default: all).
     pub train_on: Option<Vec<String>>,
 }

@@ -10,8 +10,10 @@ use tokenizers::decoders::byte_fallback::ByteFallback;
 use tokenizers::decoders::fuse::Fuse;
 use tokenizers::decoders::sequence::Sequence as DecoderSequence;
 use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
+use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
-use tokenizers::{AddedToken, DecoderWrapper, Tokenizer};
+use tokenizers::pre_tokenizers::sequence::Sequence as PreTokenizerSequence;
+use tokenizers::{AddedToken, DecoderWrapper, PreTokenizerWrapper, Tokenizer};
 
 pub const UNK: &str = "<unk>";
 pub const BOS: &str = "<s>";
@@ -25,6 +27,7 @@ pub type VocabAndMerges = (Vec<String>, Vec<(String, String)>);
 /// The host tokenizer: a `tokenizers::Tokenizer` with our conventions checked.
 pub struct BadgeTokenizer {
     inner: Tokenizer,
+    split_digits: bool,
 }
 
 fn byte_piece(b: u8) -> String {
@@ -33,6 +36,19 @@ fn byte_piece(b: u8) -> String {
 
 fn metaspace() -> Metaspace {
     Metaspace::new('▁', PrependScheme::Never, true)
+}
+
+/// Words split at spaces; with `split_digits`, every numeric character a word of its own.
+fn pre_tokenizer(split_digits: bool) -> PreTokenizerWrapper {
+    if split_digits {
+        PreTokenizerSequence::new(vec![
+            PreTokenizerWrapper::Metaspace(metaspace()),
+            PreTokenizerWrapper::Digits(Digits::new(true)),
+        ])
+        .into()
+    } else {
+        metaspace().into()
+    }
 }
 
 fn decoder() -> DecoderWrapper {
@@ -48,6 +64,12 @@ impl BadgeTokenizer {
     /// Trains a BPE vocabulary of exactly `vocab_size` tokens (fewer learned merges on a tiny
     /// corpus are padded with unused control tokens so the model's vocab size always matches).
     pub fn train(texts: &[String], vocab_size: usize) -> Result<Self> {
+        Self::train_with(texts, vocab_size, false)
+    }
+
+    /// [`BadgeTokenizer::train`], optionally splitting numbers into single digits (phone
+    /// numbers and years then share the digit tokens instead of memorised chunks).
+    pub fn train_with(texts: &[String], vocab_size: usize, split_digits: bool) -> Result<Self> {
         if vocab_size < RESERVED_TOKENS + 1 {
             bail!(
                 "vocab size {vocab_size} is too small: it needs at least {} (3 special tokens, 256 byte tokens and one more)",
@@ -78,7 +100,7 @@ impl BadgeTokenizer {
             .build()
             .map_err(|e| anyhow!("building an empty BPE model: {e}"))?;
         let mut tk = Tokenizer::new(model);
-        tk.with_pre_tokenizer(Some(metaspace()));
+        tk.with_pre_tokenizer(Some(pre_tokenizer(split_digits)));
         tk.train(&mut trainer, texts.iter())
             .map_err(|e| anyhow!("training the tokenizer: {e}"))?;
         // Rebuild with only the three specials as added tokens: the byte tokens were given to
@@ -98,11 +120,15 @@ impl BadgeTokenizer {
                 vocab.len()
             );
         }
-        Self::from_parts(&vocab, &merges)
+        Self::from_parts(&vocab, &merges, split_digits)
     }
 
     /// Builds the tokenizer from pieces in id order and merges in rank order.
-    pub fn from_parts(vocab: &[String], merges: &[(String, String)]) -> Result<Self> {
+    pub fn from_parts(
+        vocab: &[String],
+        merges: &[(String, String)],
+        split_digits: bool,
+    ) -> Result<Self> {
         let map: ahash::AHashMap<String, u32> = vocab
             .iter()
             .enumerate()
@@ -115,7 +141,7 @@ impl BadgeTokenizer {
             .build()
             .map_err(|e| anyhow!("building the BPE model: {e}"))?;
         let mut tk = Tokenizer::new(model);
-        tk.with_pre_tokenizer(Some(metaspace()));
+        tk.with_pre_tokenizer(Some(pre_tokenizer(split_digits)));
         tk.with_decoder(Some(decoder()));
         let unused: Vec<AddedToken> = vocab
             .iter()
@@ -132,7 +158,10 @@ impl BadgeTokenizer {
             .map_err(|e| anyhow!("adding unused tokens: {e}"))?;
         // Text that happens to spell "<s>" is text: control tokens come only from the code.
         tk.set_encode_special_tokens(true);
-        let t = BadgeTokenizer { inner: tk };
+        let t = BadgeTokenizer {
+            inner: tk,
+            split_digits,
+        };
         t.check_layout()?;
         Ok(t)
     }
@@ -161,7 +190,11 @@ impl BadgeTokenizer {
             serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
         let (vocab, merges) = vocab_and_merges(&json)
             .with_context(|| format!("{}: not a badge tokenizer", path.display()))?;
-        Self::from_parts(&vocab, &merges)
+        // Digit splitting shows in the saved pre-tokenizer as a `Digits` step.
+        let split_digits = json["pre_tokenizer"]["pretokenizers"]
+            .as_array()
+            .is_some_and(|steps| steps.iter().any(|p| p["type"] == "Digits"));
+        Self::from_parts(&vocab, &merges, split_digits)
             .with_context(|| format!("{}: not a badge tokenizer", path.display()))
     }
 
@@ -171,6 +204,11 @@ impl BadgeTokenizer {
             .to_string(true)
             .map_err(|e| anyhow!("serialising the tokenizer: {e}"))?;
         crate::util::write_atomic(path, text.as_bytes())
+    }
+
+    /// Whether numbers are split into single digits.
+    pub fn splits_digits(&self) -> bool {
+        self.split_digits
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -230,7 +268,11 @@ impl BadgeTokenizer {
             .iter()
             .map(|(a, b)| Ok((id(a)?, id(b)?, id(&format!("{a}{b}"))?)))
             .collect::<Result<Vec<_>>>()?;
-        Ok(TokenizerSpec { tokens, merges })
+        Ok(TokenizerSpec {
+            tokens,
+            merges,
+            split_digits: self.split_digits,
+        })
     }
 }
 

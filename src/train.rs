@@ -112,7 +112,8 @@ pub fn prepare(rc: &ResolvedCurriculum, run: &RunDir, download: bool) -> Result<
                 .with_context(|| format!("tokenizer.train_on names unknown source `{n}`"))?;
             texts.extend(s.train.iter().map(|x| x.text()));
         }
-        let t = BadgeTokenizer::train(&texts, c.tokenizer.vocab_size)?;
+        let t =
+            BadgeTokenizer::train_with(&texts, c.tokenizer.vocab_size, c.tokenizer.split_digits)?;
         t.save(&run.tokenizer())?;
         t
     };

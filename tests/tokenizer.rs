@@ -107,6 +107,22 @@ proptest! {
         check_same(tok, &fw, &text);
         check_same(tok, &fw, &words.concat());
     }
+
+    #[test]
+    fn digit_splitting_agrees_on_any_text(text in "(?s).{0,40}", words in proptest::collection::vec("[a-z0-9 ]{0,8}|[0-9]{1,6}|[½²٣Ⅷ]{1,2}", 0..8)) {
+        prop_assume!(!text.contains('\u{2581}'));
+        static SPLIT: OnceLock<(BadgeTokenizer, badge::util::AlignedBytes)> = OnceLock::new();
+        let (tok, bytes) = SPLIT.get_or_init(|| {
+            let stories = badge::data::read_stories(&common::repo().join("data/stories/stories.txt")).unwrap();
+            let tok = BadgeTokenizer::train_with(&stories, 512, true).unwrap();
+            let bytes = firmware_blob(&tok);
+            (tok, bytes)
+        });
+        let blob = badge_firmware::format::Blob::parse(bytes.as_slice()).unwrap();
+        let fw = badge_firmware::tokenizer::Tokenizer::new(blob.tokenizer);
+        check_same(tok, &fw, &text);
+        check_same(tok, &fw, &words.concat());
+    }
 }
 
 #[test]
@@ -156,4 +172,44 @@ fn clear_errors_for_bad_inputs() {
             .unwrap()
     );
     assert!(err.contains("/nonexistent/stories.txt"), "{err}");
+}
+
+#[test]
+fn digit_splitting_matches_on_host_and_badge_and_survives_save_and_load() {
+    let mut texts =
+        badge::data::read_stories(&common::repo().join("data/stories/stories.txt")).unwrap();
+    texts.extend(
+        badge::data::read_qa_csv(&common::repo().join("data/profile/qa.csv"))
+            .unwrap()
+            .into_iter()
+            .map(|p| format!("{} {}", p.question, p.answer)),
+    );
+    let tok = BadgeTokenizer::train_with(&texts, 512, true).unwrap();
+    assert!(tok.splits_digits());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokenizer.json");
+    tok.save(&path).unwrap();
+    let tok = BadgeTokenizer::load(&path).unwrap();
+    assert!(tok.splits_digits(), "the option survives save and load");
+    let bytes = firmware_blob(&tok);
+    let blob = badge_firmware::format::Blob::parse(bytes.as_slice()).unwrap();
+    assert!(blob.tokenizer.split_digits);
+    let fw = badge_firmware::tokenizer::Tokenizer::new(blob.tokenizer);
+    for text in [
+        "My phone number is +1 555 0142.",
+        "since April 2021",
+        "12ab34 5",
+        " 7",
+        "½ ² ٣ Ⅷ 10",
+        "a1b2c3",
+        "99 bottles",
+    ] {
+        check_same(&tok, &fw, text);
+    }
+    // Each digit is its own token: "2021" is four.
+    let ids = tok.encode("2021").unwrap();
+    assert_eq!(ids.len(), 4, "{ids:?}");
+    // Without the option, numbers merge.
+    let plain = BadgeTokenizer::train(&texts, 512).unwrap();
+    assert!(!plain.splits_digits());
 }

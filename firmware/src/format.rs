@@ -264,7 +264,12 @@ pub struct TokenizerSection<'a> {
     pub(crate) strings: &'a [u8],
     pub n_tokens: usize,
     pub n_merges: usize,
+    /// Every numeric character is a word of its own (as the host's `Digits` pre-tokenizer).
+    pub split_digits: bool,
 }
+
+/// Tokenizer section flag: numeric characters are split into words of their own.
+pub const TOKENIZER_SPLIT_DIGITS: u32 = 1;
 
 impl<'a> TokenizerSection<'a> {
     /// The raw vocabulary string of token `id` (with `▁` for spaces; `<0xXX>` for bytes).
@@ -690,7 +695,12 @@ fn parse_tokenizer<'a>(
             "token index, merges or sorted index run past the section",
         ));
     }
+    let flags = read_u32(sec, 12);
+    if flags & !TOKENIZER_SPLIT_DIGITS != 0 {
+        return Err(bad("unknown tokenizer flags"));
+    }
     let t = TokenizerSection {
+        split_digits: flags & TOKENIZER_SPLIT_DIGITS != 0,
         index: &sec[16..16 + index_len],
         merges: &sec[16 + index_len..16 + index_len + merges_len],
         sorted: &sec[16 + index_len + merges_len..strings_off],
@@ -737,6 +747,8 @@ pub struct TokenizerSpec {
     pub tokens: Vec<(alloc::string::String, TokenKind, u8)>,
     /// `(left, right, result)` ids, highest priority first (rank = index).
     pub merges: Vec<(u32, u32, u32)>,
+    /// Numeric characters are words of their own.
+    pub split_digits: bool,
 }
 
 /// An owned tensor for the writer.
@@ -874,7 +886,11 @@ impl BlobWriter {
         self.put_u32(Self::u32_of(t.merges.len()));
         let max_len = t.tokens.iter().map(|p| p.0.len()).max().unwrap_or(0);
         self.put_u32(Self::u32_of(max_len));
-        self.put_u32(0);
+        self.put_u32(if t.split_digits {
+            TOKENIZER_SPLIT_DIGITS
+        } else {
+            0
+        });
         let mut string_off = 0u32;
         for (piece, kind, byte) in &t.tokens {
             self.put_u32(string_off);

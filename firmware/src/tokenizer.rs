@@ -141,15 +141,24 @@ impl<'a> Tokenizer<'a> {
     pub fn encode_with(&self, text: &str, out: &mut Vec<u32>, symbols: &mut Vec<u32>) {
         symbols.clear();
         let mut word_start = true;
+        let split_digits = self.sec.split_digits;
         for c in text.chars() {
-            // A space starts a new word (the `▁` is merged with what follows it).
-            if c == ' ' && !word_start {
+            // A space starts a new word (the `▁` is merged with what follows it); with digit
+            // splitting, every numeric character is a word of its own.
+            let digit = split_digits && c.is_numeric();
+            if (c == ' ' || digit) && !word_start {
                 self.merge_word(symbols);
                 out.extend_from_slice(symbols);
                 symbols.clear();
             }
-            word_start = false;
             self.push_char(c, symbols);
+            word_start = false;
+            if digit {
+                self.merge_word(symbols);
+                out.extend_from_slice(symbols);
+                symbols.clear();
+                word_start = true;
+            }
         }
         self.merge_word(symbols);
         out.extend_from_slice(symbols);
