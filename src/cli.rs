@@ -77,9 +77,9 @@ enum Command {
         group_size: Option<usize>,
         #[arg(long, value_enum, default_value = "blob")]
         format: badge::export::ExportFormat,
-        /// KV cache on the badge: f32, f16, int8, or auto (the most precise that fits the board).
-        #[arg(long, default_value = "auto", value_parser = parse_kv)]
-        kv_cache: Option<badge_firmware::config::KvCacheKind>,
+        /// KV cache on the badge: auto picks the most precise that fits the board.
+        #[arg(long, value_enum, default_value = "auto")]
+        kv_cache: KvArg,
         /// Fail when any tensor's relative RMSE exceeds this.
         #[arg(long)]
         max_rel_error: Option<f64>,
@@ -313,14 +313,24 @@ impl GenArgs {
     }
 }
 
-fn parse_kv(s: &str) -> Result<Option<badge_firmware::config::KvCacheKind>> {
-    use badge_firmware::config::KvCacheKind;
-    match s {
-        "auto" => Ok(None),
-        "f32" => Ok(Some(KvCacheKind::F32)),
-        "f16" => Ok(Some(KvCacheKind::F16)),
-        "int8" => Ok(Some(KvCacheKind::Int8)),
-        _ => anyhow::bail!("use auto, f32, f16 or int8"),
+/// `--kv-cache`: a fixed KV cache representation, or the best that fits the board.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum KvArg {
+    Auto,
+    F32,
+    F16,
+    Int8,
+}
+
+impl KvArg {
+    fn kind(self) -> Option<badge_firmware::config::KvCacheKind> {
+        use badge_firmware::config::KvCacheKind;
+        match self {
+            Self::Auto => None,
+            Self::F32 => Some(KvCacheKind::F32),
+            Self::F16 => Some(KvCacheKind::F16),
+            Self::Int8 => Some(KvCacheKind::Int8),
+        }
     }
 }
 
@@ -400,7 +410,7 @@ fn run(cli: Cli) -> Result<()> {
                     badge::export::GroupSize::Forced,
                 ),
                 format,
-                kv_cache,
+                kv_cache: kv_cache.kind(),
                 max_rel_error,
                 quality_samples: quality,
                 board: Some(board).filter(|b| b.exists()),
