@@ -45,6 +45,8 @@ pub struct PartitionRow {
     pub subtype: String,
     pub offset: u64,
     pub size: u64,
+    /// The optional sixth column (`encrypted`, `readonly`), as written; empty when absent.
+    pub flags: String,
 }
 
 fn parse_size(s: &str) -> Option<u64> {
@@ -91,6 +93,7 @@ pub fn read_partitions(path: &Path) -> Result<Vec<PartitionRow>> {
             subtype: f[2].to_string(),
             offset: num(f[3], "offset")?,
             size: num(f[4], "size")?,
+            flags: f.get(5).copied().unwrap_or("").to_string(),
         });
     }
     Ok(rows)

@@ -3,7 +3,7 @@
 
 use crate::checkpoint::{self, RunDir};
 use crate::config::ResolvedCurriculum;
-use crate::quant_report::{QuantReport, TensorError};
+use crate::quant_report::{quantize_measured, QuantReport};
 use crate::tokenizer::BadgeTokenizer;
 use anyhow::{bail, Context, Result};
 use badge_firmware::config::{KvCacheKind, ModelConfig, Voice};
@@ -94,19 +94,8 @@ pub fn build_blob(inputs: &BlobInputs<'_>, weights: &FlatParams) -> Result<(Vec<
         let data = if kind.is_norm() {
             OwnedTensorData::F32(values.clone())
         } else {
-            let mut q = vec![0i8; values.len()];
-            let mut scales = vec![0f32; values.len() / gs];
-            quant::quantize(values, gs, &mut q, &mut scales);
-            let mut restored = vec![0f32; values.len()];
-            quant::dequantize(&q, &scales, gs, &mut restored);
-            errors.push(TensorError::measure(
-                &name,
-                (rows, cols),
-                gs,
-                q.len() + scales.len() * 4,
-                values,
-                &restored,
-            ));
+            let (q, scales, error) = quantize_measured(&name, (rows, cols), values, gs);
+            errors.push(error);
             OwnedTensorData::Q8 { q, scales }
         };
         tensors.push(TensorSpec {

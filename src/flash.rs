@@ -9,7 +9,7 @@
 //! badge that says "model corrupt".
 
 use crate::board::{read_partitions, Board, MemoryPlan};
-use crate::util::{read_to_string, write_atomic, AlignedBytes};
+use crate::util::{write_atomic, AlignedBytes};
 use anyhow::{anyhow, bail, Context, Result};
 use badge_firmware::engine::RunStateSize;
 use badge_firmware::format::Blob;
@@ -22,34 +22,12 @@ use espflash::image_format::Segment;
 use espflash::target::{Chip, ProgressCallbacks};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
-
-/// The optional sixth CSV column (`encrypted`, `readonly`) by partition name;
-/// `read_partitions` reads the five columns that locate partitions and skips it.
-fn csv_flags(path: &Path) -> Result<HashMap<String, u32>> {
-    let text = read_to_string(path)?;
-    let mut flags = HashMap::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let f: Vec<&str> = line.split(',').map(str::trim).collect();
-        let col = f.get(5).copied().unwrap_or("");
-        let v = partition::parse_flags(col).with_context(|| {
-            format!("{}: line {}: unknown flags `{col}`", path.display(), i + 1)
-        })?;
-        flags.insert(f[0].to_string(), v);
-    }
-    Ok(flags)
-}
 
 /// The board's partition table as typed entries (names, types and subtypes resolved).
 pub fn partitions(board: &Board) -> Result<Vec<Partition>> {
     let path = &board.partition_table;
-    let flags = csv_flags(path)?;
     read_partitions(path)?
         .into_iter()
         .map(|r| {
@@ -62,15 +40,10 @@ pub fn partitions(board: &Board) -> Result<Vec<Partition>> {
                 .with_context(|| format!("{}: offset beyond 4 GB", ctx()))?;
             let size =
                 u32::try_from(r.size).with_context(|| format!("{}: size beyond 4 GB", ctx()))?;
-            Partition::new(
-                &r.name,
-                kind,
-                subtype,
-                offset,
-                size,
-                flags.get(&r.name).copied().unwrap_or(0),
-            )
-            .map_err(|e| anyhow!("{}: {e}", ctx()))
+            let flags = partition::parse_flags(&r.flags)
+                .with_context(|| format!("{}: unknown flags `{}`", ctx(), r.flags))?;
+            Partition::new(&r.name, kind, subtype, offset, size, flags)
+                .map_err(|e| anyhow!("{}: {e}", ctx()))
         })
         .collect()
 }

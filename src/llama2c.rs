@@ -4,11 +4,10 @@
 //! in f32, then every Q8_0 tensor as its int8 values followed by its scales).
 
 use crate::export::FlatParams;
-use crate::quant_report::{QuantReport, TensorError};
+use crate::quant_report::{quantize_measured, QuantReport};
 use crate::tokenizer::BadgeTokenizer;
 use anyhow::{Context, Result};
 use badge_firmware::config::ModelConfig;
-use badge_firmware::quant;
 use std::path::Path;
 
 pub const MAGIC: u32 = 0x616b_3432;
@@ -51,22 +50,18 @@ pub fn write(
     for kind in ["wq", "wk", "wv", "wo", "w1", "w2", "w3"] {
         names.extend(layers.clone().map(|l| format!("layers.{l}.{kind}")));
     }
+    // Report shapes as the model has them (`[out, in]`), by parameter name.
+    let shapes: std::collections::HashMap<String, (usize, usize)> =
+        crate::model::parameter_shapes(c)
+            .into_iter()
+            .filter(|(_, s)| s.len() == 2)
+            .map(|(n, s)| (n, (s[0], s[1])))
+            .collect();
     let mut errors = Vec::new();
     for name in names {
         let v = get(w, &name)?;
-        let mut q = vec![0i8; v.len()];
-        let mut s = vec![0f32; v.len() / gs];
-        quant::quantize(v, gs, &mut q, &mut s);
-        let mut r = vec![0f32; v.len()];
-        quant::dequantize(&q, &s, gs, &mut r);
-        errors.push(TensorError::measure(
-            &name,
-            (v.len() / c.dim as usize, c.dim as usize),
-            gs,
-            q.len() + 4 * s.len(),
-            v,
-            &r,
-        ));
+        let (q, s, error) = quantize_measured(&name, shapes[&name], v, gs);
+        errors.push(error);
         b.extend(q.iter().map(|&x| x as u8));
         s.iter().for_each(|x| b.extend_from_slice(&x.to_le_bytes()));
     }

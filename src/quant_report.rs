@@ -72,6 +72,30 @@ impl TensorError {
     }
 }
 
+/// Quantizes one matrix to Q8_0 and measures what that cost: `(int8 values, scales, error)`.
+/// Both exporters (the blob and llama2.c's file) go through here.
+pub fn quantize_measured(
+    name: &str,
+    shape: (usize, usize),
+    values: &[f32],
+    group_size: usize,
+) -> (Vec<i8>, Vec<f32>, TensorError) {
+    let mut q = vec![0i8; values.len()];
+    let mut scales = vec![0f32; values.len() / group_size];
+    badge_firmware::quant::quantize(values, group_size, &mut q, &mut scales);
+    let mut restored = vec![0f32; values.len()];
+    badge_firmware::quant::dequantize(&q, &scales, group_size, &mut restored);
+    let error = TensorError::measure(
+        name,
+        shape,
+        group_size,
+        q.len() + scales.len() * 4,
+        values,
+        &restored,
+    );
+    (q, scales, error)
+}
+
 /// Every tensor's error and the totals.
 #[derive(Debug, Clone, Serialize)]
 pub struct QuantReport {

@@ -29,34 +29,6 @@ fn json(args: &[&str]) -> serde_json::Value {
     serde_json::from_str(&ok(args)).unwrap_or_else(|e| panic!("badge {args:?}: not JSON: {e}"))
 }
 
-/// The tiny curriculum, a few steps per phase, paths made absolute.
-fn quick_curriculum(dir: &Path) -> String {
-    let repo = common::repo();
-    let text = std::fs::read_to_string(repo.join("configs/badge-tiny.toml")).unwrap();
-    let text = text
-        .replace("\"../", &format!("\"{}/", repo.display()))
-        .replace(
-            "\"models/",
-            &format!("\"{}/configs/models/", repo.display()),
-        );
-    let text = text
-        .lines()
-        .map(|l| {
-            if l.starts_with("steps = ") {
-                "steps = 4".to_string()
-            } else if l.starts_with("warmup_steps") {
-                "warmup_steps = 1".to_string()
-            } else {
-                l.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    let p = dir.join("quick.toml");
-    std::fs::write(&p, text).unwrap();
-    p.display().to_string()
-}
-
 #[test]
 fn every_command_runs_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -92,7 +64,9 @@ fn every_command_runs_from_the_command_line() {
     ]);
     assert_eq!(stats["vocab_size"], 300);
 
-    let cur = quick_curriculum(dir.path());
+    let cur = common::reduced_curriculum(dir.path(), [4, 4, 4], 0, 100)
+        .display()
+        .to_string();
     let summary = json(&[
         "train",
         "--curriculum",

@@ -8,33 +8,6 @@ use badge::answer::{Answerer, BlobAnswerer, BlobFile, CandleAnswerer};
 use badge::train::{self, TrainOptions};
 use std::path::{Path, PathBuf};
 
-/// The tiny curriculum with absolute paths, fewer steps and `qa_limit` Q&A pairs.
-fn reduced_curriculum(dir: &Path, steps: [i64; 3], qa_limit: i64, every: i64) -> PathBuf {
-    let repo = common::repo();
-    let text = std::fs::read_to_string(repo.join("configs/badge-tiny.toml")).unwrap();
-    let text = text
-        .replace("\"../", &format!("\"{}/", repo.display()))
-        .replace(
-            "\"models/",
-            &format!("\"{}/configs/models/", repo.display()),
-        );
-    let mut v: toml::Value = toml::from_str(&text).unwrap();
-    v["sources"]["qa"]
-        .as_table_mut()
-        .unwrap()
-        .insert("limit".into(), toml::Value::Integer(qa_limit));
-    for (p, s) in v["phase"].as_array_mut().unwrap().iter_mut().zip(steps) {
-        let t = p.as_table_mut().unwrap();
-        t.insert("steps".into(), toml::Value::Integer(s));
-        t.insert("warmup_steps".into(), toml::Value::Integer(s.min(10)));
-        t.insert("eval_every".into(), toml::Value::Integer(every));
-        t.insert("checkpoint_every".into(), toml::Value::Integer(every));
-    }
-    let path = dir.join("curriculum.toml");
-    std::fs::write(&path, toml::to_string(&v).unwrap()).unwrap();
-    path
-}
-
 fn options(curriculum: Option<PathBuf>, out: &Path) -> TrainOptions {
     TrainOptions {
         curriculum,
@@ -53,7 +26,7 @@ fn options(curriculum: Option<PathBuf>, out: &Path) -> TrainOptions {
 #[test]
 fn tiny_curriculum_memorises_the_trained_questions() {
     let dir = tempfile::tempdir().unwrap();
-    let cur = reduced_curriculum(dir.path(), [60, 40, 300], 40, 50);
+    let cur = common::reduced_curriculum(dir.path(), [60, 40, 300], 40, 50);
     let run = dir.path().join("run");
     let summary = train::run(&options(Some(cur), &run)).unwrap();
     assert_eq!(summary.phases.len(), 3);
@@ -218,7 +191,7 @@ fn top1_agreement(
 #[test]
 fn interrupted_run_resumes_to_identical_weights() {
     let dir = tempfile::tempdir().unwrap();
-    let cur = reduced_curriculum(dir.path(), [12, 12, 12], 20, 5);
+    let cur = common::reduced_curriculum(dir.path(), [12, 12, 12], 20, 5);
     let a = dir.path().join("a");
     train::run(&options(Some(cur.clone()), &a)).unwrap();
 
@@ -245,7 +218,7 @@ fn interrupted_run_resumes_to_identical_weights() {
 #[test]
 fn bad_curricula_get_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let cur = reduced_curriculum(dir.path(), [5, 5, 5], 10, 5);
+    let cur = common::reduced_curriculum(dir.path(), [5, 5, 5], 10, 5);
     let text = std::fs::read_to_string(&cur)
         .unwrap()
         .replace("source = \"qa\"", "source = \"nope\"");
@@ -284,7 +257,7 @@ fn reduced_demo_runs_end_to_end() {
 #[test]
 fn a_diverging_loss_stops_the_run_and_keeps_the_last_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
-    let cur = reduced_curriculum(dir.path(), [8, 2, 2], 10, 1);
+    let cur = common::reduced_curriculum(dir.path(), [8, 2, 2], 10, 1);
     let text = std::fs::read_to_string(&cur).unwrap();
     let mut v: toml::Value = toml::from_str(&text).unwrap();
     let p0 = v["phase"].as_array_mut().unwrap()[0]

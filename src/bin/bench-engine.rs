@@ -92,27 +92,6 @@ fn parse_kv(s: &str) -> Result<KvCacheKind, String> {
     }
 }
 
-fn kv_name(k: KvCacheKind) -> &'static str {
-    match k {
-        KvCacheKind::F32 => "f32",
-        KvCacheKind::F16 => "f16",
-        KvCacheKind::Int8 => "int8",
-    }
-}
-
-/// xorshift values in `[-scale, scale]`, deterministic per seed.
-fn random_values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            ((x >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect()
-}
-
 fn prepare(model: &Path, out: &Path, seed: u64) -> Result<()> {
     let c = badge::config::load_model_config(model)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -124,7 +103,7 @@ fn prepare(model: &Path, out: &Path, seed: u64) -> Result<()> {
     let mut weights = badge::export::FlatParams::new();
     for (i, (name, shape)) in badge::model::parameter_shapes(&c).into_iter().enumerate() {
         let n: usize = shape.iter().product();
-        let mut v = random_values(n, seed.wrapping_add(i as u64), 0.15);
+        let mut v = badge::util::random_values(n, seed.wrapping_add(i as u64), 0.15);
         if shape.len() == 1 {
             v.iter_mut().for_each(|x| *x += 1.0);
         }
@@ -170,16 +149,6 @@ fn engine_with_kv<'a>(
         e.state = RunState::new(&blob.config, blob.group_size, kv);
     }
     Ok(e)
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 /// FNV-1a, to check that runs (and worker counts) compute the same thing.
@@ -246,14 +215,14 @@ fn run(
         positions = pos;
         checksum = hash;
     }
-    let med = median(&mut rates);
+    let med = badge::util::median(&mut rates);
     if json {
         println!(
             "{}",
             serde_json::json!({
                 "blob": blob_path.display().to_string(),
                 "workers": workers,
-                "kv_cache": kv_name(kv),
+                "kv_cache": badge::export::kv_name(kv),
                 "positions": positions,
                 "checksum": format!("{checksum:016x}"),
                 "runs": rates.len(),
@@ -265,7 +234,7 @@ fn run(
         println!(
             "{}: {workers} worker(s), KV {}, {positions} positions: median {med:.0} tok/s over {} runs (checksum {checksum:016x})",
             blob_path.display(),
-            kv_name(kv),
+            badge::export::kv_name(kv),
             rates.len()
         );
     }
@@ -369,7 +338,7 @@ fn kv_report(
             .iter()
             .map(|&(kv, agree, acc, bytes)| {
                 serde_json::json!({
-                    "kv_cache": kv_name(kv),
+                    "kv_cache": badge::export::kv_name(kv),
                     "top1_agreement_with_f32": agree,
                     "next_token_accuracy": acc,
                     "kv_cache_bytes": bytes,
@@ -407,7 +376,7 @@ fn kv_report(
         for (kv, agree, acc, bytes) in rows {
             println!(
                 "| {} | {bytes} | {:.1}% | {:.2}% | {:.2}% |",
-                kv_name(kv),
+                badge::export::kv_name(kv),
                 100.0 * (1.0 - bytes as f64 / f32_bytes),
                 100.0 * agree,
                 100.0 * acc

@@ -19,11 +19,6 @@ struct Row {
     badge_over_host: f64,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let json = args.iter().any(|a| a == "--json");
@@ -92,7 +87,10 @@ fn main() -> Result<()> {
                 bail!("host and badge token counts differ ({n} vs {m})");
             }
         }
-        let (h, b) = (median(host_rates), median(badge_rates));
+        let (h, b) = (
+            badge::util::median(&mut host_rates),
+            badge::util::median(&mut badge_rates),
+        );
         rows.push(Row {
             vocab_size: vocab,
             train_seconds,

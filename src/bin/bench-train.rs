@@ -73,16 +73,6 @@ fn config_path(name: &str) -> PathBuf {
     }
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 fn bench(name: &str, a: &Args) -> Result<(f64, f64, Vec<f64>)> {
     let cfg = badge::config::load_model_config(&config_path(name))?;
     let device = Device::Cpu;
@@ -110,7 +100,7 @@ fn bench(name: &str, a: &Args) -> Result<(f64, f64, Vec<f64>)> {
             times.push(n as f64 / dt);
         }
     }
-    let med = median(&mut times.clone());
+    let med = badge::util::median(&mut times.clone());
     Ok((med, last_loss, times))
 }
 

@@ -1,6 +1,7 @@
 //! Shared test helpers: paths to the tree's data and to `../shared`, tiny configs, random weights.
 #![allow(dead_code)]
 
+pub use badge::util::random_values;
 use badge_firmware::config::ModelConfig;
 use std::path::PathBuf;
 
@@ -38,19 +39,6 @@ pub fn tiny_config() -> ModelConfig {
         norm_eps: 1e-5,
         rope_theta: 10000.0,
     }
-}
-
-/// Deterministic pseudo-random values in [-scale, scale].
-pub fn random_values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            ((x >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect()
 }
 
 /// Random weights for every parameter of `c` (norms near 1).
@@ -134,4 +122,36 @@ pub fn candle_on_dequantized(blob: &badge_firmware::format::Blob<'_>) -> badge::
         );
     }
     badge::model::build(&blob.config, &params, &device).unwrap()
+}
+
+/// The tiny curriculum with absolute paths, fewer steps and `qa_limit` Q&A pairs.
+pub fn reduced_curriculum(
+    dir: &std::path::Path,
+    steps: [i64; 3],
+    qa_limit: i64,
+    every: i64,
+) -> PathBuf {
+    let repo = repo();
+    let text = std::fs::read_to_string(repo.join("configs/badge-tiny.toml")).unwrap();
+    let text = text
+        .replace("\"../", &format!("\"{}/", repo.display()))
+        .replace(
+            "\"models/",
+            &format!("\"{}/configs/models/", repo.display()),
+        );
+    let mut v: toml::Value = toml::from_str(&text).unwrap();
+    v["sources"]["qa"]
+        .as_table_mut()
+        .unwrap()
+        .insert("limit".into(), toml::Value::Integer(qa_limit));
+    for (p, s) in v["phase"].as_array_mut().unwrap().iter_mut().zip(steps) {
+        let t = p.as_table_mut().unwrap();
+        t.insert("steps".into(), toml::Value::Integer(s));
+        t.insert("warmup_steps".into(), toml::Value::Integer(s.min(10)));
+        t.insert("eval_every".into(), toml::Value::Integer(every));
+        t.insert("checkpoint_every".into(), toml::Value::Integer(every));
+    }
+    let path = dir.join("curriculum.toml");
+    std::fs::write(&path, toml::to_string(&v).unwrap()).unwrap();
+    path
 }
