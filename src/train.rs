@@ -377,7 +377,8 @@ pub fn run(opts: &TrainOptions) -> Result<Summary> {
             .collect::<Result<_>>()?;
         let model = model::build(&cfg, &params, device)?;
         let bar = progress_bar(phase, first_step, opts.quiet);
-        let mut recent: Vec<f64> = Vec::new();
+        // The last step always evaluates; the phase summary reuses that result.
+        let mut final_eval = None;
         for step in first_step..phase.steps {
             if interrupted.load(Ordering::SeqCst)
                 || opts
@@ -414,7 +415,6 @@ pub fn run(opts: &TrainOptions) -> Result<Summary> {
             let lr = phase.lr_at(step);
             let info = opt.step(&params, &grads, lr, phase.weight_decay, phase.grad_clip)?;
             let tps = (phase.batch_size * seq_len) as f64 / ts.elapsed().as_secs_f64();
-            recent.push(loss_value);
             let done = step + 1;
             let mut line = MetricLine {
                 phase: phase.name.clone(),
@@ -428,6 +428,9 @@ pub fn run(opts: &TrainOptions) -> Result<Summary> {
             };
             if done % phase.eval_every == 0 || done == phase.steps {
                 line.eval = eval_all(&model, &prep, seq_len, device)?;
+                if done == phase.steps {
+                    final_eval = Some(line.eval.clone());
+                }
             }
             append_metric(&run.metrics(), &line)?;
             bar.set_position(done as u64);
@@ -437,7 +440,10 @@ pub fn run(opts: &TrainOptions) -> Result<Summary> {
             }
         }
         bar.finish();
-        let eval = eval_all(&model, &prep, seq_len, device)?;
+        let eval = match final_eval {
+            Some(e) => e,
+            None => eval_all(&model, &prep, seq_len, device)?,
+        };
         let tail = (phase.steps / 10).max(1);
         let metrics = read_metrics(&run.metrics())?;
         let phase_losses: Vec<f64> = metrics
