@@ -193,16 +193,3 @@ impl Answerer for CandleAnswerer {
         })
     }
 }
-
-/// Opens `model` as a blob file or a run directory (`--engine candle` needs a run).
-pub fn is_run_dir(model: &Path) -> bool {
-    model.is_dir()
-}
-
-pub fn context_for(model: &Path) -> String {
-    format!("opening model {}", model.display())
-}
-
-pub fn open_blob(model: &Path) -> Result<BlobFile> {
-    BlobFile::read(model).with_context(|| context_for(model))
-}

@@ -398,7 +398,8 @@ mod hdr {
     pub const TENSORS: usize = 92; // offset u32, count u32
 }
 
-/// Computes the CRC32 (IEEE) of a byte slice; the badge streams it with [`crc32_update`].
+/// Computes the CRC32 (IEEE) of a byte slice (the badge computes the same one while copying
+/// the blob from flash, with `crc32fast::Hasher`, see `app.rs`).
 pub fn crc32(bytes: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(bytes);
