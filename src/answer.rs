@@ -3,7 +3,7 @@
 
 use crate::tokenizer::BadgeTokenizer;
 use crate::util::AlignedBytes;
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use badge_firmware::engine::Engine;
 use badge_firmware::format::Blob;
 use badge_firmware::generate::{self, GenerateOptions, GenerateStats};
