@@ -287,9 +287,14 @@ fn memory_plan_names_what_overflows_the_board() {
         ok.firmware_estimate,
         (fw.flash_measured() as f64 * badge::board::FIRMWARE_MARGIN).ceil() as u64
     );
-    assert_eq!((ok.app_partition.as_str(), ok.app_partition_bytes), ("factory", 0x300000));
+    assert_eq!(
+        (ok.app_partition.as_str(), ok.app_partition_bytes),
+        ("factory", 0x300000)
+    );
     assert_eq!(ok.app_headroom, 0x300000 - ok.firmware_estimate as i64);
-    assert!(ok.table().contains(&format!("firmware {:>10} B", ok.firmware_estimate)));
+    assert!(ok
+        .table()
+        .contains(&format!("firmware {:>10} B", ok.firmware_estimate)));
     // A blob larger than the model partition.
     let nothing = badge_firmware::engine::RunStateSize {
         activation_bytes: 0,
