@@ -95,15 +95,21 @@ def skip_literal_or_comment(s: str, i: int) -> int:
     return i
 
 
+def next_code(s: str, i: int) -> int:
+    """The first index from `i` on that is code, not inside a literal or comment."""
+    while i < len(s):
+        j = skip_literal_or_comment(s, i)
+        if j == i:
+            return i
+        i = j
+    return len(s)
+
+
 def matching_close(s: str, open_at: int) -> int:
     """Index of the bracket closing the one at `open_at`, skipping literals and comments."""
     stack = [CLOSE[s[open_at]]]
     i = open_at + 1
-    while i < len(s):
-        j = skip_literal_or_comment(s, i)
-        if j != i:
-            i = j
-            continue
+    while (i := next_code(s, i)) < len(s):
         c = s[i]
         if c in CLOSE:
             stack.append(CLOSE[c])
@@ -121,11 +127,7 @@ def stub_source(s: str) -> tuple[str, dict[str, int]]:
     out: list[str] = []
     counts = {"asm": 0, "global_asm": 0, "naked": 0}
     i = start = 0
-    while i < len(s):
-        j = skip_literal_or_comment(s, i)
-        if j != i:
-            i = j
-            continue
+    while (i := next_code(s, i)) < len(s):
         c = s[i]
         prev = s[i - 1] if i else " "
         if c == "#":
