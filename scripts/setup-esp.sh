@@ -21,9 +21,16 @@ if ! rustup toolchain list | grep -q '^esp'; then
 fi
 # shellcheck disable=SC1091
 . "$HOME/export-esp.sh"
+# esp-hal 1.2 (the version in firmware/esp/Cargo.lock) needs rustc 1.95 or newer.
+read -r major minor < <(rustc +esp -V | sed -n 's/^rustc \([0-9]*\)\.\([0-9]*\).*/\1 \2/p')
+if [ "${major:-0}" -lt 1 ] || { [ "$major" -eq 1 ] && [ "${minor:-0}" -lt 95 ]; }; then
+  echo "the esp toolchain is $(rustc +esp -V); esp-hal 1.2 needs 1.95 or newer: run espup update" >&2
+  exit 1
+fi
 
-# 2. The firmware (firmware/esp is its own crate, outside the host workspace).
-(cd firmware/esp && cargo +esp build --release)
+# 2. The firmware (firmware/esp is its own crate, outside the host workspace), with exactly the
+#    dependency versions of firmware/esp/Cargo.lock (the ones scripts/check-firmware.sh checks).
+(cd firmware/esp && cargo +esp build --release --locked)
 ELF=firmware/esp/target/xtensa-esp32s3-none-elf/release/badge-esp
 echo "built $ELF"
 

@@ -280,6 +280,22 @@ fn memory_plan_names_what_overflows_the_board() {
     let ok = plan(KvCacheKind::F16);
     ok.check().unwrap();
     assert!(ok.psram_headroom > 0 && ok.flash_headroom > 0);
+    // The firmware line comes from the Xtensa measurement (scripts/check-firmware.sh), not a
+    // fixed guess, and lands in the table's app partition.
+    let fw = badge::board::FirmwareSize::measured().unwrap();
+    assert!(fw.text > 0 && fw.libs_flash > 0, "{fw:?}");
+    assert_eq!(
+        ok.firmware_estimate,
+        (fw.flash_measured() as f64 * badge::board::FIRMWARE_MARGIN).ceil() as u64
+    );
+    assert_eq!(
+        (ok.app_partition.as_str(), ok.app_partition_bytes),
+        ("factory", 0x300000)
+    );
+    assert_eq!(ok.app_headroom, 0x300000 - ok.firmware_estimate as i64);
+    assert!(ok
+        .table()
+        .contains(&format!("firmware {:>10} B", ok.firmware_estimate)));
     // A blob larger than the model partition.
     let nothing = badge_firmware::engine::RunStateSize {
         activation_bytes: 0,

@@ -6,7 +6,7 @@
 #![cfg_attr(not(feature = "std"), no_std)]
 // `asm!` on Xtensa (the PIE kernel, kernel::pie) is still an experimental architecture.
 #![cfg_attr(
-    all(feature = "esp32s3", target_arch = "xtensa"),
+    all(feature = "esp32s3", target_arch = "xtensa", not(badge_check_no_asm)),
     feature(asm_experimental_arch)
 )]
 extern crate alloc;

@@ -122,6 +122,55 @@ impl Board {
     }
 }
 
+/// The firmware's Xtensa sizes as `scripts/check-firmware.sh` last measured them (its stage 2,
+/// the badge's own `esp32s3` build), compiled in from `firmware/measured-size.toml`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirmwareSize {
+    /// `.text` of badge-firmware's own objects, before linking.
+    pub text: u64,
+    pub rodata: u64,
+    pub data: u64,
+    pub bss: u64,
+    /// Code that must run from RAM (`.rwtext`/`.iram*`).
+    pub iram: u64,
+    /// `.text + .rodata + .data` of its dependencies and core/alloc/compiler_builtins, whole:
+    /// an upper bound of what the linker keeps of them.
+    pub libs_flash: u64,
+}
+
+/// The app image is estimated as the measured flash bytes times this: the measurement cannot
+/// see esp-hal, the runtime or the app descriptor (upstream LLVM cannot link for Xtensa), and
+/// the margin stands in for them.
+pub const FIRMWARE_MARGIN: f64 = 1.5;
+
+const MEASURED_SIZE: &str = include_str!("../firmware/measured-size.toml");
+
+impl FirmwareSize {
+    /// The compiled-in measurement.
+    pub fn measured() -> Result<Self> {
+        #[derive(Deserialize)]
+        struct File {
+            #[allow(dead_code)] // recorded for people; the sizes are what the plan uses
+            toolchain: String,
+            #[serde(flatten)]
+            size: FirmwareSize,
+        }
+        let f: File = toml::from_str(MEASURED_SIZE)
+            .context("firmware/measured-size.toml (compiled in): not a size record")?;
+        Ok(f.size)
+    }
+
+    /// Flash bytes measured: the crate's code and data plus its dependencies taken whole.
+    pub fn flash_measured(&self) -> u64 {
+        self.text + self.rodata + self.data + self.libs_flash
+    }
+
+    /// The app image estimate: [`Self::flash_measured`] times [`FIRMWARE_MARGIN`].
+    pub fn app_estimate(&self) -> u64 {
+        (self.flash_measured() as f64 * FIRMWARE_MARGIN).ceil() as u64
+    }
+}
+
 /// Where a blob's bytes go on the board, and what is left.
 #[derive(Debug, Clone, Serialize)]
 pub struct MemoryPlan {
@@ -131,10 +180,20 @@ pub struct MemoryPlan {
     pub psram_weights: u64,
     pub kv_cache: u64,
     pub activations: u64,
+    /// PSRAM the board profile keeps for the firmware's heap (`reserved_psram`): what
+    /// outgrows the internal heap. The firmware's code and statics are not in PSRAM.
     pub reserved: u64,
     pub psram_total: u64,
     pub psram_headroom: i64,
     pub flash_headroom: i64,
+    /// The firmware as last measured (`firmware/measured-size.toml`).
+    pub firmware: FirmwareSize,
+    /// Estimated app image: measured flash bytes × [`FIRMWARE_MARGIN`].
+    pub firmware_estimate: u64,
+    /// Name and size of the partition the firmware is flashed to (the table's first `app`).
+    pub app_partition: String,
+    pub app_partition_bytes: u64,
+    pub app_headroom: i64,
 }
 
 impl MemoryPlan {
@@ -146,6 +205,12 @@ impl MemoryPlan {
             run_state.activation_bytes as u64,
         );
         let part = board.model_partition()?;
+        let app = read_partitions(&board.partition_table)?
+            .into_iter()
+            .find(|p| p.kind == "app")
+            .with_context(|| format!("{}: no app partition", board.partition_table.display()))?;
+        let firmware = FirmwareSize::measured()?;
+        let firmware_estimate = firmware.app_estimate();
         let psram_weights = if board.weights_in == WeightsIn::Psram {
             blob_bytes
         } else {
@@ -163,6 +228,11 @@ impl MemoryPlan {
             psram_total: board.psram_size,
             psram_headroom: board.psram_size as i64 - used as i64,
             flash_headroom: part.size as i64 - blob_bytes as i64,
+            firmware,
+            firmware_estimate,
+            app_partition_bytes: app.size,
+            app_headroom: app.size as i64 - firmware_estimate as i64,
+            app_partition: app.name,
         })
     }
 
@@ -176,9 +246,19 @@ impl MemoryPlan {
                 self.board
             );
         }
+        if self.app_headroom < 0 {
+            bail!(
+                "the firmware (estimated {} bytes: measured {} × {FIRMWARE_MARGIN}) does not fit the `{}` app partition ({} bytes) of board {}: enlarge that partition",
+                self.firmware_estimate,
+                self.firmware.flash_measured(),
+                self.app_partition,
+                self.app_partition_bytes,
+                self.board
+            );
+        }
         if self.psram_headroom < 0 {
             bail!(
-                "the model needs {} bytes of PSRAM (weights {} + KV cache {} + activations {} + firmware {}) but board {} has {}: \
+                "the model needs {} bytes of PSRAM (weights {} + KV cache {} + activations {} + firmware heap {}) but board {} has {}: \
                  export with --kv-cache f16 or int8, map the weights from flash (weights_in = \"flash\"), or use a smaller model",
                 self.psram_total as i64 - self.psram_headroom,
                 self.psram_weights,
@@ -195,11 +275,16 @@ impl MemoryPlan {
     pub fn table(&self) -> String {
         let mb = |b: u64| format!("{:>10} B ({:.2} MB)", b, b as f64 / 1e6);
         format!(
-            "memory plan for {}\n  flash: blob {} in partition {}  headroom {} B\n  PSRAM: weights {}\n         KV cache {}\n         activations {}\n         firmware {}\n         of {}  headroom {} B\n",
+            "memory plan for {}\n  flash: blob {} in partition {}  headroom {} B\n         firmware {} in partition {} ({})  headroom {} B\n         (measured {} B × {FIRMWARE_MARGIN} for esp-hal and the runtime, firmware/measured-size.toml)\n  PSRAM: weights {}\n         KV cache {}\n         activations {}\n         firmware heap {}  (board profile reserved_psram)\n         of {}  headroom {} B\n",
             self.board,
             mb(self.blob_bytes),
             mb(self.partition_bytes),
             self.flash_headroom,
+            mb(self.firmware_estimate),
+            mb(self.app_partition_bytes),
+            self.app_partition,
+            self.app_headroom,
+            self.firmware.flash_measured(),
             mb(self.psram_weights),
             mb(self.kv_cache),
             mb(self.activations),

@@ -201,6 +201,7 @@ pub unsafe fn dot_i8_pie(a: *const i8, b: *const i8, n: usize) -> i32 {
     // SAFETY: the caller guarantees the preconditions above. The template reads exactly `n`
     // bytes from each pointer and writes no memory; q0, q1, ACCX and LBEG/LEND/LCOUNT are
     // clobbered but cannot be declared (see the module documentation).
+    #[cfg(not(badge_check_no_asm))]
     unsafe {
         core::arch::asm!(
             pie_dot_asm!(),
@@ -210,6 +211,16 @@ pub unsafe fn dot_i8_pie(a: *const i8, b: *const i8, n: usize) -> i32 {
             cnt = out(reg) _,
             out = lateout(reg) out,
             options(nostack, readonly),
+        );
+    }
+    // Only in scripts/check-firmware.sh (upstream rustc has no Xtensa `asm!`): the portable
+    // sum stands in, so that everything around the kernel compiles.
+    // SAFETY: as above, `a` and `b` are readable for `n` bytes.
+    #[cfg(badge_check_no_asm)]
+    unsafe {
+        out = super::dot_i8_portable(
+            core::slice::from_raw_parts(a, n),
+            core::slice::from_raw_parts(b, n),
         );
     }
     out
