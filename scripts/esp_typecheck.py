@@ -36,6 +36,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import tomllib
 from pathlib import Path
 
@@ -201,14 +202,28 @@ def tool_hash() -> str:
     return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
 
 
-def cargo(toolchain: str, args: list[str], cwd: Path, env=None, capture=True) -> str:
+def cargo(toolchain: str, args: list[str], cwd: Path, env=None) -> str:
+    """Runs cargo and returns its stdout; stderr is passed through and must not carry a
+    warning about our own crates (host clippy never sees their Xtensa-only paths)."""
     cmd = ["cargo", f"+{toolchain}", *args]
-    r = subprocess.run(cmd, cwd=cwd, env=env, text=True, capture_output=capture)
-    if r.returncode != 0:
-        if capture:
-            sys.stderr.write(r.stderr)
-        raise SystemExit(f"esp_typecheck: `{' '.join(cmd)}` failed (exit {r.returncode})")
-    return r.stdout if capture else ""
+    p = subprocess.Popen(cmd, cwd=cwd, env=env, text=True, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    stdout: list[str] = []
+    reader = threading.Thread(target=lambda: stdout.append(p.stdout.read()))
+    reader.start()
+    lines = []
+    for line in p.stderr:  # passed through as it comes: the check shows its progress
+        sys.stderr.write(line)
+        lines.append(line)
+    reader.join()
+    p.wait()
+    out, err = "".join(stdout), "".join(lines)
+    if p.returncode != 0:
+        raise SystemExit(f"esp_typecheck: `{' '.join(cmd)}` failed (exit {p.returncode})")
+    ours = re.findall(r"^warning: `(badge-esp|badge-firmware)` \(.*\) generated .*$", err, re.M)
+    if ours:
+        raise SystemExit(f"esp_typecheck: warnings in {', '.join(sorted(set(ours)))} (above)")
+    return out
 
 
 def target_packages(toolchain: str, target: Path, ws: Path) -> set[tuple[str, str]]:
@@ -321,7 +336,7 @@ def main() -> int:
         cmd = ["check", "--release", "-Zjson-target-spec", "-Zbuild-std=core,alloc",
                "--target", str(target), "--target-dir", str(args.target_dir.resolve())]
         print(f"esp_typecheck: cargo +{args.toolchain} {' '.join(cmd)}  (in a copy of {ws})", flush=True)
-        cargo(args.toolchain, cmd, tmp, env=env, capture=False)
+        cargo(args.toolchain, cmd, tmp, env=env)
 
         # The patched crates must have kept the committed versions, and nothing else moved.
         before, after = lock_versions(lock), lock_versions(tmp / "Cargo.lock")
