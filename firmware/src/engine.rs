@@ -412,8 +412,12 @@ impl RunStateSize {
     pub fn of(c: &ModelConfig, group_size: usize, kv_kind: KvCacheKind) -> Self {
         let u = |v: usize| v as u64;
         // Every buffer is rounded up to whole 16-byte blocks, as `AlignedBuf` allocates them.
-        let padded =
-            |elems: u64, elem_size: u64| elems.saturating_mul(elem_size).div_ceil(16).saturating_mul(16);
+        let padded = |elems: u64, elem_size: u64| {
+            elems
+                .saturating_mul(elem_size)
+                .div_ceil(16)
+                .saturating_mul(16)
+        };
         let (dim, hidden, kv_dim, hd) = (
             u64::from(c.dim),
             u64::from(c.hidden_dim),
@@ -434,9 +438,9 @@ impl RunStateSize {
             hd,
             hd,
         ];
-        let activation_bytes = f32_buffers
-            .iter()
-            .fold(padded(widest, 1), |sum, &n| sum.saturating_add(padded(n, 4)));
+        let activation_bytes = f32_buffers.iter().fold(padded(widest, 1), |sum, &n| {
+            sum.saturating_add(padded(n, 4))
+        });
         let n = u64::from(c.n_layers)
             .saturating_mul(seq)
             .saturating_mul(kv_dim);

@@ -730,7 +730,10 @@ impl<'a> Blob<'a> {
 
 fn read_config(b: &[u8]) -> Result<ModelConfig, BlobError> {
     let mut f = [0u32; 7];
-    for (v, bytes) in f.iter_mut().zip(b[hdr::CONFIG..hdr::NORM_EPS].chunks_exact(4)) {
+    for (v, bytes) in f
+        .iter_mut()
+        .zip(b[hdr::CONFIG..hdr::NORM_EPS].chunks_exact(4))
+    {
         *v = read_u32(bytes, 0);
     }
     let c = ModelConfig {

@@ -226,7 +226,16 @@ mod tests {
     fn subnormal_zero_max_and_huge_groups_keep_their_signs() {
         let tiny = SMALLEST_SUBNORMAL;
         // Largest value a tiny subnormal: max/127 underflows; stored exactly.
-        let x = [tiny, -tiny * 3.0, 0.0, -0.0, tiny * 63.0, -tiny * 63.0, tiny * 2.0, 0.0];
+        let x = [
+            tiny,
+            -tiny * 3.0,
+            0.0,
+            -0.0,
+            tiny * 63.0,
+            -tiny * 63.0,
+            tiny * 2.0,
+            0.0,
+        ];
         let (s, q) = check_group(&x);
         assert_eq!(s, tiny);
         assert_eq!(q, [1, -3, 0, 0, 63, -63, 2, 0]);
@@ -244,7 +253,10 @@ mod tests {
             assert_eq!(q[1], -q[0]);
         }
         // ±0: zero scale, zero values.
-        assert_eq!(check_group(&[0.0, -0.0, 0.0, -0.0]), (0.0, alloc::vec![0; 4]));
+        assert_eq!(
+            check_group(&[0.0, -0.0, 0.0, -0.0]),
+            (0.0, alloc::vec![0; 4])
+        );
         // ±max and huge values.
         let (_, q) = check_group(&[f32::MAX, -f32::MAX, 1.0, -1e38]);
         assert_eq!((q[0], q[1], q[2]), (127, -127, 0));

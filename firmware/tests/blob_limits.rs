@@ -178,10 +178,7 @@ fn limits_are_enforced_and_named() {
                 value: limit + 1
             }
         );
-        assert!(
-            err.to_string().contains(&format!("1 to {limit}")),
-            "{err}"
-        );
+        assert!(err.to_string().contains(&format!("1 to {limit}")), "{err}");
     }
 }
 
@@ -262,6 +259,9 @@ fn engine_steps_at_this_width() {
             .iter()
             .zip(&runs[0])
             .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-        assert!(diff <= 0.1 * peak, "{kv} cache: logits differ by {diff} (peak {peak})");
+        assert!(
+            diff <= 0.1 * peak,
+            "{kv} cache: logits differ by {diff} (peak {peak})"
+        );
     }
 }

@@ -57,7 +57,11 @@ fn best_of<T>(runs: usize, mut f: impl FnMut() -> T) -> (f64, T) {
 fn worst_case_blob_filling_the_partition_parses_in_linear_time() {
     let bytes = worst_case_blob();
     assert!(bytes.len() <= MODEL_SIZE as usize, "{} bytes", bytes.len());
-    assert!(bytes.len() > MODEL_SIZE as usize * 9 / 10, "{} bytes", bytes.len());
+    assert!(
+        bytes.len() > MODEL_SIZE as usize * 9 / 10,
+        "{} bytes",
+        bytes.len()
+    );
     let a = Aligned::new(&bytes);
     let (parse_s, ok) = best_of(3, || Blob::parse(a.bytes()).map(|b| b.tensor_count()));
     assert_eq!(ok, Ok(2 + 9 * limits::MAX_LAYERS as usize));

@@ -5,8 +5,8 @@
 
 use badge_firmware::config::{KvCacheKind, ModelConfig, DEFAULT_NORM_EPS, DEFAULT_ROPE_THETA};
 use badge_firmware::format::{
-    crc32, BlobSpec, BlobWriter, OwnedTensorData, TensorKind, TensorSpec, TokenKind,
-    TokenizerSpec, HEADER_SIZE,
+    crc32, BlobSpec, BlobWriter, OwnedTensorData, TensorKind, TensorSpec, TokenKind, TokenizerSpec,
+    HEADER_SIZE,
 };
 use badge_firmware::quant;
 use badge_firmware::sam::Voice;
@@ -221,13 +221,19 @@ impl ReadNorFlash for VecFlash {
 pub const MODEL_OFFSET: u32 = 0x31_0000;
 pub const MODEL_SIZE: u32 = 0xCF_0000;
 
-/// A flash image with a partition table whose `model` partition holds `blob`.
+/// A flash image with the badge's partition table whose `model` partition holds `blob`.
 pub fn flash_with(blob: &[u8]) -> VecFlash {
+    flash_at(MODEL_OFFSET, blob)
+}
+
+/// A flash image whose table has one `model` partition at `offset` (a multiple of 4 KB from
+/// 0x9000), as large as the badge's, holding `blob`; the image ends where the blob does.
+pub fn flash_at(offset: u32, blob: &[u8]) -> VecFlash {
     use badge_firmware::partition::{build, Partition, TYPE_DATA};
-    let table = build(&[Partition::new("model", TYPE_DATA, 0x40, MODEL_OFFSET, MODEL_SIZE, 0).unwrap()])
-        .unwrap();
-    let mut img = vec![0xFFu8; MODEL_OFFSET as usize + blob.len()];
+    let table =
+        build(&[Partition::new("model", TYPE_DATA, 0x40, offset, MODEL_SIZE, 0).unwrap()]).unwrap();
+    let mut img = vec![0xFFu8; offset as usize + blob.len()];
     img[0x8000..0x8000 + table.len()].copy_from_slice(&table);
-    img[MODEL_OFFSET as usize..].copy_from_slice(blob);
+    img[offset as usize..].copy_from_slice(blob);
     VecFlash(img)
 }
