@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch training-throughput baseline for `badge` (the same llama2.c model as src/model.rs).
+"""PyTorch training-throughput baseline for `badge` (the same llama2.c model as src/train/model.rs).
 
 Forward + backward + AdamW (two parameter groups, grad clipping) on random batches, f32, CPU.
 Attention: `naive` (explicit scores, causal mask, softmax) or `sdpa`

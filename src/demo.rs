@@ -36,8 +36,8 @@ pub struct DemoReport {
     pub run: PathBuf,
     pub blob: PathBuf,
     pub asked: Vec<DemoAnswer>,
-    pub trained: crate::eval::Score,
-    pub heldout: crate::eval::Score,
+    pub trained: crate::answer::eval::Score,
+    pub heldout: crate::answer::eval::Score,
     pub seconds: f64,
 }
 
@@ -113,7 +113,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport> {
         kv_cache: None,
         max_rel_error: None,
         quality_samples: 0,
-        board: Some(PathBuf::from(crate::board::DEFAULT_BOARD)).filter(|p| p.exists()),
+        board: Some(PathBuf::from(crate::config::board::DEFAULT_BOARD)).filter(|p| p.exists()),
     })?;
     if !opts.quiet {
         eprintln!(
@@ -126,7 +126,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport> {
     }
 
     step("3/4 asking the badge (int8 engine, the same code as on the chip)");
-    let rc = crate::export::run_config(&crate::checkpoint::RunDir::new(&run_dir))?;
+    let rc = crate::run::run_config(&crate::train::checkpoint::RunDir::new(&run_dir))?;
     let qa_source = rc.curriculum.sources.values().find_map(|s| match s {
         crate::config::SourceConfig::Qa { train, valid, .. } => {
             Some((train.clone(), valid.clone()))
@@ -149,7 +149,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport> {
         let answer = badge.answer(&p.question)?;
         let correct = answer.trim() == p.answer.trim();
         let wav = wav_dir.join(format!("answer-{:02}.wav", i + 1));
-        crate::say::say_to_wav(&answer, &voice, false, &wav)?;
+        crate::answer::say::say_to_wav(&answer, &voice, false, &wav)?;
         if !opts.quiet {
             println!(
                 "Q: {}\nA: {}   [{}]",
@@ -168,8 +168,8 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport> {
     }
 
     step("4/4 scoring every trained and held-out question");
-    let trained_score = crate::eval::evaluate(&mut badge, &trained, |_| {})?.overall;
-    let heldout_score = crate::eval::evaluate(&mut badge, &heldout, |_| {})?.overall;
+    let trained_score = crate::answer::eval::evaluate(&mut badge, &trained, |_| {})?.overall;
+    let heldout_score = crate::answer::eval::evaluate(&mut badge, &heldout, |_| {})?.overall;
     let report = DemoReport {
         run: run_dir,
         blob: blob_path,

@@ -4,6 +4,6 @@ mod cli;
 
 fn main() -> std::process::ExitCode {
     // Before any thread exists: it sets an environment variable for candle's thread pool.
-    badge::ops::tune_threads();
+    badge::train::ops::tune_threads();
     cli::main()
 }

@@ -259,15 +259,16 @@ proptest! {
 
 #[test]
 fn memory_plan_names_what_overflows_the_board() {
-    let board =
-        badge::board::Board::load(&common::repo().join("configs/boards/esp32s3-n16r8.toml"))
-            .unwrap();
+    let board = badge::config::board::Board::load(
+        &common::repo().join("configs/boards/esp32s3-n16r8.toml"),
+    )
+    .unwrap();
     let c = badge::config::load_model_config(&common::repo().join("configs/models/badge-6m.toml"))
         .unwrap();
-    let info = badge::info::ModelInfo::of(&c);
+    let info = badge::export::info::ModelInfo::of(&c);
     let plan = |kv| {
         let s = badge_firmware::engine::RunStateSize::of(&c, 32, kv);
-        badge::board::MemoryPlan::new(&board, info.int8_bytes, s).unwrap()
+        badge::config::board::MemoryPlan::new(&board, info.int8_bytes, s).unwrap()
     };
     // badge-6m with weights copied to PSRAM and an f32 KV cache is just over 8 MB.
     let err = plan(KvCacheKind::F32).check().unwrap_err().to_string();
@@ -284,7 +285,7 @@ fn memory_plan_names_what_overflows_the_board() {
         activation_bytes: 0,
         kv_cache_bytes: 0,
     };
-    let too_big = badge::board::MemoryPlan::new(&board, 20_000_000, nothing).unwrap();
+    let too_big = badge::config::board::MemoryPlan::new(&board, 20_000_000, nothing).unwrap();
     assert!(too_big
         .check()
         .unwrap_err()

@@ -161,7 +161,7 @@ fn every_command_runs_from_the_command_line() {
         &d("h.wav"),
     ]);
     assert!(
-        badge::say::read_wav_u8(Path::new(&d("h.wav")))
+        badge::answer::say::read_wav_u8(Path::new(&d("h.wav")))
             .unwrap()
             .len()
             > 10_000

@@ -16,20 +16,20 @@ fn tinystories_is_read_from_the_hf_hub_cache() {
     let stories = common::repo().join("data/stories");
     std::fs::copy(
         stories.join("stories.txt"),
-        snap.join(badge::download::TRAIN_FILE),
+        snap.join(badge::data::download::TRAIN_FILE),
     )
     .unwrap();
     std::fs::copy(
         stories.join("stories-valid.txt"),
-        snap.join(badge::download::VALID_FILE),
+        snap.join(badge::data::download::VALID_FILE),
     )
     .unwrap();
     // This test binary is its own process: setting the variable affects nothing else.
     unsafe { std::env::set_var("HF_HOME", home.path()) };
 
-    let (train, valid) = badge::download::tinystories().unwrap();
-    assert_eq!(train, snap.join(badge::download::TRAIN_FILE));
-    assert_eq!(valid, snap.join(badge::download::VALID_FILE));
+    let (train, valid) = badge::data::download::tinystories().unwrap();
+    assert_eq!(train, snap.join(badge::data::download::TRAIN_FILE));
+    assert_eq!(valid, snap.join(badge::data::download::VALID_FILE));
 
     let source = SourceConfig::Stories {
         train: None,

@@ -3,7 +3,7 @@
 
 mod common;
 
-use badge::checkpoint::RunDir;
+use badge::train::checkpoint::RunDir;
 use badge_firmware::config::KvCacheKind;
 
 /// A run directory with random badge-6m weights, as `badge train` would leave it.
@@ -15,8 +15,8 @@ fn six_m_run(dir: &std::path::Path) -> std::path::PathBuf {
     std::fs::create_dir_all(rd.checkpoints()).unwrap();
     std::fs::write(rd.config(), serde_json::to_string(&rc).unwrap()).unwrap();
     common::small_tokenizer(1024).save(&rd.tokenizer()).unwrap();
-    let params = badge::model::init_params(&rc.model, 1, &candle_core::Device::Cpu).unwrap();
-    badge::checkpoint::save(&rd.final_weights(), &params, None).unwrap();
+    let params = badge::train::model::init_params(&rc.model, 1, &candle_core::Device::Cpu).unwrap();
+    badge::train::checkpoint::save(&rd.final_weights(), &params, None).unwrap();
     run
 }
 

@@ -7,12 +7,12 @@ mod common;
 mod rom_stub;
 
 use badge::answer::{Answerer, BlobAnswerer, BlobFile};
-use badge::board::Board;
-use badge::flash::{
+use badge::config::board::Board;
+use badge::device::flash::{
     flash_serial, write_image, FlashReport, ResetAfterOperation, ResetBeforeOperation,
     SerialOptions,
 };
-use badge::sim::{run_sim, SimOptions};
+use badge::device::sim::{run_sim, SimOptions};
 use badge_firmware::config::KvCacheKind;
 use badge_firmware::generate::GenerateOptions;
 use rom_stub::{op, RomStub, StubLog};
@@ -22,7 +22,7 @@ const FLASH_SIZE: usize = 16 << 20;
 const MODEL_OFFSET: u32 = 0x31_0000;
 
 fn board_path() -> PathBuf {
-    common::repo().join(badge::board::DEFAULT_BOARD)
+    common::repo().join(badge::config::board::DEFAULT_BOARD)
 }
 
 struct Setup {

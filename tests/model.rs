@@ -3,7 +3,7 @@
 
 mod common;
 
-use badge::model;
+use badge::train::model;
 use badge_firmware::config::ModelConfig;
 use candle_core::{Device, Tensor};
 use std::collections::BTreeMap;
@@ -153,7 +153,7 @@ fn forward_and_loss_match_an_f64_reference() {
     let c = common::tiny_config();
     let w = common::random_weights(&c, 9);
     let device = Device::Cpu;
-    let params: badge::model::Params = model::parameter_shapes(&c)
+    let params: badge::train::model::Params = model::parameter_shapes(&c)
         .into_iter()
         .map(|(n, s)| {
             (
@@ -228,7 +228,7 @@ fn gradients_match_finite_differences_for_every_tensor_kind() {
     };
     let device = Device::Cpu;
     let w = common::random_weights(&c, 5);
-    let make = |w: &BTreeMap<String, Vec<f32>>| -> badge::model::Params {
+    let make = |w: &BTreeMap<String, Vec<f32>>| -> badge::train::model::Params {
         model::parameter_shapes(&c)
             .into_iter()
             .map(|(n, s)| {

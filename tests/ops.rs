@@ -1,9 +1,9 @@
-//! The fused ops of `badge::ops` against the same computation from stock candle ops, forward
+//! The fused ops of `badge::train::ops` against the same computation from stock candle ops, forward
 //! and backward, and the fused AdamW step against the tensor-op step.
 
 mod common;
 
-use badge::{model, ops, optim::AdamW};
+use badge::train::{model, ops, optim::AdamW};
 use candle_core::{DType, Device, Tensor, Var};
 
 fn rand(shape: &[usize], seed: u64, scale: f32) -> Tensor {

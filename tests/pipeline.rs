@@ -32,7 +32,7 @@ fn tiny_curriculum_memorises_the_trained_questions() {
     assert_eq!(summary.phases.len(), 3);
 
     // Loss falls in every phase: the mean of the last 10 steps is below the first 10.
-    let metrics = train::read_metrics(&run.join("metrics.jsonl")).unwrap();
+    let metrics = train::metrics::read_metrics(&run.join("metrics.jsonl")).unwrap();
     for phase in ["stories", "profile", "qa"] {
         let l: Vec<f64> = metrics
             .iter()
@@ -63,8 +63,9 @@ fn tiny_curriculum_memorises_the_trained_questions() {
         .into_iter()
         .take(40)
         .collect();
-    let mut f32_model = CandleAnswerer::from_run(&run, None, 48).unwrap();
-    let f32_report = badge::eval::evaluate(&mut f32_model, &pairs, |_| {}).unwrap();
+    let mut f32_model =
+        CandleAnswerer::from_run(&badge::run::Run::load(&run, None).unwrap(), 48).unwrap();
+    let f32_report = badge::answer::eval::evaluate(&mut f32_model, &pairs, |_| {}).unwrap();
     eprintln!(
         "f32: {}/{} exact",
         f32_report.overall.exact, f32_report.overall.total
@@ -130,7 +131,7 @@ fn tiny_curriculum_memorises_the_trained_questions() {
     );
 
     // Top-1 next-token agreement on held-out text.
-    let tok = badge::tokenizer::BadgeTokenizer::load(&run.join("tokenizer.json")).unwrap();
+    let tok = badge::data::tokenizer::BadgeTokenizer::load(&run.join("tokenizer.json")).unwrap();
     let stories =
         badge::data::read_stories(&common::repo().join("data/stories/stories-valid.txt")).unwrap();
     let (agree, total) = top1_agreement(&f32_model.model, &file.blob(), &tok, &stories[..6]);
@@ -154,9 +155,9 @@ fn tiny_curriculum_memorises_the_trained_questions() {
 /// How often the badge's engine over `blob` picks the same next token as `reference`, over the
 /// first 64 tokens of each text: (agreeing positions, positions).
 fn top1_agreement(
-    reference: &badge::model::Transformer,
+    reference: &badge::train::model::Transformer,
     blob: &badge_firmware::format::Blob<'_>,
-    tok: &badge::tokenizer::BadgeTokenizer,
+    tok: &badge::data::tokenizer::BadgeTokenizer,
     texts: &[String],
 ) -> (usize, usize) {
     let (mut agree, mut total) = (0, 0);
@@ -247,9 +248,10 @@ fn reduced_demo_runs_end_to_end() {
     assert_eq!(report.asked.len(), 3);
     assert!(report.trained.total >= 100 && report.heldout.total >= 30);
     for a in &report.asked {
-        let pcm = badge::say::read_wav_u8(&a.wav).unwrap();
+        let pcm = badge::answer::say::read_wav_u8(&a.wav).unwrap();
         let expected =
-            badge::say::render(&a.answer, &badge_firmware::sam::Voice::default(), false).unwrap();
+            badge::answer::say::render(&a.answer, &badge_firmware::sam::Voice::default(), false)
+                .unwrap();
         assert_eq!(pcm, expected, "the WAV holds SAM's rendering of the answer");
     }
 }
@@ -274,7 +276,7 @@ fn a_diverging_loss_stops_the_run_and_keeps_the_last_checkpoint() {
         err.contains("the loss became") && err.contains("last good checkpoint"),
         "{err}"
     );
-    let progress = badge::checkpoint::RunDir::new(&run)
+    let progress = badge::train::checkpoint::RunDir::new(&run)
         .read_progress()
         .unwrap()
         .expect("a checkpoint before the divergence");

@@ -4,9 +4,9 @@
 mod common;
 
 use badge::answer::{Answerer, BlobAnswerer, BlobFile};
-use badge::board::Board;
-use badge::flash::write_image;
-use badge::sim::{answer_wav, error_wav, run_sim, SimOptions, SimReport};
+use badge::config::board::Board;
+use badge::device::flash::write_image;
+use badge::device::sim::{answer_wav, error_wav, run_sim, SimOptions, SimReport};
 use badge_firmware::config::KvCacheKind;
 use badge_firmware::format::Blob;
 use badge_firmware::generate::GenerateOptions;
@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 const MODEL_OFFSET: usize = 0x31_0000;
 
 fn board_path() -> PathBuf {
-    common::repo().join(badge::board::DEFAULT_BOARD)
+    common::repo().join(badge::config::board::DEFAULT_BOARD)
 }
 
 fn blob_bytes() -> Vec<u8> {
@@ -263,7 +263,7 @@ fn sim_blob_larger_than_partition() {
     assert!(!out.exists(), "nothing is written");
 
     // A header claiming more than the partition (as if flashed by another tool): refused.
-    let table = badge::flash::table_bytes(&board).unwrap();
+    let table = badge::device::flash::table_bytes(&board).unwrap();
     assert!(
         PartitionTable::parse(&table)
             .unwrap()

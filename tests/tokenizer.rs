@@ -3,7 +3,7 @@
 
 mod common;
 
-use badge::tokenizer::BadgeTokenizer;
+use badge::data::tokenizer::BadgeTokenizer;
 use proptest::prelude::*;
 use std::sync::OnceLock;
 
@@ -72,7 +72,7 @@ fn badge_ids_equal_host_ids_on_the_whole_valid_sample() {
     for vocab in [512usize, 1024] {
         let tok = BadgeTokenizer::train(&train, vocab).unwrap();
         assert_eq!(tok.vocab_size(), vocab);
-        let stats = badge::tokenizer::stats(&tok, &valid).unwrap();
+        let stats = badge::data::tokenizer::stats(&tok, &valid).unwrap();
         eprintln!(
             "vocab {vocab}: {:.4} tokens/char on the valid sample",
             stats.tokens_per_char

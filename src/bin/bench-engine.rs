@@ -97,11 +97,14 @@ fn prepare(model: &Path, out: &Path, seed: u64) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let stories = badge::data::read_stories(Path::new("data/stories/stories.txt"))
         .context("run from the repository root (data/stories/stories.txt)")?;
-    let tok = badge::tokenizer::BadgeTokenizer::train(&stories, c.vocab_size as usize)?;
+    let tok = badge::data::tokenizer::BadgeTokenizer::train(&stories, c.vocab_size as usize)?;
     let bos = tok.bos_id() as usize;
     let dim = c.dim as usize;
-    let mut weights = badge::export::FlatParams::new();
-    for (i, (name, shape)) in badge::model::parameter_shapes(&c).into_iter().enumerate() {
+    let mut weights = badge::run::FlatParams::new();
+    for (i, (name, shape)) in badge::train::model::parameter_shapes(&c)
+        .into_iter()
+        .enumerate()
+    {
         let n: usize = shape.iter().product();
         let mut v = badge::util::random_values(n, seed.wrapping_add(i as u64), 0.15);
         if shape.len() == 1 {
@@ -126,7 +129,7 @@ fn prepare(model: &Path, out: &Path, seed: u64) -> Result<()> {
     };
     let (blob, _) = badge::export::build_blob(&inputs, &weights)?;
     std::fs::write(out.join("badge.bin"), &blob)?;
-    badge::llama2c::write(&out.join("model.bin"), &c, &weights, &tok, gs)?;
+    badge::export::llama2c::write(&out.join("model.bin"), &c, &weights, &tok, gs)?;
     eprintln!(
         "{}: dim {} hidden {} layers {} vocab {} group {gs} -> {}",
         model.display(),

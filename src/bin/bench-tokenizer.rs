@@ -1,11 +1,11 @@
 //! Benchmark: the badge's `no_std` tokenizer against the host `tokenizers` crate, encoding the
 //! TinyStories valid sample story by story (characters per second), with identical ids checked.
 //!
-//! Usage: cargo run --release --bin bench-tokenizer -- [SHARED_DIR] [--json]
-//! SHARED_DIR defaults to $BADGE_SHARED or ../shared.
+//! Usage: `cargo run --release --bin bench-tokenizer -- [SHARED_DIR] [--json]`;
+//! `SHARED_DIR` defaults to $BADGE_SHARED or ../shared.
 
 use anyhow::{bail, Context, Result};
-use badge::tokenizer::BadgeTokenizer;
+use badge::data::tokenizer::BadgeTokenizer;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -43,13 +43,13 @@ fn main() -> Result<()> {
         let t0 = Instant::now();
         let tok = BadgeTokenizer::train(&train, vocab)?;
         let train_seconds = t0.elapsed().as_secs_f64();
-        let stats = badge::tokenizer::stats(&tok, &valid)?;
+        let stats = badge::data::tokenizer::stats(&tok, &valid)?;
         // The same tokenizer as the badge sees it: inside a blob.
         let mut c =
             badge::config::load_model_config(&PathBuf::from("configs/models/badge-tiny.toml"))
                 .context("run from the repository root")?;
         c.vocab_size = vocab as u32;
-        let weights = badge::model::parameter_shapes(&c)
+        let weights = badge::train::model::parameter_shapes(&c)
             .into_iter()
             .map(|(n, s)| (n, vec![0.5f32; s.iter().product()]))
             .collect();

@@ -6,7 +6,7 @@
 //! `RAYON_NUM_THREADS` and `CANDLE_NUM_THREADS` before candle starts its thread pools.
 
 use anyhow::{bail, Context, Result};
-use badge::{model, optim::AdamW};
+use badge::train::{model, optim::AdamW};
 use candle_core::{Device, Tensor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -109,7 +109,7 @@ fn main() -> Result<()> {
     // Before candle builds any pool: they read these once.
     std::env::set_var("RAYON_NUM_THREADS", a.threads.to_string());
     std::env::set_var("CANDLE_NUM_THREADS", a.threads.to_string());
-    badge::ops::tune_threads();
+    badge::train::ops::tune_threads();
     for name in &a.models {
         let (med, loss, times) = bench(name, &a)?;
         if a.json {

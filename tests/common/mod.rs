@@ -42,8 +42,8 @@ pub fn tiny_config() -> ModelConfig {
 }
 
 /// Random weights for every parameter of `c` (norms near 1).
-pub fn random_weights(c: &ModelConfig, seed: u64) -> badge::export::FlatParams {
-    badge::model::parameter_shapes(c)
+pub fn random_weights(c: &ModelConfig, seed: u64) -> badge::run::FlatParams {
+    badge::train::model::parameter_shapes(c)
         .into_iter()
         .enumerate()
         .map(|(i, (name, shape))| {
@@ -62,9 +62,9 @@ pub fn random_weights(c: &ModelConfig, seed: u64) -> badge::export::FlatParams {
 }
 
 /// A small tokenizer trained on the bundled stories (exactly `vocab` tokens).
-pub fn small_tokenizer(vocab: usize) -> badge::tokenizer::BadgeTokenizer {
+pub fn small_tokenizer(vocab: usize) -> badge::data::tokenizer::BadgeTokenizer {
     let stories = badge::data::read_stories(&repo().join("data/stories/stories.txt")).unwrap();
-    badge::tokenizer::BadgeTokenizer::train(&stories, vocab).unwrap()
+    badge::data::tokenizer::BadgeTokenizer::train(&stories, vocab).unwrap()
 }
 
 /// A blob of random weights for `c`, with a tokenizer of `c.vocab_size` tokens.
@@ -72,7 +72,7 @@ pub fn random_blob(
     c: &ModelConfig,
     seed: u64,
     kv: badge_firmware::config::KvCacheKind,
-) -> (Vec<u8>, badge::export::FlatParams) {
+) -> (Vec<u8>, badge::run::FlatParams) {
     let tok = small_tokenizer(c.vocab_size as usize);
     let w = random_weights(c, seed);
     let gs = badge_firmware::quant::choose_group_size(64, &[c.dim as usize, c.hidden_dim as usize])
@@ -90,9 +90,11 @@ pub fn random_blob(
 }
 
 /// candle over the dequantized blob weights: the same math without activation quantization.
-pub fn candle_on_dequantized(blob: &badge_firmware::format::Blob<'_>) -> badge::model::Transformer {
+pub fn candle_on_dequantized(
+    blob: &badge_firmware::format::Blob<'_>,
+) -> badge::train::model::Transformer {
     let device = candle_core::Device::Cpu;
-    let mut params = badge::model::Params::new();
+    let mut params = badge::train::model::Params::new();
     for i in 0..blob.tensor_count() {
         let t = blob.tensor_at(i).unwrap();
         let name = if t.kind.is_per_layer() {
@@ -121,7 +123,7 @@ pub fn candle_on_dequantized(blob: &badge_firmware::format::Blob<'_>) -> badge::
             .unwrap(),
         );
     }
-    badge::model::build(&blob.config, &params, &device).unwrap()
+    badge::train::model::build(&blob.config, &params, &device).unwrap()
 }
 
 /// The tiny curriculum with absolute paths, fewer steps and `qa_limit` Q&A pairs.

@@ -1,7 +1,8 @@
 //! Answering questions on the host, with either engine: the badge's int8 engine over a blob
 //! (exactly what the badge computes), or candle running a run's f32 checkpoint.
 
-use crate::tokenizer::BadgeTokenizer;
+use crate::data::tokenizer::BadgeTokenizer;
+use crate::run::Run;
 use crate::util::AlignedBytes;
 use anyhow::{anyhow, Result};
 use badge_firmware::engine::Engine;
@@ -121,7 +122,7 @@ impl Answerer for BlobAnswerer<'_> {
 
 /// candle running a run's f32 checkpoint, greedy (full re-run per token: slow, exact).
 pub struct CandleAnswerer {
-    pub model: crate::model::Transformer,
+    pub model: crate::train::model::Transformer,
     pub tokenizer: BadgeTokenizer,
     pub template: String,
     pub max_new_tokens: usize,
@@ -129,22 +130,13 @@ pub struct CandleAnswerer {
 }
 
 impl CandleAnswerer {
-    pub fn from_run(
-        run_dir: &Path,
-        checkpoint: Option<&Path>,
-        max_new_tokens: usize,
-    ) -> Result<Self> {
-        let run = crate::checkpoint::RunDir::new(run_dir);
-        let rc = crate::export::run_config(&run)?;
-        let ckpt = checkpoint
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| run.final_weights());
+    /// candle over the weights of an already loaded run (they are shared, not copied).
+    pub fn from_run(run: &Run, max_new_tokens: usize) -> Result<Self> {
         let device = Device::Cpu;
-        let params = crate::checkpoint::load_params(&ckpt, &rc.model, &device)?;
         Ok(CandleAnswerer {
-            model: crate::model::build(&rc.model, &params, &device)?,
-            tokenizer: BadgeTokenizer::load(&run.tokenizer())?,
-            template: rc.curriculum.template.clone(),
+            model: crate::train::model::build(&run.config.model, &run.params, &device)?,
+            tokenizer: run.tokenizer.clone(),
+            template: run.config.curriculum.template.clone(),
             max_new_tokens,
             device,
         })

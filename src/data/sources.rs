@@ -6,7 +6,7 @@
 //! exactly as when the badge answers a question.
 
 use crate::config::{LossOn, SourceConfig};
-use crate::tokenizer::BadgeTokenizer;
+use crate::data::tokenizer::BadgeTokenizer;
 use anyhow::{bail, Context, Result};
 use badge_firmware::template::PromptTemplate;
 use rand::rngs::StdRng;
@@ -193,7 +193,7 @@ pub fn load_source(
             limit,
         } => {
             let (train_path, valid_path) = if download && *can_download {
-                let (t, v) = crate::download::tinystories()?;
+                let (t, v) = crate::data::download::tinystories()?;
                 (Some(t), Some(v))
             } else {
                 (train.clone(), valid.clone())
@@ -251,7 +251,7 @@ pub fn load_source(
             holdout,
             loss_on,
         } => {
-            let report = crate::synth::run(&crate::synth::SynthOptions {
+            let report = crate::data::synth::run(&crate::data::synth::SynthOptions {
                 facts: facts.clone(),
                 templates: templates.clone(),
                 out: synth_dir.to_path_buf(),

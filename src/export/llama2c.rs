@@ -3,9 +3,9 @@
 //! `../shared/reference/llama2c-v2-format.md` (magic "ak42", header padded to 256 bytes, norms
 //! in f32, then every Q8_0 tensor as its int8 values followed by its scales).
 
-use crate::export::FlatParams;
-use crate::quant_report::{quantize_measured, QuantReport};
-use crate::tokenizer::BadgeTokenizer;
+use crate::data::tokenizer::BadgeTokenizer;
+use crate::export::quant_report::{quantize_measured, QuantReport};
+use crate::run::FlatParams;
 use anyhow::{Context, Result};
 use badge_firmware::config::ModelConfig;
 use std::path::Path;
@@ -52,7 +52,7 @@ pub fn write(
     }
     // Report shapes as the model has them (`[out, in]`), by parameter name.
     let shapes: std::collections::HashMap<String, (usize, usize)> =
-        crate::model::parameter_shapes(c)
+        crate::train::model::parameter_shapes(c)
             .into_iter()
             .filter(|(_, s)| s.len() == 2)
             .map(|(n, s)| (n, (s[0], s[1])))

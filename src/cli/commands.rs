@@ -35,8 +35,11 @@ pub fn tokenizer(cmd: TokenizerCmd) -> Result<()> {
         } => {
             let t0 = Instant::now();
             let texts = texts_of(&input)?;
-            let tok =
-                badge::tokenizer::BadgeTokenizer::train_with(&texts, vocab_size, split_digits)?;
+            let tok = badge::data::tokenizer::BadgeTokenizer::train_with(
+                &texts,
+                vocab_size,
+                split_digits,
+            )?;
             tok.save(&out)?;
             eprintln!(
                 "trained {} tokens on {} texts in {:.2} s → {}",
@@ -52,8 +55,8 @@ pub fn tokenizer(cmd: TokenizerCmd) -> Result<()> {
             input,
             json,
         } => {
-            let tok = badge::tokenizer::BadgeTokenizer::load(&tokenizer)?;
-            let s = badge::tokenizer::stats(&tok, &texts_of(&input)?)?;
+            let tok = badge::data::tokenizer::BadgeTokenizer::load(&tokenizer)?;
+            let s = badge::data::tokenizer::stats(&tok, &texts_of(&input)?)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
             } else {
@@ -108,7 +111,7 @@ pub fn inspect(
     if report && against.is_none() {
         bail!("--report needs --against runs/NAME: the blob holds only the quantized weights, the run holds the originals");
     }
-    let i = badge::inspect::inspect(model, Some(board).filter(|b| b.exists()), against)?;
+    let i = badge::export::inspect::inspect(model, Some(board).filter(|b| b.exists()), against)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&i)?);
     } else {
@@ -135,7 +138,8 @@ fn with_answerer(
             f(&mut a)
         }
         "candle" => {
-            let mut a = CandleAnswerer::from_run(model, None, gen.max_tokens)?;
+            let mut a =
+                CandleAnswerer::from_run(&badge::run::Run::load(model, None)?, gen.max_tokens)?;
             f(&mut a)
         }
         other => bail!("unknown engine `{other}`: use int8 or candle"),
@@ -173,7 +177,7 @@ pub fn ask(model: &Path, question: &str, gen: &GenArgs, speak: Option<&Path>) ->
             if let Ok(file) = BlobFile::read(model) {
                 voice = file.blob().voice;
             }
-            let n = badge::say::say_to_wav(&answer, &voice, false, wav)?;
+            let n = badge::answer::say::say_to_wav(&answer, &voice, false, wav)?;
             eprintln!("spoke {n} samples to {}", wav.display());
         }
         Ok(())
@@ -197,11 +201,14 @@ pub fn chat(model: &Path, gen: &GenArgs) -> Result<()> {
 pub fn eval(model: &Path, qa: &Path, misses: usize, json: bool) -> Result<()> {
     let pairs = badge::data::read_qa_csv(qa)?;
     let bar = indicatif::ProgressBar::new(pairs.len() as u64);
-    let run = |a: &mut dyn Answerer| -> Result<badge::eval::EvalReport> {
-        badge::eval::evaluate(a, &pairs, |i| bar.set_position(i as u64))
+    let run = |a: &mut dyn Answerer| -> Result<badge::answer::eval::EvalReport> {
+        badge::answer::eval::evaluate(a, &pairs, |i| bar.set_position(i as u64))
     };
     let report = if model.is_dir() {
-        run(&mut CandleAnswerer::from_run(model, None, 64)?)?
+        run(&mut CandleAnswerer::from_run(
+            &badge::run::Run::load(model, None)?,
+            64,
+        )?)?
     } else {
         let file = BlobFile::read(model)?;
         run(&mut BlobAnswerer::new(&file, 1, Default::default())?)?
@@ -234,9 +241,9 @@ pub fn flash(
     baud: u32,
     no_reset: bool,
 ) -> Result<()> {
-    let board = badge::board::Board::load(board)?;
+    let board = badge::config::board::Board::load(board)?;
     if let Some(img) = image {
-        badge::flash::write_image(model, &board, app, bootloader, img)?;
+        badge::device::flash::write_image(model, &board, app, bootloader, img)?;
         println!(
             "wrote flash image {} (try it: badge sim --image {})",
             img.display(),
@@ -244,8 +251,8 @@ pub fn flash(
         );
         return Ok(());
     }
-    use badge::flash::{ResetAfterOperation, ResetBeforeOperation};
-    let mut opts = badge::flash::SerialOptions {
+    use badge::device::flash::{ResetAfterOperation, ResetBeforeOperation};
+    let mut opts = badge::device::flash::SerialOptions {
         port,
         baud,
         ..Default::default()
@@ -254,7 +261,7 @@ pub fn flash(
         opts.before = ResetBeforeOperation::NoReset;
         opts.after = ResetAfterOperation::NoReset;
     }
-    let r = badge::flash::flash_serial(model, &board, app, bootloader, &opts)?;
+    let r = badge::device::flash::flash_serial(model, &board, app, bootloader, &opts)?;
     println!(
         "flashed {} on {} ({} MB flash):",
         r.chip,

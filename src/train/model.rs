@@ -2,7 +2,7 @@
 //!
 //! Every op here has a backward pass. candle-nn's fused `softmax_last_dim`, `rms_norm` and
 //! `rope_i` have none (their gradient silently stops), so the hot paths use our own fused ops
-//! with hand-written backward passes ([`crate::ops`]: RMSNorm, attention with RoPE and the
+//! with hand-written backward passes ([`crate::train::ops`]: RMSNorm, attention with RoPE and the
 //! causal softmax inside, SwiGLU, masked cross-entropy); off the CPU they fall back to stock
 //! tensor ops. A test proves that every parameter receives a non-zero gradient.
 //!
@@ -10,7 +10,7 @@
 //! `layers.{i}.wq|wk|wv|wo`, `layers.{i}.ffn_norm`, `layers.{i}.w1|w2|w3`, `norm`; matrices are
 //! stored `[out, in]` like `torch.nn.Linear`.
 
-use crate::ops;
+use crate::train::ops;
 use anyhow::Result;
 use badge_firmware::config::ModelConfig;
 use candle_core::{DType, Device, Module, Tensor, Var};

@@ -25,6 +25,7 @@ pub const RESERVED_TOKENS: usize = 3 + 256;
 pub type VocabAndMerges = (Vec<String>, Vec<(String, String)>);
 
 /// The host tokenizer: a `tokenizers::Tokenizer` with our conventions checked.
+#[derive(Clone)]
 pub struct BadgeTokenizer {
     inner: Tokenizer,
     split_digits: bool,

@@ -1,6 +1,6 @@
 //! `loss.svg`: train and eval loss per phase, drawn with plotters.
 
-use crate::train::MetricLine;
+use crate::train::metrics::MetricLine;
 use anyhow::{anyhow, Result};
 use plotters::prelude::*;
 use std::path::Path;

@@ -5,7 +5,7 @@
 //! are host code: finding the model, checking it, the question loop and the speech are the
 //! firmware's code paths, so what the simulator does is what the badge does.
 
-use crate::board::{Board, DEFAULT_BOARD};
+use crate::config::board::{Board, DEFAULT_BOARD};
 use anyhow::{anyhow, Context, Result};
 use badge_firmware::app::embedded_io;
 use badge_firmware::app::embedded_storage::{

@@ -6,8 +6,8 @@
 //! the weights (element-wise, so deterministic however it is split over threads). Elsewhere it
 //! runs as tensor ops ([`AdamW::step_reference`], also the tests' reference).
 
-use crate::model::Params;
-use crate::ops;
+use crate::train::model::Params;
+use crate::train::ops;
 use anyhow::{anyhow, Result};
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor, Var};

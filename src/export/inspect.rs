@@ -1,7 +1,7 @@
 //! `badge inspect`: what is inside a blob, and whether it fits a board.
 
 use crate::answer::BlobFile;
-use crate::quant_report::{QuantReport, TensorError};
+use crate::export::quant_report::{QuantReport, TensorError};
 use anyhow::{anyhow, Result};
 use badge_firmware::format::{Blob, TensorData};
 use serde::Serialize;
@@ -32,7 +32,7 @@ pub struct Inspection {
     pub template: String,
     pub tensors: Vec<TensorRow>,
     pub run_state_bytes: usize,
-    pub memory: Option<crate::board::MemoryPlan>,
+    pub memory: Option<crate::config::board::MemoryPlan>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub report: Option<QuantReport>,
 }
@@ -69,8 +69,8 @@ pub fn inspect(path: &Path, board: Option<&Path>, against: Option<&Path>) -> Res
     let state =
         badge_firmware::engine::RunStateSize::of(&blob.config, blob.group_size, blob.kv_cache);
     let memory = match board {
-        Some(b) => Some(crate::board::MemoryPlan::new(
-            &crate::board::Board::load(b)?,
+        Some(b) => Some(crate::config::board::MemoryPlan::new(
+            &crate::config::board::Board::load(b)?,
             blob.bytes.len() as u64,
             state,
         )?),
@@ -100,9 +100,7 @@ pub fn inspect(path: &Path, board: Option<&Path>, against: Option<&Path>) -> Res
 }
 
 fn error_against(blob: &Blob<'_>, run: &Path) -> Result<QuantReport> {
-    let rd = crate::checkpoint::RunDir::new(run);
-    let rc = crate::export::run_config(&rd)?;
-    let weights = crate::export::read_weights(&rd.final_weights(), &rc.model)?;
+    let weights = crate::run::Run::load(run, None)?.flat_weights()?;
     let mut errors = Vec::new();
     for i in 0..blob.tensor_count() {
         let t = blob.tensor_at(i).map_err(|e| anyhow!("{e}"))?;

@@ -2,8 +2,8 @@
 //! `adam_m.NAME`, `adam_v.NAME`), plus a small JSON file saying where training stood. Both are
 //! written atomically; the JSON is written last, so it never points at a missing checkpoint.
 
-use crate::model::Params;
-use crate::optim::AdamW;
+use crate::train::model::Params;
+use crate::train::optim::AdamW;
 use crate::util::write_atomic;
 use anyhow::{anyhow, bail, Context, Result};
 use badge_firmware::config::ModelConfig;
@@ -102,7 +102,7 @@ pub fn read_tensors(path: &Path, device: &Device) -> Result<HashMap<String, Tens
 pub fn load_params(path: &Path, config: &ModelConfig, device: &Device) -> Result<Params> {
     let tensors = read_tensors(path, device)?;
     let mut params = Params::new();
-    for (name, shape) in crate::model::parameter_shapes(config) {
+    for (name, shape) in crate::train::model::parameter_shapes(config) {
         let t = tensors.get(&format!("param.{name}")).ok_or_else(|| {
             anyhow!(
                 "{}: missing tensor param.{name} (a checkpoint of another model size?)",

@@ -2,7 +2,6 @@
 
 use anyhow::{Context, Result};
 
-#[path = "commands.rs"]
 mod commands;
 use badge::train::{self, TrainOptions};
 use clap::{Parser, Subcommand};
@@ -88,7 +87,7 @@ enum Command {
         #[arg(long, default_value_t = 32)]
         quality: usize,
         /// Board profile to check the memory plan against.
-        #[arg(long, default_value = badge::board::DEFAULT_BOARD)]
+        #[arg(long, default_value = badge::config::board::DEFAULT_BOARD)]
         board: PathBuf,
         #[arg(long)]
         json: bool,
@@ -105,7 +104,7 @@ enum Command {
         /// The run to compare with (for --report).
         #[arg(long, requires = "report")]
         against: Option<PathBuf>,
-        #[arg(long, default_value = badge::board::DEFAULT_BOARD)]
+        #[arg(long, default_value = badge::config::board::DEFAULT_BOARD)]
         board: PathBuf,
         #[arg(long)]
         json: bool,
@@ -203,13 +202,13 @@ enum Command {
         #[arg(long)]
         port: Option<String>,
         /// Baud rate after connecting (the ROM loader starts at 115200).
-        #[arg(long, default_value_t = badge::flash::DEFAULT_BAUD)]
+        #[arg(long, default_value_t = badge::device::flash::DEFAULT_BAUD)]
         baud: u32,
         /// The chip already waits in its serial loader: no DTR/RTS reset before, and it stays
         /// in the loader afterwards.
         #[arg(long)]
         no_reset: bool,
-        #[arg(long, default_value = badge::board::DEFAULT_BOARD)]
+        #[arg(long, default_value = badge::config::board::DEFAULT_BOARD)]
         board: PathBuf,
     },
     /// Run the badge's whole loop on the host over a flash image: stdin questions, WAV answers.
@@ -218,7 +217,7 @@ enum Command {
     Sim {
         #[arg(long)]
         image: PathBuf,
-        #[arg(long, default_value = badge::board::DEFAULT_BOARD)]
+        #[arg(long, default_value = badge::config::board::DEFAULT_BOARD)]
         board: PathBuf,
         /// Where the answer WAVs go.
         #[arg(long, default_value = "sim-out")]
@@ -437,8 +436,8 @@ fn run(cli: Cli) -> Result<()> {
             phonetic,
             out,
         } => {
-            let v = badge::say::voice_by_name(&voice)?;
-            let n = badge::say::say_to_wav(&text, &v, phonetic, &out)?;
+            let v = badge::answer::say::voice_by_name(&voice)?;
+            let n = badge::answer::say::say_to_wav(&text, &v, phonetic, &out)?;
             eprintln!(
                 "{n} samples ({:.2} s) written to {}",
                 n as f64 / 22050.0,
@@ -459,7 +458,7 @@ fn run(cli: Cli) -> Result<()> {
             seed,
             json,
         }) => {
-            let r = badge::synth::run(&badge::synth::SynthOptions {
+            let r = badge::data::synth::run(&badge::data::synth::SynthOptions {
                 facts,
                 templates,
                 out,
@@ -510,7 +509,7 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let model = match (model, run) {
                 (Some(m), _) => m,
-                (None, Some(run)) => badge::flash::export_run(&run, &board)?,
+                (None, Some(run)) => badge::device::flash::export_run(&run, &board)?,
                 (None, None) => unreachable!("clap requires --model or --from"),
             };
             commands::flash(
@@ -525,10 +524,10 @@ fn run(cli: Cli) -> Result<()> {
             )
         }
         Command::Sim { image, board, out } => {
-            let mut opts = badge::sim::SimOptions::new(image, out.clone());
+            let mut opts = badge::device::sim::SimOptions::new(image, out.clone());
             opts.board = board;
             let stdin = std::io::stdin();
-            let report = badge::sim::run_sim(&opts, stdin.lock(), std::io::stdout())?;
+            let report = badge::device::sim::run_sim(&opts, stdin.lock(), std::io::stdout())?;
             eprintln!(
                 "{} answers spoken into {}",
                 report.answers.len(),
@@ -538,7 +537,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Info { config, json } => {
             let c = badge::config::load_any_model_config(&config)?;
-            let info = badge::info::ModelInfo::of(&c);
+            let info = badge::export::info::ModelInfo::of(&c);
             if json {
                 println!("{}", serde_json::to_string_pretty(&info)?);
             } else {

@@ -8,7 +8,7 @@
 //! plan) before anything is written, so a bad model is caught on the host rather than by a
 //! badge that says "model corrupt".
 
-use crate::board::{read_partitions, Board, MemoryPlan};
+use crate::config::board::{read_partitions, Board, MemoryPlan};
 use crate::util::{write_atomic, AlignedBytes};
 use anyhow::{anyhow, bail, Context, Result};
 use badge_firmware::engine::RunStateSize;

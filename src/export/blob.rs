@@ -1,16 +1,14 @@
 //! `badge export`: a trained checkpoint → Q8_0 → the blob the badge loads (or llama2.c's
 //! version-2 file), with the per-tensor error report.
 
-use crate::checkpoint::{self, RunDir};
-use crate::config::ResolvedCurriculum;
-use crate::quant_report::{quantize_measured, QuantReport};
-use crate::tokenizer::BadgeTokenizer;
+use crate::data::tokenizer::BadgeTokenizer;
+use crate::export::quant_report::{quantize_measured, QuantReport};
+use crate::run::{FlatParams, Run};
 use anyhow::{bail, Context, Result};
 use badge_firmware::config::{KvCacheKind, ModelConfig, Voice};
 use badge_firmware::format::{BlobSpec, BlobWriter, OwnedTensorData, TensorKind, TensorSpec};
 use badge_firmware::quant;
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// How the group size was chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,18 +39,6 @@ pub fn resolve_group_size(c: &ModelConfig, gs: GroupSize) -> Result<(usize, Opti
             Ok((chosen, note))
         }
     }
-}
-
-/// Weights by parameter name as flat f32 vectors.
-pub type FlatParams = BTreeMap<String, Vec<f32>>;
-
-/// Reads a checkpoint's weights for `config`.
-pub fn read_weights(path: &Path, config: &ModelConfig) -> Result<FlatParams> {
-    let params = checkpoint::load_params(path, config, &candle_core::Device::Cpu)?;
-    params
-        .iter()
-        .map(|(n, v)| Ok((n.clone(), v.as_tensor().flatten_all()?.to_vec1::<f32>()?)))
-        .collect()
 }
 
 fn param_name(kind: TensorKind, layer: u32) -> String {
@@ -161,8 +147,8 @@ pub struct ExportResult {
     pub group_size: usize,
     pub note: Option<String>,
     pub report: QuantReport,
-    pub memory: Option<crate::board::MemoryPlan>,
-    pub quality: Option<crate::quality::QualityReport>,
+    pub memory: Option<crate::config::board::MemoryPlan>,
+    pub quality: Option<crate::export::quality::QualityReport>,
     /// The KV cache stored in the blob (None for llama2.c files).
     pub kv_cache: Option<KvCacheKind>,
 }
@@ -171,14 +157,14 @@ pub struct ExportResult {
 /// whose memory plan fits the board. Errors name what overflows when nothing fits.
 #[allow(clippy::type_complexity)]
 fn choose_kv_cache(
-    board: Option<&crate::board::Board>,
+    board: Option<&crate::config::board::Board>,
     blob_bytes: u64,
     cfg: &ModelConfig,
     gs: usize,
     requested: Option<KvCacheKind>,
 ) -> Result<(
     KvCacheKind,
-    Option<crate::board::MemoryPlan>,
+    Option<crate::config::board::MemoryPlan>,
     Option<String>,
 )> {
     let Some(board) = board else {
@@ -191,7 +177,7 @@ fn choose_kv_cache(
     let mut last_error = None;
     for (i, kind) in candidates.iter().enumerate() {
         let state = badge_firmware::engine::RunStateSize::of(cfg, gs, *kind);
-        let plan = crate::board::MemoryPlan::new(board, blob_bytes, state)?;
+        let plan = crate::config::board::MemoryPlan::new(board, blob_bytes, state)?;
         match plan.check() {
             Ok(()) => {
                 let note = (i > 0).then(|| {
@@ -220,34 +206,16 @@ pub fn kv_name(kind: KvCacheKind) -> &'static str {
     }
 }
 
-/// The resolved curriculum stored in a run directory.
-pub fn run_config(run: &RunDir) -> Result<ResolvedCurriculum> {
-    let text = crate::util::read_to_string(&run.config()).with_context(|| {
-        format!(
-            "{} is not a run directory made by `badge train`",
-            run.root.display()
-        )
-    })?;
-    serde_json::from_str(&text)
-        .with_context(|| format!("{}: corrupt run config", run.config().display()))
-}
-
 pub fn export(opts: &ExportOptions) -> Result<ExportResult> {
-    let run = RunDir::new(&opts.run);
-    let rc = run_config(&run)?;
+    let run = Run::load(&opts.run, opts.checkpoint.as_deref())?;
+    let rc = &run.config;
     let cfg = rc.model;
-    let ckpt = opts
-        .checkpoint
-        .clone()
-        .unwrap_or_else(|| run.final_weights());
-    if !ckpt.exists() {
-        bail!("{} does not exist: the run has not finished (export a phase checkpoint with --checkpoint, or finish it with `badge train --resume {}`)", ckpt.display(), opts.run.display());
-    }
-    let weights = read_weights(&ckpt, &cfg)?;
-    let tokenizer = BadgeTokenizer::load(&run.tokenizer())?;
+    let weights = run.flat_weights()?;
+    let tokenizer = &run.tokenizer;
     let (gs, note) = resolve_group_size(&cfg, opts.group_size)?;
     if opts.format == ExportFormat::Llama2c {
-        let (bytes, report) = crate::llama2c::write(&opts.out, &cfg, &weights, &tokenizer, gs)?;
+        let (bytes, report) =
+            crate::export::llama2c::write(&opts.out, &cfg, &weights, tokenizer, gs)?;
         return Ok(ExportResult {
             out: opts.out.clone(),
             bytes,
@@ -262,12 +230,12 @@ pub fn export(opts: &ExportOptions) -> Result<ExportResult> {
     let board = opts
         .board
         .as_deref()
-        .map(crate::board::Board::load)
+        .map(crate::config::board::Board::load)
         .transpose()?;
     let build = |kv_cache| {
         let inputs = BlobInputs {
             config: cfg,
-            tokenizer: &tokenizer,
+            tokenizer,
             template: &rc.curriculum.template,
             voice: rc.curriculum.voice.unwrap_or_default(),
             kv_cache,
@@ -294,13 +262,7 @@ pub fn export(opts: &ExportOptions) -> Result<ExportResult> {
     crate::util::write_atomic(&opts.out, &blob)?;
     let quality = match opts.quality_samples {
         0 => None,
-        n => Some(crate::quality::measure(
-            &opts.run,
-            opts.checkpoint.as_deref(),
-            &opts.out,
-            n,
-            n,
-        )?),
+        n => Some(crate::export::quality::measure(&run, &opts.out, n, n)?),
     };
     Ok(ExportResult {
         kv_cache: Some(kv_cache),

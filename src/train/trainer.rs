@@ -1,12 +1,13 @@
 //! `badge train`: the three-phase curriculum (stories → profile → Q&A) with checkpoints,
 //! resumption, metrics, evaluation, a summary and a loss plot.
 
-use crate::checkpoint::{self, Progress, RunDir};
 use crate::config::{Curriculum, PhaseConfig, ResolvedCurriculum};
+use crate::data::tokenizer::BadgeTokenizer;
 use crate::data::{self, SourceData, TokenStream};
-use crate::model::{self, Params, Transformer};
-use crate::optim::AdamW;
-use crate::tokenizer::BadgeTokenizer;
+use crate::train::checkpoint::{self, Progress, RunDir};
+use crate::train::metrics::{append_metric, read_metrics, MetricLine};
+use crate::train::model::{self, Params, Transformer};
+use crate::train::optim::AdamW;
 use anyhow::{bail, Context, Result};
 use badge_firmware::template::PromptTemplate;
 use candle_core::{Device, Tensor};
@@ -15,8 +16,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -36,20 +36,6 @@ pub struct TrainOptions {
     /// Stop (as if interrupted) after this many optimizer steps in total: for tests of resume.
     pub stop_after: Option<u64>,
     pub quiet: bool,
-}
-
-/// One line of `metrics.jsonl`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MetricLine {
-    pub phase: String,
-    pub step: usize,
-    pub global_step: u64,
-    pub loss: f64,
-    pub lr: f64,
-    pub tokens_per_sec: f64,
-    pub grad_norm: f64,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub eval: BTreeMap<String, f64>,
 }
 
 /// Per-phase results in `summary.json`.
@@ -225,32 +211,6 @@ fn eval_all(
         out.insert(name.clone(), eval_loss(model, s, seq_len, 32, device)?);
     }
     Ok(out)
-}
-
-fn append_metric(path: &Path, m: &MetricLine) -> Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    writeln!(f, "{}", serde_json::to_string(m)?)?;
-    Ok(())
-}
-
-/// Reads `metrics.jsonl`, keeping for each (phase, step) the last line written (a resumed run
-/// rewrites the steps it lost).
-pub fn read_metrics(path: &Path) -> Result<Vec<MetricLine>> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let mut by_key: BTreeMap<u64, MetricLine> = BTreeMap::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let m: MetricLine = serde_json::from_str(line)
-            .with_context(|| format!("{}: line {}", path.display(), i + 1))?;
-        by_key.insert(m.global_step, m);
-    }
-    Ok(by_key.into_values().collect())
 }
 
 /// Runs (or resumes) a curriculum. Returns the summary.
@@ -484,7 +444,7 @@ pub fn run(opts: &TrainOptions) -> Result<Summary> {
     checkpoint::save(&run.final_weights(), &params, None)?;
     let summary = write_summary(&run, c, &cfg, &summaries)?;
     if let Err(e) =
-        crate::plot::loss_svg(&read_metrics(&run.metrics())?, &run.root.join("loss.svg"))
+        crate::train::plot::loss_svg(&read_metrics(&run.metrics())?, &run.root.join("loss.svg"))
     {
         eprintln!("warning: could not draw loss.svg: {e:#}");
     }

@@ -2,8 +2,8 @@
 //! exported blob (the badge's int8 engine) side by side on held-out text and on the Q&A set.
 
 use crate::answer::{Answerer, BlobAnswerer, BlobFile, CandleAnswerer};
-use crate::checkpoint::RunDir;
 use crate::config::SourceConfig;
+use crate::run::Run;
 use anyhow::{anyhow, Result};
 use badge_firmware::engine::Engine;
 use badge_firmware::sampler::argmax;
@@ -98,19 +98,18 @@ fn trained_pairs(rc: &crate::config::ResolvedCurriculum) -> Result<Vec<crate::da
 
 /// Compares the run's f32 checkpoint `checkpoint` with the blob at `blob_path`.
 pub fn measure(
-    run_dir: &Path,
-    checkpoint: Option<&Path>,
+    run: &Run,
     blob_path: &Path,
     max_texts: usize,
     max_questions: usize,
 ) -> Result<QualityReport> {
-    let rc = crate::export::run_config(&RunDir::new(run_dir))?;
+    let rc = &run.config;
     let file = BlobFile::read(blob_path)?;
     let blob = file.blob();
-    let mut f32_model = CandleAnswerer::from_run(run_dir, checkpoint, 64)?;
+    let mut f32_model = CandleAnswerer::from_run(run, 64)?;
     let seq_len = rc.model.seq_len as usize;
 
-    let texts = heldout_texts(&rc, max_texts)?;
+    let texts = heldout_texts(rc, max_texts)?;
     let (mut positions, mut agree, mut kl_sum) = (0usize, 0usize, 0.0f64);
     for text in &texts {
         let mut ids = vec![f32_model.tokenizer.bos_id()];
@@ -135,10 +134,7 @@ pub fn measure(
         }
     }
 
-    let pairs: Vec<_> = trained_pairs(&rc)?
-        .into_iter()
-        .take(max_questions)
-        .collect();
+    let pairs: Vec<_> = trained_pairs(rc)?.into_iter().take(max_questions).collect();
     let mut int8_model = BlobAnswerer::new(&file, 1, Default::default())?;
     let (mut f32_right, mut int8_right) = (0, 0);
     for p in &pairs {
