@@ -23,10 +23,10 @@ fuzz_target!(|data: &[u8]| {
     };
     let (name, read): (&str, fn(&std::path::Path)) = match which % 5 {
         0 => ("partitions.csv", |p| {
-            let _ = badge::board::read_partitions(p);
+            let _ = badge::config::board::read_partitions(p);
         }),
         1 => ("board.toml", |p| {
-            if let Ok(b) = badge::board::Board::load(p) {
+            if let Ok(b) = badge::config::board::Board::load(p) {
                 let _ = b.model_partition();
             }
         }),
