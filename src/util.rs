@@ -6,6 +6,10 @@ use std::path::{Path, PathBuf};
 
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so a
 /// crash or power loss leaves either the old file or the new one, never a torn one.
+///
+/// The file gets the mode any newly created file gets (0666 less the umask: 0644 by default),
+/// not the temporary file's private 0600, so models, checkpoints and reports stay readable to
+/// whoever could read the folder.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path
         .parent()
@@ -13,7 +17,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)
         .with_context(|| format!("creating directory {}", dir.display()))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+    let mut builder = tempfile::Builder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // The mode is passed to open(2), which applies the umask, as for any new file.
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let mut tmp = builder
+        .tempfile_in(dir)
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
     tmp.write_all(bytes)
         .with_context(|| format!("writing {}", path.display()))?;

@@ -220,3 +220,97 @@ fn mistakes_get_clear_messages_and_exit_codes() {
         Some(2)
     );
 }
+
+/// A blob whose header claims a context far larger than its file: the badge's engine on the
+/// host refuses the run state up front (the board's PSRAM budget by default, `--max-memory` to
+/// raise it) instead of aborting in the allocator, and a context past the loader's limit is
+/// named as such.
+#[test]
+fn a_huge_context_is_refused_with_a_clear_error_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = common::tiny_config();
+    c.n_layers = 100;
+    c.seq_len = 4096; // f32 KV cache: 100 × 4096 × 16 × 4 × 2 = 52 MB, over the board's 8 MB
+    let (bytes, _) = common::random_blob(&c, 3, badge_firmware::config::KvCacheKind::F32);
+    let big = dir.path().join("big.bin");
+    std::fs::write(&big, &bytes).unwrap();
+    let big = big.display().to_string();
+    let refused = |args: &[&str]| {
+        let out = badge(args);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "badge {args:?} succeeded");
+        assert!(
+            err.contains("the run state needs") && err.contains("--max-memory"),
+            "badge {args:?}: {err}"
+        );
+    };
+    refused(&["ask", "--model", &big, "who are you?"]);
+    refused(&["eval", "--model", &big, "--qa", "data/profile/qa.csv"]);
+    let out = Command::new(env!("CARGO_BIN_EXE_badge"))
+        .args(["chat", "--model", &big])
+        .current_dir(common::repo())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the run state needs"));
+    // Raised: the same model answers.
+    ok(&[
+        "ask",
+        "--model",
+        &big,
+        "--max-memory",
+        "64M",
+        "--max-tokens",
+        "4",
+        "who are you?",
+    ]);
+    let bad = badge(&["ask", "--model", &big, "--max-memory", "lots", "x"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("is not a size"));
+
+    // seq_len 2^20 is past the loader's limit: the header field is named, with the limit.
+    let mut huge = bytes.clone();
+    huge[44..48].copy_from_slice(&(1u32 << 20).to_le_bytes());
+    let crc = badge_firmware::format::crc32(&huge[badge_firmware::format::HEADER_SIZE..]);
+    huge[16..20].copy_from_slice(&crc.to_le_bytes());
+    let p = dir.path().join("huge.bin");
+    std::fs::write(&p, &huge).unwrap();
+    let out = badge(&["ask", "--model", &p.display().to_string(), "hi"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("seq_len") && err.contains("1 to 65536"),
+        "{err}"
+    );
+
+    // The simulator's budget (blob + run state) can be lowered, and is then enforced.
+    let (small, _) = common::random_blob(
+        &common::tiny_config(),
+        4,
+        badge_firmware::config::KvCacheKind::F32,
+    );
+    let sb = dir.path().join("small.bin");
+    std::fs::write(&sb, &small).unwrap();
+    let img = dir.path().join("flash.img").display().to_string();
+    ok(&[
+        "flash",
+        "--model",
+        &sb.display().to_string(),
+        "--image",
+        &img,
+    ]);
+    let out = Command::new(env!("CARGO_BIN_EXE_badge"))
+        .args(["sim", "--image", &img, "--max-memory", "16K"])
+        .args(["--out", &dir.path().join("sim").display().to_string()])
+        .current_dir(common::repo())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("16384 are available"), "{text}");
+}

@@ -32,3 +32,26 @@ fn every_shipped_curriculum_and_model_config_loads() {
     assert_eq!(steps, vec![(20000, 3e-4), (10000, 1e-4), (12000, 5e-5)]);
     assert_eq!(six.model.parameter_count(), 5_566_176);
 }
+
+/// Partition CSV sizes: decimal, hex and K/M suffixes, and an overflow is refused (it wrapped
+/// to a wrong size in release builds), also when read from a CSV.
+#[test]
+fn partition_sizes_parse_with_checked_arithmetic() {
+    use badge::config::board::{parse_size, read_partitions};
+    assert_eq!(parse_size("4096"), Some(4096));
+    assert_eq!(parse_size(" 0x1000 "), Some(4096));
+    assert_eq!(parse_size("64K"), Some(65536));
+    assert_eq!(parse_size("3M"), Some(3 << 20));
+    assert_eq!(parse_size("0xFFFFFFFFFFFFFFFFK"), None);
+    assert_eq!(parse_size("17592186044416M"), None); // 2^44 · 2^20 = 2^64
+    assert_eq!(
+        parse_size("17592186044415M"),
+        Some(u64::MAX - (1 << 20) + 1)
+    );
+    assert_eq!(parse_size("12Q"), None);
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("p.csv");
+    std::fs::write(&csv, "model, data, 0x40, 0x10000, 0xFFFFFFFFFFFFFFFFK,\n").unwrap();
+    let err = format!("{:#}", read_partitions(&csv).unwrap_err());
+    assert!(err.contains("p.csv") && err.contains("size"), "{err}");
+}

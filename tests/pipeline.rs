@@ -247,6 +247,21 @@ fn reduced_demo_runs_end_to_end() {
     .unwrap();
     assert_eq!(report.asked.len(), 3);
     assert!(report.trained.total >= 100 && report.heldout.total >= 30);
+    // model.bin, the checkpoints, summary.json, tokenizer.json, the WAVs: readable like any
+    // new file, not private like the temporary files they were renamed from.
+    #[cfg(unix)]
+    {
+        let n = common::assert_normal_modes(dir.path());
+        assert!(n >= 8, "only {n} files written");
+        for f in [
+            "badge.bin",
+            "run/summary.json",
+            "run/tokenizer.json",
+            "run/checkpoints/final.safetensors",
+        ] {
+            assert!(dir.path().join(f).is_file(), "{f} missing");
+        }
+    }
     for a in &report.asked {
         let pcm = badge::answer::say::read_wav_u8(&a.wav).unwrap();
         let expected =

@@ -176,7 +176,7 @@ impl core::fmt::Display for LoadError {
             LoadError::OverMemory { blob, run_state, reserve, budget } => write!(
                 f,
                 "the model needs {} bytes (blob {blob} + run state {run_state} + reserve {reserve}) but only {budget} are available: export a smaller model or a smaller KV cache",
-                blob + run_state + reserve
+                blob.saturating_add(*run_state).saturating_add(*reserve)
             ),
             LoadError::OutOfMemory { bytes } => write!(f, "could not allocate {bytes} bytes for the model"),
         }
@@ -355,7 +355,7 @@ pub fn load_model<F: ReadNorFlash>(
     // Sized without allocating: a model whose run state would not fit is refused here, not by
     // an allocation failure later.
     let run_state = RunStateSize::of(&blob.config, blob.group_size, blob.kv_cache).total();
-    if len + run_state + cfg.reserve > cfg.memory_budget {
+    if len.saturating_add(run_state).saturating_add(cfg.reserve) > cfg.memory_budget {
         return Err(over(run_state));
     }
     Ok(model)

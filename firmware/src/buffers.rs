@@ -26,17 +26,36 @@ pub struct AlignedBuf<T: Pod> {
 }
 
 impl<T: Pod> AlignedBuf<T> {
-    pub fn zeroed(len: usize) -> Self {
-        let bytes = len * core::mem::size_of::<T>();
-        AlignedBuf {
-            blocks: alloc::vec![Block::default(); bytes.div_ceil(16)],
+    /// A buffer of `len` zeroed values, or `None` when its byte size does not fit the address
+    /// space or the allocator cannot provide it (so a wrapped size can never produce a buffer
+    /// whose length claims more than was allocated).
+    pub fn try_zeroed(len: usize) -> Option<Self> {
+        let bytes = len.checked_mul(core::mem::size_of::<T>())?;
+        if bytes > isize::MAX as usize {
+            return None;
+        }
+        let n_blocks = bytes.div_ceil(16);
+        let mut blocks = Vec::new();
+        blocks.try_reserve_exact(n_blocks).ok()?;
+        blocks.resize(n_blocks, Block::default());
+        Some(AlignedBuf {
+            blocks,
             len,
             _t: PhantomData,
-        }
+        })
+    }
+    /// [`AlignedBuf::try_zeroed`] for sizes the caller has already checked (the run state's
+    /// small buffers, sized by [`crate::engine::RunStateSize`] before anything is allocated).
+    ///
+    /// # Panics
+    /// When the size overflows or cannot be allocated.
+    pub fn zeroed(len: usize) -> Self {
+        Self::try_zeroed(len).expect("AlignedBuf: size overflows or cannot be allocated")
     }
     /// Bytes reserved, including the padding to the next 16-byte boundary.
     pub fn byte_size(&self) -> usize {
-        self.blocks.len() * 16
+        // The blocks exist, so their byte count fits the address space.
+        self.blocks.len().saturating_mul(16)
     }
     pub fn as_slice(&self) -> &[T] {
         // SAFETY: the blocks hold at least len·size_of::<T>() initialised bytes, aligned to 16

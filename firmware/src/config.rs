@@ -18,6 +18,35 @@ pub struct ModelConfig {
     pub rope_theta: f32,
 }
 
+/// The largest shape the loader accepts (FORMAT.md, "Limits"). They bound the work and the
+/// memory a blob can ask for before anything is allocated: every size derived from them
+/// (`n_layers · seq_len · kv_dim · 4` is at most 2^46) fits a u64 with room to spare, and the
+/// tensor table of a valid blob has at most `2 + 9 · MAX_LAYERS` entries. Far above any model
+/// a badge can hold (the largest shipped config is dim 224, 8 layers, vocab 1024).
+pub mod limits {
+    pub const MAX_DIM: u32 = 8192;
+    pub const MAX_HIDDEN_DIM: u32 = 32768;
+    pub const MAX_LAYERS: u32 = 1024;
+    /// Also the limit of `n_kv_heads` (which must divide `n_heads`).
+    pub const MAX_HEADS: u32 = 1024;
+    pub const MAX_VOCAB: u32 = 1 << 18;
+    pub const MAX_SEQ_LEN: u32 = 1 << 16;
+}
+
+/// The largest value [`ModelConfig::validate`] accepts for an integer field, if it has one.
+pub fn field_limit(field: &str) -> Option<u32> {
+    use limits::*;
+    Some(match field {
+        "dim" => MAX_DIM,
+        "hidden_dim" => MAX_HIDDEN_DIM,
+        "n_layers" => MAX_LAYERS,
+        "n_heads" | "n_kv_heads" => MAX_HEADS,
+        "vocab_size" => MAX_VOCAB,
+        "seq_len" => MAX_SEQ_LEN,
+        _ => return None,
+    })
+}
+
 /// llama2.c's RMSNorm epsilon.
 pub const DEFAULT_NORM_EPS: f32 = 1e-5;
 /// llama2.c's RoPE base.
@@ -42,7 +71,7 @@ impl ModelConfig {
 
     /// Checks the relations the engine relies on; returns the offending field and value.
     pub fn validate(&self) -> Result<(), (&'static str, u32)> {
-        let nonzero = [
+        let bounded = [
             ("dim", self.dim),
             ("hidden_dim", self.hidden_dim),
             ("n_layers", self.n_layers),
@@ -51,8 +80,8 @@ impl ModelConfig {
             ("vocab_size", self.vocab_size),
             ("seq_len", self.seq_len),
         ];
-        for (field, v) in nonzero {
-            if v == 0 || v > 1 << 20 {
+        for (field, v) in bounded {
+            if v == 0 || field_limit(field).is_some_and(|max| v > max) {
                 return Err((field, v));
             }
         }

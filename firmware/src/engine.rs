@@ -175,14 +175,16 @@ struct KvCache {
 }
 
 impl KvStore {
-    fn new(kind: KvCacheKind, n: usize, head_dim: usize) -> Self {
-        match kind {
-            KvCacheKind::F32 => Self::F32(AlignedBuf::zeroed(n)),
-            KvCacheKind::F16 => Self::F16(AlignedBuf::zeroed(n)),
-            KvCacheKind::Int8 => {
-                Self::Int8(AlignedBuf::zeroed(n), AlignedBuf::zeroed(n / head_dim))
-            }
-        }
+    /// `None` when `n` values do not fit the address space or cannot be allocated.
+    fn new(kind: KvCacheKind, n: usize, head_dim: usize) -> Option<Self> {
+        Some(match kind {
+            KvCacheKind::F32 => Self::F32(AlignedBuf::try_zeroed(n)?),
+            KvCacheKind::F16 => Self::F16(AlignedBuf::try_zeroed(n)?),
+            KvCacheKind::Int8 => Self::Int8(
+                AlignedBuf::try_zeroed(n)?,
+                AlignedBuf::try_zeroed(n / head_dim)?,
+            ),
+        })
     }
     fn byte_size(&self) -> usize {
         match self {
@@ -396,52 +398,69 @@ impl KvCache {
 /// The bytes the run state will take, computed without allocating anything: the badge checks
 /// its memory budget with this before it allocates, and the memory plan reports it.
 /// [`RunState::byte_size`] of an allocated state is exactly [`RunStateSize::total`].
+///
+/// Computed in u64 from the header's fields, so nothing wraps on the 32-bit badge: a size
+/// that does not fit `usize` saturates to `usize::MAX`, which no memory budget admits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunStateSize {
     pub activation_bytes: usize,
     pub kv_cache_bytes: usize,
 }
 
+#[deny(clippy::arithmetic_side_effects)]
 impl RunStateSize {
     pub fn of(c: &ModelConfig, group_size: usize, kv_kind: KvCacheKind) -> Self {
+        let u = |v: usize| v as u64;
         // Every buffer is rounded up to whole 16-byte blocks, as `AlignedBuf` allocates them.
-        let padded = |elems: usize, elem_size: usize| (elems * elem_size).div_ceil(16) * 16;
+        let padded = |elems: u64, elem_size: u64| {
+            elems
+                .saturating_mul(elem_size)
+                .div_ceil(16)
+                .saturating_mul(16)
+        };
         let (dim, hidden, kv_dim, hd) = (
-            c.dim as usize,
-            c.hidden_dim as usize,
-            c.kv_dim(),
-            c.head_dim(),
+            u64::from(c.dim),
+            u64::from(c.hidden_dim),
+            u(c.kv_dim()),
+            u(c.head_dim()),
         );
-        let seq = c.seq_len as usize;
+        let seq = u64::from(c.seq_len);
         let widest = dim.max(hidden);
         let f32_buffers = [
             dim,
             dim,
-            dim + 2 * kv_dim,
-            2 * hidden,
-            c.n_heads as usize * seq,
-            c.vocab_size as usize,
-            widest / group_size,
+            dim.saturating_add(kv_dim.saturating_mul(2)),
+            hidden.saturating_mul(2),
+            u64::from(c.n_heads).saturating_mul(seq),
+            u64::from(c.vocab_size),
+            widest.checked_div(u(group_size)).unwrap_or(0),
             hd / 2,
             hd,
             hd,
         ];
-        let activation_bytes =
-            f32_buffers.iter().map(|&n| padded(n, 4)).sum::<usize>() + padded(widest, 1);
-        let n = c.n_layers as usize * seq * kv_dim;
+        let activation_bytes = f32_buffers.iter().fold(padded(widest, 1), |sum, &n| {
+            sum.saturating_add(padded(n, 4))
+        });
+        let n = u64::from(c.n_layers)
+            .saturating_mul(seq)
+            .saturating_mul(kv_dim);
         let one_store = match kv_kind {
             KvCacheKind::F32 => padded(n, 4),
             KvCacheKind::F16 => padded(n, 2),
-            KvCacheKind::Int8 => padded(n, 1) + padded(n / hd, 4),
+            KvCacheKind::Int8 => {
+                padded(n, 1).saturating_add(padded(n.checked_div(hd).unwrap_or(0), 4))
+            }
         };
+        let to_usize = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
         RunStateSize {
-            activation_bytes,
-            kv_cache_bytes: 2 * one_store,
+            activation_bytes: to_usize(activation_bytes),
+            kv_cache_bytes: to_usize(one_store.saturating_mul(2)),
         }
     }
 
+    /// Both parts together (saturating: `usize::MAX` means "does not fit").
     pub fn total(&self) -> usize {
-        self.activation_bytes + self.kv_cache_bytes
+        self.activation_bytes.saturating_add(self.kv_cache_bytes)
     }
 }
 
@@ -468,16 +487,48 @@ pub struct RunState {
 }
 
 impl RunState {
+    /// Allocates the run state of a valid config (see [`RunState::try_new`]).
+    ///
+    /// # Panics
+    /// When the state does not fit the address space or cannot be allocated.
     pub fn new(c: &ModelConfig, group_size: usize, kv_kind: KvCacheKind) -> Self {
+        match Self::try_new(c, group_size, kv_kind) {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Allocates the run state, refusing one whose size ([`RunStateSize`], computed without
+    /// wrapping) does not fit the address space, and reporting an allocation failure as an
+    /// error instead of aborting. Once the total fits, every buffer's length does too.
+    pub fn try_new(
+        c: &ModelConfig,
+        group_size: usize,
+        kv_kind: KvCacheKind,
+    ) -> Result<Self, BlobError> {
+        let total = RunStateSize::of(c, group_size, kv_kind).total();
+        if total > isize::MAX as usize {
+            return Err(BlobError::TooLarge {
+                what: "run state",
+                bytes: total as u64,
+                limit: isize::MAX as u64,
+            });
+        }
         let (dim, hidden, kv_dim) = (c.dim as usize, c.hidden_dim as usize, c.kv_dim());
         let seq = c.seq_len as usize;
         let cache_len = c.n_layers as usize * seq * kv_dim;
         let hd = c.head_dim();
+        let oom = BlobError::OutOfMemory {
+            what: "KV cache",
+            bytes: total as u64,
+        };
+        let keys = KvStore::new(kv_kind, cache_len, hd).ok_or(oom.clone())?;
+        let values = KvStore::new(kv_kind, cache_len, hd).ok_or(oom)?;
         let mut rope_freq = AlignedBuf::zeroed(hd / 2);
         for (i, f) in rope_freq.iter_mut().enumerate() {
             *f = 1.0 / libm::powf(c.rope_theta, (2 * i) as f32 / hd as f32);
         }
-        RunState {
+        Ok(RunState {
             x: AlignedBuf::zeroed(dim),
             xb: AlignedBuf::zeroed(dim),
             qkv: AlignedBuf::zeroed(dim + 2 * kv_dim),
@@ -490,13 +541,13 @@ impl RunState {
             rope_cos_sin: AlignedBuf::zeroed(hd),
             kv_row: AlignedBuf::zeroed(hd),
             kv: KvCache {
-                keys: KvStore::new(kv_kind, cache_len, c.head_dim()),
-                values: KvStore::new(kv_kind, cache_len, c.head_dim()),
+                keys,
+                values,
                 kv_dim,
-                head_dim: c.head_dim(),
+                head_dim: hd,
                 seq_len: seq,
             },
-        }
+        })
     }
 
     /// Exact bytes of all run-state buffers (what the memory plan reserves).
@@ -704,9 +755,25 @@ impl core::fmt::Display for ForwardError {
 }
 
 impl<'a, W: Workers> Engine<'a, W> {
+    /// The engine over a blob, its run state allocated if it fits the address space (see
+    /// [`Engine::with_memory_limit`] to refuse a smaller size).
     pub fn new(blob: &Blob<'a>, workers: W) -> Result<Self, BlobError> {
+        Self::with_memory_limit(blob, workers, usize::MAX)
+    }
+
+    /// The engine, refusing a run state of more than `limit` bytes before allocating any of
+    /// it, so a blob that claims a huge context is an error and not an allocator abort.
+    pub fn with_memory_limit(blob: &Blob<'a>, workers: W, limit: usize) -> Result<Self, BlobError> {
+        let bytes = RunStateSize::of(&blob.config, blob.group_size, blob.kv_cache).total();
+        if bytes > limit {
+            return Err(BlobError::TooLarge {
+                what: "run state",
+                bytes: bytes as u64,
+                limit: limit as u64,
+            });
+        }
         let weights = Weights::from_blob(blob)?;
-        let state = RunState::new(&blob.config, blob.group_size, blob.kv_cache);
+        let state = RunState::try_new(&blob.config, blob.group_size, blob.kv_cache)?;
         Ok(Engine {
             weights,
             state,
@@ -872,7 +939,7 @@ mod tests {
         }
         // 2·1023 subnormals, 2 infinities, 2·1023 NaNs.
         assert_eq!(flagged, 2 * 1023 + 2 + 2 * 1023);
-        let mut kv = KvStore::new(KvCacheKind::F16, 8, 8);
+        let mut kv = KvStore::new(KvCacheKind::F16, 8, 8).unwrap();
         let row = [
             1.5f32,
             -0.0,

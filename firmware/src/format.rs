@@ -199,6 +199,18 @@ pub enum BlobError {
     BadTemplate {
         reason: &'static str,
     },
+    /// A size computed from header fields does not fit the address space (32 bits on the
+    /// badge) or exceeds the memory the caller allows.
+    TooLarge {
+        what: &'static str,
+        bytes: u64,
+        limit: u64,
+    },
+    /// The allocator could not provide a buffer the blob needs.
+    OutOfMemory {
+        what: &'static str,
+        bytes: u64,
+    },
 }
 
 impl core::fmt::Display for BlobError {
@@ -213,7 +225,10 @@ impl core::fmt::Display for BlobError {
             CrcMismatch { stored, computed } => write!(f, "CRC32 mismatch: stored {stored:08x}, computed {computed:08x} (the blob is corrupt)"),
             Misaligned { what, offset } => write!(f, "{what} at offset {offset} is not {ALIGN}-byte aligned"),
             OutOfBounds { what, offset, len, blob_len } => write!(f, "{what} ({len} bytes at offset {offset}) runs past the end of the {blob_len}-byte blob"),
-            BadConfig { field, value } => write!(f, "model config field `{field}` has invalid value {value}"),
+            BadConfig { field, value } => match crate::config::field_limit(field) {
+                Some(max) => write!(f, "model config field `{field}` has invalid value {value} (allowed: 1 to {max})"),
+                None => write!(f, "model config field `{field}` has invalid value {value}"),
+            },
             BadGroupSize { group_size } => write!(f, "group size {group_size} is not a power of two dividing dim and hidden_dim"),
             BadKvCache { value } => write!(f, "unknown KV cache kind {value}"),
             BadTensor { index, reason } => write!(f, "tensor table entry {index}: {reason}"),
@@ -222,6 +237,8 @@ impl core::fmt::Display for BlobError {
             WrongShape { kind, layer, expected, found } => write!(f, "tensor {} of layer {layer} has shape {found:?}, the config needs {expected:?}", kind.name()),
             BadTokenizer { reason } => write!(f, "tokenizer section: {reason}"),
             BadTemplate { reason } => write!(f, "prompt template: {reason}"),
+            TooLarge { what, bytes, limit } => write!(f, "the {what} needs {bytes} bytes, more than the {limit} allowed"),
+            OutOfMemory { what, bytes } => write!(f, "could not allocate the {what} (run state of {bytes} bytes): not enough memory"),
         }
     }
 }
@@ -249,8 +266,9 @@ impl TensorView<'_> {
     /// Bytes this tensor occupies in the blob (values plus scales).
     pub fn byte_len(&self) -> usize {
         match self.data {
-            TensorData::F32(v) => v.len() * 4,
-            TensorData::Q8 { q, scales } => q.len() + scales.len() * 4,
+            TensorData::F32(v) => core::mem::size_of_val(v),
+            // Both are slices of one blob, so the sum fits the address space.
+            TensorData::Q8 { q, scales } => q.len().saturating_add(core::mem::size_of_val(scales)),
         }
     }
 }
@@ -271,38 +289,66 @@ pub struct TokenizerSection<'a> {
 /// Tokenizer section flag: numeric characters are split into words of their own.
 pub const TOKENIZER_SPLIT_DIGITS: u32 = 1;
 
+/// Entry `i` of a table of `size`-byte entries; `None` past its end. No multiplication that
+/// could wrap: the chunk iterator checks the position itself.
+fn entry(table: &[u8], size: usize, i: usize) -> Option<&[u8]> {
+    table.chunks_exact(size).nth(i)
+}
+
+/// The token index entry of `id`: (string offset, length, kind byte, byte value).
+fn token_entry(index: &[u8], id: usize) -> Option<(usize, usize, u8, u8)> {
+    let e = entry(index, TOKEN_ENTRY_SIZE, id)?;
+    Some((
+        usize_of(read_u32(e, 0)),
+        usize::from(read_u16(e, 4)),
+        e[6],
+        e[7],
+    ))
+}
+
+/// A u32 from the blob as usize. Lossless on the 32- and 64-bit targets this crate supports.
+fn usize_of(v: u32) -> usize {
+    const { assert!(usize::BITS >= 32) };
+    v as usize
+}
+
+/// Token accessors take ids the caller has checked against `n_tokens` (the tokenizer and the
+/// sampler only produce such ids); an id past the vocabulary reads as an empty control token
+/// rather than panicking.
 impl<'a> TokenizerSection<'a> {
     /// The raw vocabulary string of token `id` (with `▁` for spaces; `<0xXX>` for bytes).
     pub fn piece(&self, id: u32) -> &'a [u8] {
-        let e = &self.index[id as usize * TOKEN_ENTRY_SIZE..][..TOKEN_ENTRY_SIZE];
-        let off = read_u32(e, 0) as usize;
-        let len = usize::from(read_u16(e, 4));
-        &self.strings[off..off + len]
+        token_entry(self.index, usize_of(id))
+            .and_then(|(off, len, _, _)| self.strings.get(off..)?.get(..len))
+            .unwrap_or(&[])
     }
     pub fn kind(&self, id: u32) -> TokenKind {
-        match self.index[id as usize * TOKEN_ENTRY_SIZE + 6] {
-            1 => TokenKind::Byte,
-            2 => TokenKind::Control,
-            _ => TokenKind::Normal,
+        match token_entry(self.index, usize_of(id)).map(|e| e.2) {
+            Some(0) => TokenKind::Normal,
+            Some(1) => TokenKind::Byte,
+            _ => TokenKind::Control,
         }
     }
     /// The byte a `Byte` token stands for.
     pub fn byte(&self, id: u32) -> u8 {
-        self.index[id as usize * TOKEN_ENTRY_SIZE + 7]
+        token_entry(self.index, usize_of(id)).map_or(0, |e| e.3)
     }
-    /// The `i`-th merge entry in (left, right) order: `(left, right, result, rank)`.
+    /// The `i`-th merge entry in (left, right) order: `(left, right, result, rank)`; past the
+    /// end, an entry naming no token.
     pub fn merge(&self, i: usize) -> (u32, u32, u32, u32) {
-        let e = &self.merges[i * MERGE_ENTRY_SIZE..][..MERGE_ENTRY_SIZE];
-        (
-            read_u32(e, 0),
-            read_u32(e, 4),
-            read_u32(e, 8),
-            read_u32(e, 12),
-        )
+        match entry(self.merges, MERGE_ENTRY_SIZE, i) {
+            Some(e) => (
+                read_u32(e, 0),
+                read_u32(e, 4),
+                read_u32(e, 8),
+                read_u32(e, 12),
+            ),
+            None => (u32::MAX, u32::MAX, u32::MAX, u32::MAX),
+        }
     }
-    /// The `i`-th token id in byte-wise order of the pieces.
+    /// The `i`-th token id in byte-wise order of the pieces (`u32::MAX` past the end).
     pub fn sorted_id(&self, i: usize) -> u32 {
-        read_u32(self.sorted, i * 4)
+        entry(self.sorted, 4, i).map_or(u32::MAX, |e| read_u32(e, 0))
     }
 }
 
@@ -320,13 +366,43 @@ pub struct Blob<'a> {
     pub tokenizer: TokenizerSection<'a>,
     pub template: &'a str,
     tensor_table: &'a [u8],
+    /// Tensor table entry of every (kind, layer), at [`tensor_slot`]: built once while parsing,
+    /// so each lookup is O(1) and validation is linear in the number of tensors.
+    slots: Vec<u32>,
 }
 
+/// Reads a little-endian u32 at `at`; callers pass offsets inside `b`.
 fn read_u32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+    let mut v = [0u8; 4];
+    v.copy_from_slice(&b[at..][..4]);
+    u32::from_le_bytes(v)
 }
 fn read_u16(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
+    let mut v = [0u8; 2];
+    v.copy_from_slice(&b[at..][..2]);
+    u16::from_le_bytes(v)
+}
+
+/// Where (kind, layer) sits in [`Blob::slots`]: the two global tensors first, then nine per
+/// layer. `None` for a layer the config does not have.
+fn tensor_slot(kind: TensorKind, layer: u32, n_layers: u32) -> Option<usize> {
+    match kind {
+        TensorKind::TokenEmbedding => (layer == 0).then_some(0),
+        TensorKind::FinalNorm => (layer == 0).then_some(1),
+        _ if layer >= n_layers => None,
+        // Per-layer kinds are 1..=9 (see `TensorKind::PER_LAYER`).
+        _ => usize_of(layer)
+            .checked_mul(TensorKind::PER_LAYER.len())?
+            .checked_add(usize::from(kind as u8))?
+            .checked_add(1),
+    }
+}
+
+/// Number of tensors a config needs: `2 + 9 · n_layers`.
+fn tensor_slot_count(n_layers: u32) -> Option<usize> {
+    usize_of(n_layers)
+        .checked_mul(TensorKind::PER_LAYER.len())?
+        .checked_add(2)
 }
 fn read_f32(b: &[u8], at: usize) -> f32 {
     f32::from_bits(read_u32(b, at))
@@ -516,8 +592,8 @@ impl<'a> Blob<'a> {
         crate::template::PromptTemplate::parse(template)
             .map_err(|reason| BlobError::BadTemplate { reason })?;
 
-        let tt_off = read_u32(bytes, hdr::TENSORS) as usize;
-        let tt_count = read_u32(bytes, hdr::TENSORS + 4) as usize;
+        let tt_off = usize_of(read_u32(bytes, hdr::TENSORS));
+        let tt_count = usize_of(read_u32(bytes, hdr::TENSORS + 4));
         let table_len = tt_count
             .checked_mul(TENSOR_ENTRY_SIZE)
             .ok_or(BlobError::BadTensor {
@@ -525,7 +601,7 @@ impl<'a> Blob<'a> {
                 reason: "tensor count overflows",
             })?;
         let tensor_table = aligned_region(bytes, "tensor table", tt_off, table_len)?;
-        let blob = Blob {
+        let mut blob = Blob {
             bytes,
             config,
             group_size: gs,
@@ -537,8 +613,9 @@ impl<'a> Blob<'a> {
             tokenizer,
             template,
             tensor_table,
+            slots: Vec::new(),
         };
-        blob.check_tensors()?;
+        blob.slots = blob.check_tensors()?;
         Ok(blob)
     }
 
@@ -547,33 +624,33 @@ impl<'a> Blob<'a> {
         self.tensor_table.len() / TENSOR_ENTRY_SIZE
     }
 
-    /// Tensor table entry `i` (already validated by `parse`).
+    /// Tensor table entry `i`, its bounds checked against the blob.
     pub fn tensor_at(&self, i: usize) -> Result<TensorView<'a>, BlobError> {
-        let e = &self.tensor_table[i * TENSOR_ENTRY_SIZE..][..TENSOR_ENTRY_SIZE];
         let bad = |reason| BlobError::BadTensor { index: i, reason };
+        let e = entry(self.tensor_table, TENSOR_ENTRY_SIZE, i).ok_or(bad("no such entry"))?;
         let kind = TensorKind::from_u8(e[0]).ok_or(bad("unknown tensor kind"))?;
         let layer = u32::from(read_u16(e, 2));
-        let rows = read_u32(e, 4) as usize;
-        let cols = read_u32(e, 8) as usize;
-        let offset = read_u32(e, 12) as usize;
+        let rows = usize_of(read_u32(e, 4));
+        let cols = usize_of(read_u32(e, 8));
+        let offset = usize_of(read_u32(e, 12));
         let numel = rows.checked_mul(cols).ok_or(bad("rows × cols overflows"))?;
         let data = match e[1] {
             0 => {
-                let raw = aligned_region(self.bytes, "f32 tensor data", offset, numel * 4)?;
+                let len = numel.checked_mul(4).ok_or(bad("f32 data size overflows"))?;
+                let raw = aligned_region(self.bytes, "f32 tensor data", offset, len)?;
                 TensorData::F32(as_f32(raw))
             }
             1 => {
                 let q = aligned_region(self.bytes, "int8 tensor data", offset, numel)?;
-                let s_off = read_u32(e, 16) as usize;
+                let s_off = usize_of(read_u32(e, 16));
                 if !cols.is_multiple_of(self.group_size) {
                     return Err(bad("row length is not a multiple of the group size"));
                 }
-                let s = aligned_region(
-                    self.bytes,
-                    "tensor scales",
-                    s_off,
-                    numel / self.group_size * 4,
-                )?;
+                let scales_len = numel
+                    .checked_div(self.group_size)
+                    .and_then(|groups| groups.checked_mul(4))
+                    .ok_or(bad("scale size overflows"))?;
+                let s = aligned_region(self.bytes, "tensor scales", s_off, scales_len)?;
                 TensorData::Q8 {
                     q: as_i8(q),
                     scales: as_f32(s),
@@ -592,18 +669,21 @@ impl<'a> Blob<'a> {
     }
 
     /// Every tensor the config needs is present exactly once, with the right shape and dtype.
-    fn check_tensors(&self) -> Result<(), BlobError> {
+    /// One pass over the table, filling the slot of each (kind, layer): linear in the number
+    /// of entries, which the table's bounds check already limits to a 32nd of the blob.
+    fn check_tensors(&self) -> Result<Vec<u32>, BlobError> {
         let n_layers = self.config.n_layers;
+        let n_slots = tensor_slot_count(n_layers).ok_or(BlobError::BadConfig {
+            field: "n_layers",
+            value: n_layers,
+        })?;
+        let mut slots = alloc::vec![u32::MAX; n_slots];
         for i in 0..self.tensor_count() {
             let t = self.tensor_at(i)?;
-            if t.kind.is_per_layer() && t.layer >= n_layers
-                || !t.kind.is_per_layer() && t.layer != 0
-            {
-                return Err(BlobError::BadTensor {
-                    index: i,
-                    reason: "layer index out of range",
-                });
-            }
+            let bad = |reason| BlobError::BadTensor { index: i, reason };
+            let slot = tensor_slot(t.kind, t.layer, n_layers)
+                .and_then(|k| slots.get_mut(k))
+                .ok_or(bad("layer index out of range"))?;
             let expected = t.kind.shape(&self.config);
             if (t.rows, t.cols) != expected {
                 return Err(BlobError::WrongShape {
@@ -615,52 +695,55 @@ impl<'a> Blob<'a> {
             }
             let is_f32 = matches!(t.data, TensorData::F32(_));
             if is_f32 != t.kind.is_norm() {
-                return Err(BlobError::BadTensor {
-                    index: i,
-                    reason: "norms must be f32 and matrices Q8_0",
+                return Err(bad("norms must be f32 and matrices Q8_0"));
+            }
+            if *slot != u32::MAX {
+                return Err(BlobError::DuplicateTensor {
+                    kind: t.kind,
+                    layer: t.layer,
                 });
             }
-            for j in 0..i {
-                let u = self.tensor_at(j)?;
-                if u.kind == t.kind && u.layer == t.layer {
-                    return Err(BlobError::DuplicateTensor {
-                        kind: t.kind,
-                        layer: t.layer,
-                    });
-                }
-            }
+            *slot = u32::try_from(i).map_err(|_| bad("tensor count overflows"))?;
         }
         for kind in TensorKind::ALL {
             let layers = if kind.is_per_layer() { n_layers } else { 1 };
             for layer in 0..layers {
-                self.find(kind, layer)?;
+                let filled = tensor_slot(kind, layer, n_layers)
+                    .and_then(|k| slots.get(k))
+                    .is_some_and(|&e| e != u32::MAX);
+                if !filled {
+                    return Err(BlobError::MissingTensor { kind, layer });
+                }
             }
         }
-        Ok(())
+        Ok(slots)
     }
 
-    /// The tensor of `kind` in `layer` (0 for the global ones).
+    /// The tensor of `kind` in `layer` (0 for the global ones): one index lookup.
     pub fn find(&self, kind: TensorKind, layer: u32) -> Result<TensorView<'a>, BlobError> {
-        for i in 0..self.tensor_count() {
-            let e = &self.tensor_table[i * TENSOR_ENTRY_SIZE..];
-            if e[0] == kind as u8 && u32::from(read_u16(e, 2)) == layer {
-                return self.tensor_at(i);
-            }
+        match tensor_slot(kind, layer, self.config.n_layers).and_then(|k| self.slots.get(k)) {
+            Some(&i) if i != u32::MAX => self.tensor_at(usize_of(i)),
+            _ => Err(BlobError::MissingTensor { kind, layer }),
         }
-        Err(BlobError::MissingTensor { kind, layer })
     }
 }
 
 fn read_config(b: &[u8]) -> Result<ModelConfig, BlobError> {
-    let f = |i: usize| read_u32(b, hdr::CONFIG + 4 * i);
+    let mut f = [0u32; 7];
+    for (v, bytes) in f
+        .iter_mut()
+        .zip(b[hdr::CONFIG..hdr::NORM_EPS].chunks_exact(4))
+    {
+        *v = read_u32(bytes, 0);
+    }
     let c = ModelConfig {
-        dim: f(0),
-        hidden_dim: f(1),
-        n_layers: f(2),
-        n_heads: f(3),
-        n_kv_heads: f(4),
-        vocab_size: f(5),
-        seq_len: f(6),
+        dim: f[0],
+        hidden_dim: f[1],
+        n_layers: f[2],
+        n_heads: f[3],
+        n_kv_heads: f[4],
+        vocab_size: f[5],
+        seq_len: f[6],
         norm_eps: read_f32(b, hdr::NORM_EPS),
         rope_theta: read_f32(b, hdr::ROPE_THETA),
     };
@@ -674,63 +757,79 @@ fn parse_tokenizer<'a>(
     config: &ModelConfig,
 ) -> Result<TokenizerSection<'a>, BlobError> {
     let bad = |reason| BlobError::BadTokenizer { reason };
-    let off = read_u32(bytes, hdr::TOKENIZER) as usize;
-    let len = read_u32(bytes, hdr::TOKENIZER + 4) as usize;
+    let off = usize_of(read_u32(bytes, hdr::TOKENIZER));
+    let len = usize_of(read_u32(bytes, hdr::TOKENIZER + 4));
     let sec = aligned_region(bytes, "tokenizer section", off, len)?;
     if sec.len() < 16 {
         return Err(bad("section shorter than its 16-byte header"));
     }
-    let n_tokens = read_u32(sec, 0) as usize;
-    let n_merges = read_u32(sec, 4) as usize;
-    if n_tokens != config.vocab_size as usize {
+    let n_tokens = usize_of(read_u32(sec, 0));
+    let n_merges = usize_of(read_u32(sec, 4));
+    let max_len = usize_of(read_u32(sec, 8));
+    if n_tokens != usize_of(config.vocab_size) {
         return Err(bad("token count differs from the model's vocab_size"));
     }
-    let index_len = n_tokens * TOKEN_ENTRY_SIZE;
-    let merges_len = n_merges
-        .checked_mul(MERGE_ENTRY_SIZE)
-        .ok_or(bad("merge count overflows"))?;
-    let sorted_len = n_tokens * 4;
-    let strings_off = 16 + index_len + merges_len + sorted_len;
-    if strings_off > sec.len() {
-        return Err(bad(
-            "token index, merges or sorted index run past the section",
-        ));
-    }
+    // Each part is cut off the front of what remains, so no offset is ever summed: a count
+    // too large for the section (or for a 32-bit address space) cannot wrap past a check.
+    let past = || bad("token index, merges or sorted index run past the section");
+    let take = |rest: &'a [u8], n: usize, size: usize| -> Result<(&'a [u8], &'a [u8]), BlobError> {
+        let len = n.checked_mul(size).ok_or_else(past)?;
+        if len > rest.len() {
+            return Err(past());
+        }
+        Ok(rest.split_at(len))
+    };
+    let rest = &sec[16..];
+    let (index, rest) = take(rest, n_tokens, TOKEN_ENTRY_SIZE)?;
+    let (merges, rest) = take(rest, n_merges, MERGE_ENTRY_SIZE)?;
+    let (sorted, strings) = take(rest, n_tokens, 4)?;
     let flags = read_u32(sec, 12);
     if flags & !TOKENIZER_SPLIT_DIGITS != 0 {
         return Err(bad("unknown tokenizer flags"));
     }
     let t = TokenizerSection {
         split_digits: flags & TOKENIZER_SPLIT_DIGITS != 0,
-        index: &sec[16..16 + index_len],
-        merges: &sec[16 + index_len..16 + index_len + merges_len],
-        sorted: &sec[16 + index_len + merges_len..strings_off],
-        strings: &sec[strings_off..],
+        index,
+        merges,
+        sorted,
+        strings,
         n_tokens,
         n_merges,
     };
+    // The pieces lie end to end in id order, exactly covering the strings: each byte belongs
+    // to one piece, so the ordering check below reads every byte at most twice (overlapping
+    // pieces could make it quadratic).
+    let mut next = 0usize;
     for id in 0..n_tokens {
-        let e = &t.index[id * TOKEN_ENTRY_SIZE..][..TOKEN_ENTRY_SIZE];
-        let (o, l) = (read_u32(e, 0) as usize, usize::from(read_u16(e, 4)));
-        if o + l > t.strings.len() {
-            return Err(bad("a token's string runs past the string table"));
+        let (o, l, kind, _) = token_entry(index, id).ok_or_else(past)?;
+        if o != next || l > max_len {
+            return Err(bad(
+                "token strings must follow each other in id order, each at most the longest length",
+            ));
         }
-        if e[6] > 2 {
+        next = o
+            .checked_add(l)
+            .filter(|&end| end <= strings.len())
+            .ok_or(bad("a token's string runs past the string table"))?;
+        if kind > 2 {
             return Err(bad("unknown token kind"));
         }
-        if (t.sorted_id(id) as usize) >= n_tokens {
+        if usize_of(t.sorted_id(id)) >= n_tokens {
             return Err(bad("sorted index names a token that does not exist"));
         }
     }
+    if next != strings.len() {
+        return Err(bad("bytes after the last token's string"));
+    }
     for i in 1..n_tokens {
-        if t.piece(t.sorted_id(i - 1)) >= t.piece(t.sorted_id(i)) {
+        if t.piece(t.sorted_id(i.saturating_sub(1))) >= t.piece(t.sorted_id(i)) {
             return Err(bad("sorted index is not strictly ordered"));
         }
     }
     let mut prev = None;
     for i in 0..n_merges {
         let (l, r, res, _rank) = t.merge(i);
-        if l as usize >= n_tokens || r as usize >= n_tokens || res as usize >= n_tokens {
+        if [l, r, res].iter().any(|&id| usize_of(id) >= n_tokens) {
             return Err(bad("a merge names a token that does not exist"));
         }
         if prev.is_some_and(|p| p >= (l, r)) {
@@ -787,6 +886,10 @@ pub struct BlobWriter {
     out: Vec<u8>,
 }
 
+// The writer lays out an in-memory spec on the host: its sums are of lengths of vectors that
+// exist, and any size that could not be stored in a u32 field stops at `u32_of`. Untrusted
+// bytes only ever meet the checked reader above.
+#[allow(clippy::arithmetic_side_effects)]
 impl BlobWriter {
     fn pad(&mut self) {
         while !self.out.len().is_multiple_of(ALIGN) {

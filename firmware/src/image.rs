@@ -119,14 +119,21 @@ pub fn build_image(parts: &ImageParts<'_>) -> Result<Vec<u8>, ImageError> {
         fits("app", app, p.size)?;
         placed[3] = (p.offset, app);
     }
-    let end = placed
-        .iter()
-        .map(|(off, b)| *off as usize + b.len())
-        .max()
-        .unwrap_or(0);
+    // Each part fits its partition, and partitions end within 4 GB, but a 32-bit host cannot
+    // hold an image reaching that far: the end is computed in u64 and must fit usize.
+    let mut end = 0u64;
+    for (off, bytes) in &placed {
+        end = end.max(u64::from(*off).saturating_add(bytes.len() as u64));
+    }
+    let end = usize::try_from(end).map_err(|_| ImageError::TooLarge {
+        what: "image",
+        len: usize::MAX,
+        partition: u32::MAX,
+    })?;
     let mut image = alloc::vec![0xFFu8; end];
     for (off, bytes) in placed {
-        image[off as usize..off as usize + bytes.len()].copy_from_slice(bytes);
+        // `off + len <= end`, checked above in u64.
+        image[off as usize..][..bytes.len()].copy_from_slice(bytes);
     }
     Ok(image)
 }
@@ -143,6 +150,7 @@ fn fits(what: &'static str, bytes: &[u8], partition: u32) -> Result<(), ImageErr
 }
 
 #[cfg(test)]
+#[allow(clippy::arithmetic_side_effects)] // test fixtures, not untrusted input
 mod tests {
     use super::*;
     use crate::partition::{build, Partition, TYPE_APP, TYPE_DATA};

@@ -12,14 +12,21 @@
 extern crate alloc;
 
 pub mod app;
+// The modules that read sizes, offsets and counts from untrusted bytes (a blob, a partition
+// table) do all such arithmetic with checked operations: on the 32-bit badge a wrapped size
+// would pass a bounds check and then crash or corrupt the heap.
+#[deny(clippy::arithmetic_side_effects)]
 pub mod buffers;
 pub mod config;
 pub mod engine;
+#[deny(clippy::arithmetic_side_effects)]
 pub mod format;
 pub mod generate;
 pub mod half;
+#[deny(clippy::arithmetic_side_effects)]
 pub mod image;
 pub mod kernel;
+#[deny(clippy::arithmetic_side_effects)]
 pub mod partition;
 pub mod quant;
 pub mod sam;

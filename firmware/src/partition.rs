@@ -96,7 +96,7 @@ impl Partition {
 
     /// One past the last byte (u64: offset + size may exceed u32 in a corrupt table).
     pub fn end(&self) -> u64 {
-        self.offset as u64 + self.size as u64
+        u64::from(self.offset).saturating_add(u64::from(self.size))
     }
 
     /// Whether this is the app the bootloader starts (type app, subtype factory).
@@ -114,7 +114,11 @@ impl Partition {
     }
 
     fn from_entry(e: &[u8]) -> Self {
-        let u32_at = |i: usize| u32::from_le_bytes([e[i], e[i + 1], e[i + 2], e[i + 3]]);
+        let u32_at = |i: usize| {
+            let mut v = [0u8; 4];
+            v.copy_from_slice(&e[i..][..4]);
+            u32::from_le_bytes(v)
+        };
         let mut label = [0u8; LABEL_LEN];
         label.copy_from_slice(&e[12..28]);
         Partition {
@@ -246,12 +250,17 @@ impl<'a> PartitionTable<'a> {
     /// a region that is safe to read.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, PartitionError> {
         let region = &bytes[..bytes.len().min(TABLE_MAX_LEN)];
-        let mut count = 0;
+        let mut count = 0usize;
+        let mut entries_end = 0usize;
         for (index, e) in region.chunks_exact(ENTRY_SIZE).enumerate() {
             match [e[0], e[1]] {
-                ENTRY_MAGIC => count += 1,
+                ENTRY_MAGIC => {
+                    // At most TABLE_MAX_LEN / ENTRY_SIZE entries: neither sum can wrap.
+                    count = count.saturating_add(1);
+                    entries_end = entries_end.saturating_add(ENTRY_SIZE);
+                }
                 MD5_MAGIC => {
-                    let entries = &region[..index * ENTRY_SIZE];
+                    let entries = &region[..entries_end];
                     let computed = md5(entries);
                     let mut stored = [0u8; 16];
                     stored.copy_from_slice(&e[16..32]);
@@ -319,14 +328,14 @@ fn validate(parts: impl Iterator<Item = Partition> + Clone) -> Result<(), Partit
                 offset: p.offset,
             });
         }
-        if p.size == 0 || p.end() > u32::MAX as u64 + 1 {
+        if p.size == 0 || p.end() > 1 << 32 {
             return Err(PartitionError::BadSize {
                 index: i,
                 size: p.size,
             });
         }
         let align = p.required_alignment();
-        if p.offset % align != 0 || p.size % SECTOR != 0 {
+        if !p.offset.is_multiple_of(align) || !p.size.is_multiple_of(SECTOR) {
             return Err(PartitionError::Unaligned {
                 index: i,
                 offset: p.offset,
@@ -373,7 +382,7 @@ pub fn parse_subtype(kind: u8, s: &str) -> Option<u8> {
             "test" => Some(0x20),
             _ => {
                 let n: u8 = s.strip_prefix("ota_")?.parse().ok()?;
-                (n < 16).then_some(0x10 + n)
+                (n < 16).then_some(0x10 | n)
             }
         },
         TYPE_DATA => match s {
@@ -429,15 +438,17 @@ pub fn build(parts: &[Partition]) -> Result<alloc::vec::Vec<u8>, PartitionError>
     for (p, e) in parts.iter().zip(out.chunks_exact_mut(ENTRY_SIZE)) {
         p.write_entry(e);
     }
-    let n = parts.len() * ENTRY_SIZE;
+    // At most MAX_ENTRIES rows (checked above), so the entries and the MD5 entry fit.
+    let n = parts.len().saturating_mul(ENTRY_SIZE);
     let digest = md5(&out[..n]);
-    let e = &mut out[n..n + ENTRY_SIZE];
+    let e = &mut out[n..][..ENTRY_SIZE];
     e[..2].copy_from_slice(&MD5_MAGIC);
     e[16..].copy_from_slice(&digest);
     Ok(out)
 }
 
 #[cfg(test)]
+#[allow(clippy::arithmetic_side_effects)] // test fixtures, not untrusted input
 mod tests {
     use super::*;
 

@@ -3,7 +3,10 @@
 //! The exporter quantizes weights with these functions and the engine quantizes activations
 //! with the very same ones at run time, so the host and the badge can never round differently.
 //! `scale = max|x| / 127`, `q = round(x / scale)` with ties away from zero, and an all-zero
-//! group gets scale 0 (and all-zero values) instead of a division by zero.
+//! group gets scale 0 (and all-zero values) instead of a division by zero. A group whose
+//! largest value is so small a subnormal that `max / 127` underflows to 0 gets the smallest
+//! subnormal as its scale instead: its values are whole multiples of it, at most 63, so they
+//! are stored exactly. Any finite group therefore quantizes to values of the right sign.
 
 /// Why a group size cannot be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,24 +71,30 @@ pub fn quantize_group(x: &[f32], q: &mut [i8]) -> f32 {
         q.fill(0);
         return 0.0;
     }
-    let scale = max_abs / 127.0;
+    let scale = (max_abs / 127.0).max(SMALLEST_SUBNORMAL);
     for (qi, &xi) in q.iter_mut().zip(x) {
+        // A subnormal scale is inexact, so a quotient may land a little past ±127: clamp.
         *qi = round_half_away(xi / scale).clamp(-127, 127) as i8;
     }
     scale
 }
 
+/// The smallest positive f32 (2^-149).
+const SMALLEST_SUBNORMAL: f32 = f32::from_bits(1);
+
 /// Rounds half away from zero, exactly like `roundf`, for |v| < 2^23 (here |v| ≤ 127), and
 /// without a libm call: the engine quantizes every activation through this on every token.
-/// `v - trunc(v)` is exact in f32 for such v; NaN becomes 0.
+/// `v - trunc(v)` is exact in f32 for such v. Any other input saturates: values beyond the
+/// i32 range (±inf included) give `i32::MAX` or `i32::MIN`, never a wrapped sign; NaN gives 0.
 #[inline]
 pub fn round_half_away(v: f32) -> i32 {
+    // `as` truncates toward zero and saturates at the i32 range.
     let t = v as i32;
     let frac = v - t as f32;
     if frac >= 0.5 {
-        t + 1
+        t.saturating_add(1)
     } else if frac <= -0.5 {
-        t - 1
+        t.saturating_sub(1)
     } else {
         t
     }
@@ -187,6 +196,98 @@ mod tests {
             -0.0,
         ] {
             assert_eq!(round_half_away(v), libm::roundf(v) as i32, "{v}");
+        }
+    }
+
+    /// Quantizes `x` and checks what must hold for any finite group: every value keeps its
+    /// sign (or becomes 0), the largest one saturates to ±127 unless the group is exact, and
+    /// the round trip is within half a step (plus the scale's own rounding).
+    fn check_group(x: &[f32]) -> (f32, alloc::vec::Vec<i8>) {
+        let mut q = alloc::vec![0i8; x.len()];
+        let s = quantize_group(x, &mut q);
+        assert!(s.is_finite() && s >= 0.0, "scale {s} for {x:?}");
+        for (&xi, &qi) in x.iter().zip(&q) {
+            assert!(
+                qi == 0 || (qi > 0) == (xi > 0.0),
+                "{xi:e} quantized to {qi} (scale {s:e})"
+            );
+            assert!((-127..=127).contains(&qi));
+            let back = f64::from(qi) * f64::from(s);
+            let err = (back - f64::from(xi)).abs();
+            assert!(
+                err <= 0.5 * f64::from(s) * (1.0 + 1e-5) + 1e-45 * 2.0,
+                "{xi:e} → {qi} × {s:e} = {back:e}"
+            );
+        }
+        (s, q)
+    }
+
+    #[test]
+    fn subnormal_zero_max_and_huge_groups_keep_their_signs() {
+        let tiny = SMALLEST_SUBNORMAL;
+        // Largest value a tiny subnormal: max/127 underflows; stored exactly.
+        let x = [
+            tiny,
+            -tiny * 3.0,
+            0.0,
+            -0.0,
+            tiny * 63.0,
+            -tiny * 63.0,
+            tiny * 2.0,
+            0.0,
+        ];
+        let (s, q) = check_group(&x);
+        assert_eq!(s, tiny);
+        assert_eq!(q, [1, -3, 0, 0, 63, -63, 2, 0]);
+        // Negative extreme alone (the overflow used to flip it positive in release).
+        let (_, q) = check_group(&[-tiny, 0.0, 0.0, 0.0]);
+        assert_eq!(q, [-1, 0, 0, 0]);
+        // Larger subnormals: max/127 is a subnormal, inexact.
+        for max_bits in [64u32, 127, 128, 1000, 0x7F_FFFF] {
+            let m = f32::from_bits(max_bits);
+            let (s, q) = check_group(&[m, -m, m / 2.0, -m / 3.0]);
+            // Either the largest value uses the full range, or the scale is so fine that the
+            // value is held exactly.
+            let exact = f32::from(q[0]) * s == m;
+            assert!(exact || q[0] >= 126, "{max_bits}: {q:?}");
+            assert_eq!(q[1], -q[0]);
+        }
+        // ±0: zero scale, zero values.
+        assert_eq!(
+            check_group(&[0.0, -0.0, 0.0, -0.0]),
+            (0.0, alloc::vec![0; 4])
+        );
+        // ±max and huge values.
+        let (_, q) = check_group(&[f32::MAX, -f32::MAX, 1.0, -1e38]);
+        assert_eq!((q[0], q[1], q[2]), (127, -127, 0));
+        assert!(q[3] < 0);
+        let (_, q) = check_group(&[-3e38, 1e30, -1e-30, f32::MIN_POSITIVE]);
+        assert_eq!(q[0], -127);
+    }
+
+    #[test]
+    fn rounding_saturates_instead_of_wrapping() {
+        assert_eq!(round_half_away(f32::INFINITY), i32::MAX);
+        assert_eq!(round_half_away(f32::NEG_INFINITY), i32::MIN);
+        assert_eq!(round_half_away(3e9), i32::MAX);
+        assert_eq!(round_half_away(-3e9), i32::MIN);
+        assert_eq!(round_half_away(f32::NAN), 0);
+        assert_eq!(round_half_away(-2147483648.0), i32::MIN);
+        assert_eq!(round_half_away(16777216.0), 16777216);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_finite_group_keeps_signs(bits in proptest::collection::vec(proptest::prelude::any::<u32>(), 1..40)) {
+            let x: alloc::vec::Vec<f32> = bits
+                .iter()
+                .map(|&b| f32::from_bits(b))
+                .map(|v| if v.is_finite() { v } else { 0.0 })
+                .collect();
+            check_group(&x);
+            // The same values squeezed into the subnormal range.
+            let sub: alloc::vec::Vec<f32> = bits.iter().map(|&b| f32::from_bits(b & 0x807F_FFFF)).collect();
+            check_group(&sub);
         }
     }
 

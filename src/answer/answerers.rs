@@ -6,7 +6,7 @@ use crate::run::Run;
 use crate::util::AlignedBytes;
 use anyhow::{anyhow, Result};
 use badge_firmware::engine::Engine;
-use badge_firmware::format::Blob;
+use badge_firmware::format::{Blob, BlobError};
 use badge_firmware::generate::{self, GenerateOptions, GenerateStats};
 use badge_firmware::template::PromptTemplate;
 use badge_firmware::tokenizer::Tokenizer;
@@ -86,9 +86,29 @@ pub struct BlobAnswerer<'a> {
 }
 
 impl<'a> BlobAnswerer<'a> {
+    /// The engine over a blob the pipeline itself exported (and checked against the board).
     pub fn new(file: &'a BlobFile, workers: usize, options: GenerateOptions) -> Result<Self> {
+        Self::with_memory_limit(file, workers, options, usize::MAX)
+    }
+
+    /// The engine over a blob from anywhere, refusing before any allocation a run state (KV
+    /// cache and activations) above `max_run_state` bytes: a small file can claim a context
+    /// that would take gigabytes, and that must be an error, not an allocator abort.
+    pub fn with_memory_limit(
+        file: &'a BlobFile,
+        workers: usize,
+        options: GenerateOptions,
+        max_run_state: usize,
+    ) -> Result<Self> {
         let blob = file.blob();
-        let engine = Engine::new(&blob, HostWorkers::new(workers)).map_err(|e| anyhow!("{e}"))?;
+        let engine = Engine::with_memory_limit(&blob, HostWorkers::new(workers), max_run_state)
+            .map_err(|e| match e {
+                BlobError::TooLarge { .. } => anyhow!(
+                    "{e}: the limit is the board profile's PSRAM budget; raise it with --max-memory BYTES \
+                     (K and M suffixes accepted) to run this model on the host anyway"
+                ),
+                e => anyhow!("{e}"),
+            })?;
         let tokenizer = Tokenizer::new(blob.tokenizer);
         Ok(BlobAnswerer {
             blob,

@@ -1,6 +1,6 @@
 //! The bodies of the subcommands that print: each calls one stage and formats its result.
 
-use super::{GenArgs, TokenizerCmd};
+use super::{GenArgs, MemoryArgs, TokenizerCmd};
 use anyhow::{bail, Context, Result};
 use badge::answer::{Answerer, BlobAnswerer, BlobFile, CandleAnswerer};
 use std::io::{BufRead, Write};
@@ -125,6 +125,7 @@ pub fn inspect(
 fn with_answerer(
     model: &Path,
     gen: &GenArgs,
+    mem: &MemoryArgs,
     f: &mut dyn FnMut(&mut dyn Answerer) -> Result<()>,
 ) -> Result<()> {
     match gen.engine.as_str() {
@@ -134,7 +135,13 @@ fn with_answerer(
             }
             let file = BlobFile::read(model)
                 .with_context(|| format!("opening model {}", model.display()))?;
-            let mut a = BlobAnswerer::new(&file, gen.workers, gen.options())?;
+            let mut a = BlobAnswerer::with_memory_limit(
+                &file,
+                gen.workers,
+                gen.options(),
+                mem.run_state_limit()?,
+            )
+            .with_context(|| format!("model {}", model.display()))?;
             f(&mut a)
         }
         "candle" => {
@@ -169,9 +176,15 @@ fn ask_one(a: &mut dyn Answerer, question: &str) -> Result<String> {
     Ok(answer)
 }
 
-pub fn ask(model: &Path, question: &str, gen: &GenArgs, speak: Option<&Path>) -> Result<()> {
+pub fn ask(
+    model: &Path,
+    question: &str,
+    gen: &GenArgs,
+    mem: &MemoryArgs,
+    speak: Option<&Path>,
+) -> Result<()> {
     let mut voice = badge_firmware::sam::Voice::default();
-    with_answerer(model, gen, &mut |a| {
+    with_answerer(model, gen, mem, &mut |a| {
         let answer = ask_one(a, question)?;
         if let Some(wav) = speak {
             if let Ok(file) = BlobFile::read(model) {
@@ -184,8 +197,8 @@ pub fn ask(model: &Path, question: &str, gen: &GenArgs, speak: Option<&Path>) ->
     })
 }
 
-pub fn chat(model: &Path, gen: &GenArgs) -> Result<()> {
-    with_answerer(model, gen, &mut |a| {
+pub fn chat(model: &Path, gen: &GenArgs, mem: &MemoryArgs) -> Result<()> {
+    with_answerer(model, gen, mem, &mut |a| {
         let stdin = std::io::stdin();
         loop {
             eprint!("> ");
@@ -198,7 +211,7 @@ pub fn chat(model: &Path, gen: &GenArgs) -> Result<()> {
     })
 }
 
-pub fn eval(model: &Path, qa: &Path, misses: usize, json: bool) -> Result<()> {
+pub fn eval(model: &Path, qa: &Path, misses: usize, json: bool, mem: &MemoryArgs) -> Result<()> {
     let pairs = badge::data::read_qa_csv(qa)?;
     let bar = indicatif::ProgressBar::new(pairs.len() as u64);
     let run = |a: &mut dyn Answerer| -> Result<badge::answer::eval::EvalReport> {
@@ -211,7 +224,11 @@ pub fn eval(model: &Path, qa: &Path, misses: usize, json: bool) -> Result<()> {
         )?)?
     } else {
         let file = BlobFile::read(model)?;
-        run(&mut BlobAnswerer::new(&file, 1, Default::default())?)?
+        let limit = mem.run_state_limit()?;
+        run(
+            &mut BlobAnswerer::with_memory_limit(&file, 1, Default::default(), limit)
+                .with_context(|| format!("model {}", model.display()))?,
+        )?
     };
     bar.finish_and_clear();
     if json {

@@ -119,6 +119,8 @@ enum Command {
         question: String,
         #[command(flatten)]
         gen: GenArgs,
+        #[command(flatten)]
+        mem: MemoryArgs,
         /// Also speak the answer into this WAV file.
         #[arg(long)]
         speak: Option<PathBuf>,
@@ -129,6 +131,8 @@ enum Command {
         model: PathBuf,
         #[command(flatten)]
         gen: GenArgs,
+        #[command(flatten)]
+        mem: MemoryArgs,
     },
     /// Speak text with SAM into a WAV file, as the badge will.
     ///
@@ -155,6 +159,8 @@ enum Command {
         misses: usize,
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        mem: MemoryArgs,
     },
     /// Generate training data from a facts file.
     #[command(subcommand)]
@@ -222,6 +228,10 @@ enum Command {
         /// Where the answer WAVs go.
         #[arg(long, default_value = "sim-out")]
         out: PathBuf,
+        /// Memory for the blob and its run state, in bytes (K and M suffixes accepted);
+        /// default: the board's PSRAM less what its firmware reserves.
+        #[arg(long, value_parser = parse_bytes)]
+        max_memory: Option<u64>,
     },
     /// Print a model's parameter count, sizes and on-device memory.
     Info {
@@ -297,6 +307,38 @@ struct GenArgs {
     /// Matmul workers (2 = the badge's two cores; a thread on the host).
     #[arg(long, default_value_t = 1)]
     workers: usize,
+}
+
+/// How much memory the badge's engine may take on the host.
+#[derive(clap::Args, Debug, Clone)]
+struct MemoryArgs {
+    /// Board profile whose PSRAM budget limits the model's run state (KV cache and
+    /// activations), as on the badge.
+    #[arg(long, default_value = badge::config::board::DEFAULT_BOARD)]
+    board: PathBuf,
+    /// Allow a run state of up to this many bytes instead (K and M suffixes accepted), to run
+    /// on the host a model larger than the board can hold.
+    #[arg(long, value_parser = parse_bytes)]
+    max_memory: Option<u64>,
+}
+
+impl MemoryArgs {
+    /// The run-state limit in bytes: `--max-memory`, else the board's PSRAM budget.
+    fn run_state_limit(&self) -> Result<usize> {
+        let bytes = match self.max_memory {
+            Some(m) => m,
+            None => badge::config::board::Board::load_or_bundled(&self.board)?.memory_budget(),
+        };
+        // A limit past the address space admits everything the machine can address.
+        Ok(usize::try_from(bytes).unwrap_or(usize::MAX))
+    }
+}
+
+/// `--max-memory`: a byte count as partition CSVs write sizes (`65536`, `0x10000`, `64K`, `8M`).
+fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
+    badge::config::board::parse_size(s).ok_or_else(|| {
+        format!("`{s}` is not a size: use bytes, 0x hex, or a K or M suffix (e.g. 64M)")
+    })
 }
 
 impl GenArgs {
@@ -427,9 +469,10 @@ fn run(cli: Cli) -> Result<()> {
             model,
             question,
             gen,
+            mem,
             speak,
-        } => commands::ask(&model, &question, &gen, speak.as_deref()),
-        Command::Chat { model, gen } => commands::chat(&model, &gen),
+        } => commands::ask(&model, &question, &gen, &mem, speak.as_deref()),
+        Command::Chat { model, gen, mem } => commands::chat(&model, &gen, &mem),
         Command::Say {
             text,
             voice,
@@ -450,7 +493,8 @@ fn run(cli: Cli) -> Result<()> {
             qa,
             misses,
             json,
-        } => commands::eval(&model, &qa, misses, json),
+            mem,
+        } => commands::eval(&model, &qa, misses, json, &mem),
         Command::Data(DataCmd::Synth {
             facts,
             templates,
@@ -523,9 +567,20 @@ fn run(cli: Cli) -> Result<()> {
                 no_reset,
             )
         }
-        Command::Sim { image, board, out } => {
+        Command::Sim {
+            image,
+            board,
+            out,
+            max_memory,
+        } => {
             let mut opts = badge::device::sim::SimOptions::new(image, out.clone());
             opts.board = board;
+            opts.memory_budget = max_memory
+                .map(|m| {
+                    usize::try_from(m)
+                        .context("--max-memory is larger than this host's address space")
+                })
+                .transpose()?;
             let stdin = std::io::stdin();
             let report = badge::device::sim::run_sim(&opts, stdin.lock(), std::io::stdout())?;
             eprintln!(

@@ -49,7 +49,9 @@ pub struct PartitionRow {
     pub flags: String,
 }
 
-fn parse_size(s: &str) -> Option<u64> {
+/// Parses a size as partition CSVs write them: decimal or `0x` hex, optionally followed by `K`
+/// (×1024) or `M` (×1024²). `None` when malformed or past u64 (checked, never wrapped).
+pub fn parse_size(s: &str) -> Option<u64> {
     let s = s.trim();
     let (num, mul) = if let Some(n) = s.strip_suffix(['K', 'k']) {
         (n, 1024)
@@ -63,7 +65,7 @@ fn parse_size(s: &str) -> Option<u64> {
     } else {
         num.parse().ok()?
     };
-    Some(v * mul)
+    v.checked_mul(mul)
 }
 
 /// Reads a partition CSV with explicit offsets; errors name the file and line.
@@ -99,7 +101,29 @@ pub fn read_partitions(path: &Path) -> Result<Vec<PartitionRow>> {
     Ok(rows)
 }
 
+/// The bundled profile's text, for when its file is not at [`DEFAULT_BOARD`] (the binary runs
+/// outside the repository).
+const BUNDLED_BOARD: &str = include_str!("../../configs/boards/esp32s3-n16r8.toml");
+
 impl Board {
+    /// The profile at `path`; for the default path when no such file exists, the bundled
+    /// profile (its partition table then still resolves relative to the default path).
+    pub fn load_or_bundled(path: &Path) -> Result<Self> {
+        if path == Path::new(DEFAULT_BOARD) && !path.exists() {
+            let mut b: Board =
+                toml::from_str(BUNDLED_BOARD).context("the bundled board profile")?;
+            b.partition_table = relative_to(path, &b.partition_table);
+            return Ok(b);
+        }
+        Self::load(path)
+    }
+
+    /// Bytes of PSRAM the model may use on this board (`psram_size - reserved_psram`): the
+    /// badge's memory budget, and the host's default limit on a run state.
+    pub fn memory_budget(&self) -> u64 {
+        self.psram_size.saturating_sub(self.reserved_psram)
+    }
+
     pub fn load(path: &Path) -> Result<Self> {
         let mut b: Board = toml::from_str(&read_to_string(path)?)
             .with_context(|| format!("{}: not a valid board profile", path.display()))?;

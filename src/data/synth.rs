@@ -16,6 +16,7 @@
 //! byte-identical files (a small SplitMix64 generator is used, and only
 //! ordered maps reach the output). Files are written atomically.
 
+use crate::util::write_atomic;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -901,19 +902,6 @@ fn gen_qa(t: &QaFile, file: &Path, vars: &Vars, rng: &mut Rng) -> Result<Vec<QaR
 }
 
 // ------------------------------------------------------------------ output
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
-    std::fs::write(&tmp, bytes).with_context(|| format!("{}: cannot write", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| {
-        let _ = std::fs::remove_file(&tmp);
-        format!("{}: cannot replace", path.display())
-    })
-}
 
 /// Remove `synth-NNN.txt` files left by an earlier, larger run.
 fn remove_stale(dir: &Path, keep: &BTreeSet<String>) -> Result<()> {

@@ -260,7 +260,7 @@ pub fn run_sim(opts: &SimOptions, input: impl BufRead, output: impl Write) -> Re
     let board = Board::load(&opts.board)?;
     let budget = match opts.memory_budget {
         Some(b) => b,
-        None => usize::try_from(board.psram_size.saturating_sub(board.reserved_psram))
+        None => usize::try_from(board.memory_budget())
             .context("PSRAM size does not fit this host's address space")?,
     };
     let mut cfg = AppConfig::new(budget);

@@ -157,3 +157,42 @@ pub fn reduced_curriculum(
     std::fs::write(&path, toml::to_string(&v).unwrap()).unwrap();
     path
 }
+
+/// The process's umask, read through the shell (setting it to read it would race with tests
+/// running in parallel threads).
+pub fn umask() -> u32 {
+    let out = std::process::Command::new("sh")
+        .args(["-c", "umask"])
+        .output()
+        .expect("sh -c umask");
+    u32::from_str_radix(String::from_utf8_lossy(&out.stdout).trim(), 8).expect("an octal umask")
+}
+
+/// Every regular file under `dir` has the mode a newly created file gets (0666 less the
+/// umask): none is left private like a temporary file. Returns how many files were checked.
+#[cfg(unix)]
+pub fn assert_normal_modes(dir: &std::path::Path) -> usize {
+    use std::os::unix::fs::PermissionsExt;
+    let want = 0o666 & !umask();
+    let mut checked = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let meta = e.metadata().unwrap();
+            if meta.is_dir() {
+                stack.push(e.path());
+            } else if meta.is_file() {
+                let mode = meta.permissions().mode() & 0o777;
+                assert_eq!(
+                    mode,
+                    want,
+                    "{} has mode {mode:o}, not {want:o}",
+                    e.path().display()
+                );
+                checked += 1;
+            }
+        }
+    }
+    checked
+}

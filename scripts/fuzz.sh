@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Runs each fuzz target (fuzz/, cargo-fuzz + libFuzzer) for a bounded time and prints a table:
+# target, executions, seconds, crashes.
+#
+#   scripts/fuzz.sh [TARGET...]            (default: every target)
+#   FUZZ_SECONDS=600 scripts/fuzz.sh blob_engine
+#
+# FUZZ_SECONDS (default 60): wall-clock time per target. FUZZ_JOBS (default 1): parallel
+# fuzzing processes per target. Targets run one after the other. Needs the nightly toolchain and
+# cargo-fuzz (`cargo install cargo-fuzz`). Seeds: valid blobs, the badge's partition table and
+# short texts (firmware/examples/fuzz_seeds.rs), and the repository's config files for the host
+# readers. Built with AddressSanitizer and debug assertions, so an integer overflow is a crash
+# too. Crashes land in fuzz/artifacts/TARGET/; the script exits 1 if any target crashed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SECONDS_PER_TARGET=${FUZZ_SECONDS:-60}
+JOBS=${FUZZ_JOBS:-1}
+FIRMWARE_TARGETS=(blob_engine app_startup partition_table tokenizer template sam)
+ALL_TARGETS=("${FIRMWARE_TARGETS[@]}" host_readers)
+targets=("$@")
+[ "${#targets[@]}" -eq 0 ] && targets=("${ALL_TARGETS[@]}")
+
+if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+    echo "SKIPPED: fuzzing needs the nightly toolchain and cargo-fuzz (cargo install cargo-fuzz)" >&2
+    exit 0
+fi
+
+corpus=fuzz/corpus
+cargo run --release --quiet -p badge-firmware --example fuzz_seeds -- "$corpus" >/dev/null
+mkdir -p "$corpus/host_readers"
+seed() { { printf "\\x$(printf %02x "$1")"; cat "$2"; } >"$corpus/host_readers/$(basename "$2").$1"; }
+seed 0 firmware/partitions.csv
+for f in configs/boards/*.toml; do seed 1 "$f"; done
+for f in configs/models/*.toml; do seed 2 "$f"; done
+for f in configs/*.toml; do seed 3 "$f"; done
+seed 4 data/profile/qa.csv
+
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
+status=0
+rows=()
+for t in "${targets[@]}"; do
+    features=()
+    [ "$t" = host_readers ] && features=(--features host)
+    echo "== $t (${SECONDS_PER_TARGET}s) ==" >&2
+    mkdir -p "fuzz/artifacts/$t"
+    before=$(find "fuzz/artifacts/$t" -type f | wc -l)
+    (cd fuzz && cargo +nightly fuzz build --debug-assertions "${features[@]}" "$t") >"$logs/$t.build" 2>&1 ||
+        { tail -30 "$logs/$t.build" >&2; exit 1; }
+    parallel=()
+    [ "$JOBS" -gt 1 ] && parallel=(-jobs="$JOBS" -workers="$JOBS")
+    start=$(date +%s)
+    set +e
+    (cd fuzz && cargo +nightly fuzz run --debug-assertions "${features[@]}" "$t" "corpus/$t" -- \
+        -max_total_time="$SECONDS_PER_TARGET" "${parallel[@]}" \
+        -rss_limit_mb=4096 -timeout=20 -print_final_stats=1) >"$logs/$t.log" 2>&1
+    rc=$?
+    set -e
+    secs=$(($(date +%s) - start))
+    after=$(find "fuzz/artifacts/$t" -type f | wc -l)
+    # With FUZZ_JOBS > 1 each job writes fuzz-N.log; executions are summed over all of them.
+    shopt -s nullglob
+    job_logs=(fuzz/fuzz-*.log)
+    shopt -u nullglob
+    execs=$(awk '/stat::number_of_executed_units/ { n += $2 } END { print n + 0 }' \
+        "$logs/$t.log" "${job_logs[@]}")
+    rm -f "${job_logs[@]}"
+    crashes=$((after - before))
+    if [ "$rc" -ne 0 ] || [ "$crashes" -gt 0 ]; then
+        status=1
+        tail -30 "$logs/$t.log" >&2
+    fi
+    rows+=("$(printf '%-16s %14s %8s %8s' "$t" "$execs" "$secs" "$crashes")")
+done
+printf '%-16s %14s %8s %8s\n' target executions seconds crashes
+printf '%s\n' "${rows[@]}"
+exit "$status"
