@@ -100,7 +100,16 @@ pub fn read_partitions(path: &Path) -> Result<Vec<PartitionRow>> {
 }
 
 impl Board {
+    /// Reads a profile. The default profile's relative path is tried from the current
+    /// directory first, then from the source tree `badge` was built from, so commands work
+    /// from any folder (an owner's `badge init` folder, say).
     pub fn load(path: &Path) -> Result<Self> {
+        let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_BOARD);
+        let path = if path == Path::new(DEFAULT_BOARD) && !path.exists() {
+            bundled.as_path()
+        } else {
+            path
+        };
         let mut b: Board = toml::from_str(&read_to_string(path)?)
             .with_context(|| format!("{}: not a valid board profile", path.display()))?;
         b.partition_table = relative_to(path, &b.partition_table);

@@ -7,7 +7,7 @@
 //! characters of the answers that SAM cannot speak even after transliteration.
 
 use super::sources::{read_qa_csv, QaPair};
-use super::synth::{self, SynthOptions};
+use super::synth::{self, normalize, SynthOptions};
 use crate::config::{Curriculum, SourceConfig};
 use anyhow::{Context, Result};
 use badge_firmware::sam::translit::speakable;
@@ -125,17 +125,6 @@ fn category(p: &QaPair) -> String {
         .clone()
         .filter(|c| !c.is_empty())
         .unwrap_or_else(|| p.id.split('-').next().unwrap_or("").to_string())
-}
-
-/// Case, punctuation and spacing do not make a question different.
-fn normalize(q: &str) -> String {
-    q.chars()
-        .filter(|c| c.is_alphanumeric() || c.is_whitespace())
-        .flat_map(char::to_lowercase)
-        .collect::<String>()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 fn analyse(

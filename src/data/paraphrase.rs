@@ -242,6 +242,9 @@ fn indirect(lower: &str) -> Option<String> {
     const WH: [&str; 7] = ["what", "where", "who", "when", "which", "how", "why"];
     const BE: [&str; 4] = ["is", "are", "was", "were"];
     const PRONOUNS: [&str; 6] = ["you", "he", "she", "it", "they", "we"];
+    const PREPOSITIONS: [&str; 10] = [
+        "about", "for", "from", "in", "on", "at", "with", "to", "of", "like",
+    ];
     let words: Vec<&str> = lower.split_whitespace().collect();
     if words.len() < 3 || !WH.contains(&words[0]) {
         return None;
@@ -260,8 +263,11 @@ fn indirect(lower: &str) -> Option<String> {
         out.push(rest[0]);
         out.push(aux);
         out.extend_from_slice(&rest[1..]);
-    } else if rest.len() > 1 && rest[rest.len() - 1].ends_with("ed") {
-        // "where is your office located" → "where your office is located".
+    } else if rest.len() > 1
+        && (rest[rest.len() - 1].ends_with("ed") || PREPOSITIONS.contains(&rest[rest.len() - 1]))
+    {
+        // "where is your office located" → "where your office is located";
+        // "what was your talk about" → "what your talk was about".
         out.extend_from_slice(&rest[..rest.len() - 1]);
         out.push(aux);
         out.push(rest[rest.len() - 1]);
@@ -369,6 +375,10 @@ mod tests {
         assert_eq!(
             apply("Where do you work?", PatternKind::CouldYouTellMe).unwrap(),
             "Could you tell me where you work?"
+        );
+        assert_eq!(
+            apply("What was your talk about?", PatternKind::CanYouTellMe).unwrap(),
+            "Can you tell me what your talk was about?"
         );
         assert_eq!(
             apply("Where were you born?", PatternKind::CouldYouTellMe).unwrap(),

@@ -915,7 +915,9 @@ struct QaRow {
     origin: Origin,
 }
 
-fn normalize(q: &str) -> String {
+/// A question with case, punctuation and spacing removed: two questions that differ only in
+/// those are the same question.
+pub(crate) fn normalize(q: &str) -> String {
     q.chars()
         .filter(|c| c.is_alphanumeric() || c.is_whitespace())
         .collect::<String>()
