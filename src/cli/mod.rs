@@ -165,6 +165,26 @@ enum Command {
     /// Generate training data from a facts file.
     #[command(subcommand)]
     Data(DataCmd),
+    /// A personal badge folder: facts.toml, qa.csv, prose/ and a curriculum (badge.toml).
+    ///
+    /// Example: badge init me --name "Åsa Lindqvist" --size tiny
+    Init {
+        dir: PathBuf,
+        /// Your full name, written into facts.toml and qa.csv.
+        #[arg(long)]
+        name: Option<String>,
+        /// Model size: tiny, 1m, 3m or 6m (the curricula in configs/).
+        #[arg(long, default_value = "tiny")]
+        size: badge::data::init::Size,
+        /// Let `badge train --download` fetch the full TinyStories set.
+        #[arg(long)]
+        download: bool,
+        /// Rewrite only the curriculum (badge.toml, model.toml) of an existing folder.
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// The whole pipeline on the bundled example owner, in one command.
     Demo {
         #[arg(long, default_value = "configs/badge-tiny.toml")]
@@ -287,6 +307,18 @@ enum DataCmd {
         #[arg(long)]
         json: bool,
     },
+    /// What the badge will know: answers, phrasings per source, conflicts, unspeakable letters.
+    ///
+    /// Example: badge data check me   (or: badge data check --curriculum me/badge.toml)
+    Check {
+        /// A folder made by `badge init` (its badge.toml).
+        #[arg(required_unless_present = "curriculum", conflicts_with = "curriculum")]
+        dir: Option<PathBuf>,
+        #[arg(long)]
+        curriculum: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Generation settings shared by `ask` and `chat`.
@@ -327,7 +359,7 @@ impl MemoryArgs {
     fn run_state_limit(&self) -> Result<usize> {
         let bytes = match self.max_memory {
             Some(m) => m,
-            None => badge::config::board::Board::load_or_bundled(&self.board)?.memory_budget(),
+            None => badge::config::board::Board::load(&self.board)?.memory_budget(),
         };
         // A limit past the address space admits everything the machine can address.
         Ok(usize::try_from(bytes).unwrap_or(usize::MAX))
@@ -480,6 +512,15 @@ fn run(cli: Cli) -> Result<()> {
             out,
         } => {
             let v = badge::answer::say::voice_by_name(&voice)?;
+            if !phonetic && !text.is_ascii() {
+                eprintln!(
+                    "SAM says: {}",
+                    badge_firmware::sam::spoken(&text)
+                        .split_whitespace()
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                );
+            }
             let n = badge::answer::say::say_to_wav(&text, &v, phonetic, &out)?;
             eprintln!(
                 "{n} samples ({:.2} s) written to {}",
@@ -512,12 +553,54 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
                 println!(
-                    "{} prose paragraphs ({} distinct templates), {} Q&A pairs",
-                    r.prose_paragraphs, r.distinct_prose_templates, r.qa_pairs
+                    "{} prose paragraphs ({} distinct templates), {} Q&A pairs ({} from [[fact]] tables)",
+                    r.prose_paragraphs, r.distinct_prose_templates, r.qa_pairs, r.free_form_pairs
                 );
-                for (c, n) in &r.per_category {
-                    println!("  {c:<12} {n}");
+                print!("{}", r.table());
+            }
+            Ok(())
+        }
+        Command::Data(DataCmd::Check {
+            dir,
+            curriculum,
+            json,
+        }) => {
+            let path = curriculum.or(dir).expect("clap requires one of them");
+            let r = badge::data::check::run(&path)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print!("{}", r.table());
+            }
+            Ok(())
+        }
+        Command::Init {
+            dir,
+            name,
+            size,
+            download,
+            force,
+            json,
+        } => {
+            let r = badge::data::init::run(&badge::data::init::InitOptions {
+                dir,
+                name,
+                size,
+                download,
+                force,
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                for f in &r.written {
+                    println!("wrote {}", f.display());
                 }
+                let d = r.dir.display();
+                let dl = if download { " --download" } else { "" };
+                println!(
+                    "\nNext: fill in {d}/facts.toml (and qa.csv), then\n  badge data check {d}\n  badge train --curriculum {} --out {d}/run{dl}\n  badge flash --from {d}/run --port /dev/ttyACM0",
+                    r.curriculum.display()
+                );
             }
             Ok(())
         }

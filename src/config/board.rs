@@ -106,25 +106,29 @@ pub fn read_partitions(path: &Path) -> Result<Vec<PartitionRow>> {
 const BUNDLED_BOARD: &str = include_str!("../../configs/boards/esp32s3-n16r8.toml");
 
 impl Board {
-    /// The profile at `path`; for the default path when no such file exists, the bundled
-    /// profile (its partition table then still resolves relative to the default path).
-    pub fn load_or_bundled(path: &Path) -> Result<Self> {
-        if path == Path::new(DEFAULT_BOARD) && !path.exists() {
-            let mut b: Board =
-                toml::from_str(BUNDLED_BOARD).context("the bundled board profile")?;
-            b.partition_table = relative_to(path, &b.partition_table);
-            return Ok(b);
-        }
-        Self::load(path)
-    }
-
     /// Bytes of PSRAM the model may use on this board (`psram_size - reserved_psram`): the
     /// badge's memory budget, and the host's default limit on a run state.
     pub fn memory_budget(&self) -> u64 {
         self.psram_size.saturating_sub(self.reserved_psram)
     }
 
+    /// Reads a profile. The default profile's relative path is tried from the current
+    /// directory first, then from the source tree `badge` was built from, so commands work
+    /// from any folder (an owner's `badge init` folder, say); when neither has it (the binary
+    /// was copied elsewhere), the bundled copy of the default profile is used.
     pub fn load(path: &Path) -> Result<Self> {
+        let source_tree = Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_BOARD);
+        let path = if path == Path::new(DEFAULT_BOARD) && !path.exists() {
+            if !source_tree.exists() {
+                let mut b: Board =
+                    toml::from_str(BUNDLED_BOARD).context("the bundled board profile")?;
+                b.partition_table = relative_to(path, &b.partition_table);
+                return Ok(b);
+            }
+            source_tree.as_path()
+        } else {
+            path
+        };
         let mut b: Board = toml::from_str(&read_to_string(path)?)
             .with_context(|| format!("{}: not a valid board profile", path.display()))?;
         b.partition_table = relative_to(path, &b.partition_table);
@@ -167,7 +171,7 @@ pub struct FirmwareSize {
 /// the margin stands in for them.
 pub const FIRMWARE_MARGIN: f64 = 1.5;
 
-const MEASURED_SIZE: &str = include_str!("../firmware/measured-size.toml");
+const MEASURED_SIZE: &str = include_str!("../../firmware/measured-size.toml");
 
 impl FirmwareSize {
     /// The compiled-in measurement.

@@ -1,7 +1,13 @@
 //! Data: the curriculum's sources (stories, prose, Q&A CSV, synthetic Q&A), the TinyStories
-//! download, and the tokenizer that turns them into token streams. Imports `config` and `util`.
+//! download, the tokenizer that turns them into token streams, an owner's facts file, the
+//! `badge init` folder and the `badge data check` report. Imports `config` and `util`.
 
+pub mod check;
 pub mod download;
+pub mod facts;
+pub mod init;
+pub mod paraphrase;
+mod rng;
 mod sources;
 pub mod synth;
 pub mod tokenizer;

@@ -27,8 +27,10 @@ pub struct QaPair {
 /// Reads a Q&A CSV (header `id,question,answer`, optional `category`). A malformed row stops
 /// with an error naming the file and line.
 pub fn read_qa_csv(path: &Path) -> Result<Vec<QaPair>> {
+    // Lines starting with `#` are comments (ids never start with one).
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(true)
+        .comment(Some(b'#'))
         .from_path(path)
         .with_context(|| format!("cannot read {}", path.display()))?;
     let headers = rdr
@@ -51,8 +53,9 @@ pub fn read_qa_csv(path: &Path) -> Result<Vec<QaPair>> {
             anyhow::anyhow!("{}: line {line}: {e}", path.display())
         })?;
         if pair.question.trim().is_empty() || pair.answer.trim().is_empty() {
+            let line = rdr.position().line().saturating_sub(1);
             bail!(
-                "{}: row with id `{}`: question and answer must not be empty",
+                "{}: line {line}: row with id `{}`: question and answer must not be empty",
                 path.display(),
                 pair.id
             );

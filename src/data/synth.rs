@@ -1,27 +1,35 @@
 //! `badge data synth`: turn `facts.toml` into extra training data.
 //!
-//! The generator reads the owner's facts (`data/profile/facts.toml`) and two
-//! template files (`data/templates/prose.toml`, `data/templates/qa.toml`) and
-//! writes, under the output folder:
+//! The generator reads the owner's facts (see [`super::facts`]) and two template files
+//! (`data/templates/prose.toml`, `data/templates/qa.toml`) and writes, under the output folder:
 //!
 //! * `prose/synth-NNN.txt`: one paragraph about the owner per file;
-//! * `qa-synth.csv`: `id,question,answer,category` rows.
+//! * `qa-synth.csv`: `id,question,answer,category` rows. Ids are `CATEGORY-synth-NNN` for
+//!   template pairs and `CATEGORY-free-NNN` for pairs from free-form `[[fact]]` tables.
 //!
 //! All wording lives in the template files, so users can add phrasings without
 //! touching code. Templates use `{placeholder}` names (see the header of
 //! `qa.toml`); `{{` and `}}` are literal braces. A template with
-//! `each = "<list>"` is repeated once per item of that list.
+//! `each = "<list>"` is repeated once per item of that list. A template whose facts are absent
+//! is skipped, and the report lists the absent fields per category.
+//!
+//! Free-form facts are multiplied with the generic paraphrases of
+//! [`super::paraphrase`]; the ones whose answer is a sentence also become paragraphs.
 //!
 //! Output is deterministic: the same facts, templates and seed give
 //! byte-identical files (a small SplitMix64 generator is used, and only
 //! ordered maps reach the output). Files are written atomically.
 
+use super::facts::{FreeFact, Scalar};
+use super::paraphrase::paraphrases;
+use super::rng::Rng;
 use crate::util::write_atomic;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::path::Path;
+
+type Facts = super::facts::Facts;
 
 /// What `badge data synth` needs.
 pub struct SynthOptions {
@@ -45,23 +53,78 @@ pub struct SynthReport {
     /// Rows of `qa-synth.csv`.
     pub qa_pairs: usize,
     /// Rows of `qa-synth.csv` per category.
-    pub per_category: std::collections::BTreeMap<String, usize>,
+    pub per_category: BTreeMap<String, usize>,
+    /// Rows that came from free-form `[[fact]]` tables (included in `qa_pairs`).
+    pub free_form_pairs: usize,
+    /// Per category (`prose` for paragraphs), the facts fields whose absence skipped
+    /// templates or list items.
+    pub absent: BTreeMap<String, BTreeSet<String>>,
     /// Every file written, CSV last.
     pub files: Vec<std::path::PathBuf>,
 }
 
+impl SynthReport {
+    /// One line per category: pairs and absent fields, for the terminal.
+    pub fn table(&self) -> String {
+        let mut cats: BTreeSet<&String> = self.per_category.keys().collect();
+        cats.extend(self.absent.keys());
+        let width = cats.iter().map(|c| c.len()).max().unwrap_or(0).max(8);
+        let mut out = format!("{:width$}  {:>5}  absent fields\n", "category", "pairs");
+        for c in cats {
+            let n = if c == PROSE {
+                self.prose_paragraphs
+            } else {
+                self.per_category.get(c).copied().unwrap_or(0)
+            };
+            let absent: Vec<&str> = self
+                .absent
+                .get(c)
+                .map(|s| s.iter().map(String::as_str).collect())
+                .unwrap_or_default();
+            let absent = if absent.is_empty() {
+                "-".to_string()
+            } else {
+                absent.join(", ")
+            };
+            out.push_str(&format!("{c:width$}  {n:>5}  {absent}\n"));
+        }
+        out
+    }
+}
+
 /// Generate prose and Q&A from the facts and templates in `opts`.
 pub fn run(opts: &SynthOptions) -> anyhow::Result<SynthReport> {
-    let facts = load_facts(&opts.facts)?;
-    let vars = Vars::new(&facts, &opts.facts);
+    let facts = super::facts::load(&opts.facts)?;
+    let vars = Vars::new(&facts);
     let prose_path = opts.templates.join("prose.toml");
     let qa_path = opts.templates.join("qa.toml");
     let prose_t: ProseFile = load_toml(&prose_path)?;
     let qa_t: QaFile = load_toml(&qa_path)?;
-
     let mut rng = Rng::new(opts.seed);
-    let (paragraphs, distinct) = gen_prose(&prose_t, &prose_path, &vars, &mut rng)?;
-    let rows = gen_qa(&qa_t, &qa_path, &vars, &mut rng)?;
+    let mut absent = Absent::new();
+    let (mut paragraphs, distinct) =
+        gen_prose(&prose_t, &prose_path, &vars, &mut rng, &mut absent)?;
+    paragraphs.extend(free_prose(&facts.fact, &mut rng));
+    // The owner's own questions come first: they own a question a template also asks.
+    let mut seen = BTreeSet::new();
+    let mut rows = gen_free(&facts.fact, &opts.facts, opts.seed, &mut seen)?;
+    rows.extend(gen_qa(&qa_t, &qa_path, &vars, &mut seen, &mut absent)?);
+    rng.shuffle(&mut rows);
+    if paragraphs.is_empty() && rows.is_empty() {
+        bail!(
+            "{}: no template could use these facts and there is no [[fact]] table; \
+             fill in more of the file (absent: {})",
+            opts.facts.display(),
+            absent
+                .values()
+                .flatten()
+                .cloned()
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
 
     let prose_dir = opts.out.join("prose");
     std::fs::create_dir_all(&prose_dir)
@@ -79,14 +142,20 @@ pub fn run(opts: &SynthOptions) -> anyhow::Result<SynthReport> {
     remove_stale(&prose_dir, &written)?;
 
     let mut per_category = BTreeMap::new();
+    let mut per_id: BTreeMap<(String, &str), usize> = BTreeMap::new();
     let mut wtr = csv::WriterBuilder::new()
         .terminator(csv::Terminator::Any(b'\n'))
         .from_writer(Vec::new());
     wtr.write_record(["id", "question", "answer", "category"])?;
     for r in &rows {
-        let n = per_category.entry(r.category.clone()).or_insert(0usize);
+        *per_category.entry(r.category.clone()).or_insert(0usize) += 1;
+        let kind = match r.origin {
+            Origin::Template => "synth",
+            Origin::Free => "free",
+        };
+        let n = per_id.entry((r.category.clone(), kind)).or_insert(0);
         *n += 1;
-        let id = format!("{}-synth-{:03}", r.category, n);
+        let id = format!("{}-{kind}-{:03}", r.category, n);
         wtr.write_record([id.as_str(), &r.question, &r.answer, &r.category])?;
     }
     let csv_bytes = wtr
@@ -101,103 +170,10 @@ pub fn run(opts: &SynthOptions) -> anyhow::Result<SynthReport> {
         distinct_prose_templates: distinct,
         qa_pairs: rows.len(),
         per_category,
+        free_form_pairs: rows.iter().filter(|r| r.origin == Origin::Free).count(),
+        absent,
         files,
     })
-}
-
-// ------------------------------------------------------------------ facts
-
-/// A year or any short value written either as a number or as a string.
-#[derive(Deserialize, Clone)]
-#[serde(untagged)]
-enum Scalar {
-    Int(i64),
-    Str(String),
-}
-
-impl fmt::Display for Scalar {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Scalar::Int(i) => write!(f, "{i}"),
-            Scalar::Str(s) => f.write_str(s),
-        }
-    }
-}
-
-#[derive(Deserialize)]
-struct Facts {
-    name: String,
-    home_city: String,
-    #[serde(default)]
-    languages: Vec<String>,
-    #[serde(default)]
-    skills: Vec<String>,
-    #[serde(default)]
-    interests: Vec<String>,
-    contact: Contact,
-    birth: Birth,
-    current: Current,
-    #[serde(default)]
-    work_history: Vec<Job>,
-    #[serde(default)]
-    education: Vec<Education>,
-    #[serde(default)]
-    projects: Vec<Project>,
-    /// User-defined placeholders.
-    #[serde(default)]
-    extra: BTreeMap<String, String>,
-}
-
-#[derive(Deserialize)]
-struct Contact {
-    email: String,
-    phone: String,
-    website: String,
-    preferred: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct Birth {
-    month: String,
-    year: Scalar,
-}
-
-#[derive(Deserialize)]
-struct Current {
-    employer: String,
-    role: String,
-    start: Scalar,
-    employer_summary: Option<String>,
-    focus: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct Job {
-    employer: String,
-    role: String,
-    from: Scalar,
-    to: Scalar,
-    summary: String,
-}
-
-#[derive(Deserialize)]
-struct Education {
-    school: String,
-    degree: String,
-    field: String,
-    from: Scalar,
-    to: Scalar,
-}
-
-#[derive(Deserialize)]
-struct Project {
-    name: String,
-    summary: String,
-    year: Scalar,
-}
-
-fn load_facts(path: &Path) -> Result<Facts> {
-    load_toml(path)
 }
 
 fn load_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
@@ -328,50 +304,81 @@ fn parse_template(t: &str) -> std::result::Result<Vec<Piece>, String> {
 
 // ------------------------------------------------------------------ placeholder values
 
-/// The lists a template may iterate with `each`, and the placeholders of one item.
-const GROUPS: &[(&str, &[&str])] = &[
-    ("languages", &["language"]),
-    ("skills", &["skill"]),
-    ("interests", &["interest"]),
+/// The lists a template may iterate with `each`: per list, each item placeholder and the facts
+/// field it comes from.
+const GROUPS: &[(&str, &[(&str, &str)])] = &[
+    ("languages", &[("language", "")]),
+    ("skills", &[("skill", "")]),
+    ("interests", &[("interest", "")]),
     (
         "work_history",
         &[
-            "job_employer",
-            "job_role",
-            "a_job_role",
-            "job_from",
-            "job_to",
-            "job_summary",
+            ("job_employer", "employer"),
+            ("job_role", "role"),
+            ("a_job_role", "role"),
+            ("job_from", "from"),
+            ("job_to", "to"),
+            ("job_summary", "summary"),
         ],
     ),
     (
         "education",
-        &["school", "degree", "field", "edu_from", "edu_to"],
+        &[
+            ("school", "school"),
+            ("degree", "degree"),
+            ("field", "field"),
+            ("edu_from", "from"),
+            ("edu_to", "to"),
+        ],
     ),
-    ("projects", &["project", "project_summary", "project_year"]),
+    (
+        "projects",
+        &[
+            ("project", "name"),
+            ("project_summary", "summary"),
+            ("project_year", "year"),
+        ],
+    ),
 ];
 
 fn group_of(var: &str) -> Option<&'static str> {
     GROUPS
         .iter()
-        .find(|(_, vars)| vars.contains(&var))
+        .find(|(_, vars)| vars.iter().any(|(v, _)| *v == var))
         .map(|(g, _)| *g)
 }
 
-/// All placeholder values derived from the facts.
-struct Vars {
-    facts_file: String,
-    /// name -> value, or why it is missing (the facts field to fill in).
-    global: BTreeMap<String, std::result::Result<String, String>>,
-    /// list name -> items, each item a map of its placeholders.
-    groups: BTreeMap<&'static str, Vec<BTreeMap<&'static str, String>>>,
+/// The facts field behind an item placeholder, as a report names it (`work_history.summary`).
+fn item_field(group: &str, var: &str) -> String {
+    let field = GROUPS
+        .iter()
+        .find(|(g, _)| *g == group)
+        .and_then(|(_, vars)| vars.iter().find(|(v, _)| *v == var))
+        .map(|(_, f)| *f)
+        .unwrap_or("");
+    if field.is_empty() {
+        group.to_string()
+    } else {
+        format!("{group}.{field}")
+    }
 }
 
-fn join_list(items: &[String]) -> std::result::Result<String, String> {
+/// One item of a list: its placeholders that have a value.
+type Item = BTreeMap<&'static str, String>;
+
+/// All placeholder values derived from the facts.
+struct Vars {
+    /// name -> value, or the facts field that is absent.
+    global: BTreeMap<String, std::result::Result<String, String>>,
+    /// list name -> items.
+    groups: BTreeMap<&'static str, Vec<Item>>,
+}
+
+fn join_list(items: &[String]) -> Option<String> {
     match items {
-        [] => Err(String::new()),
-        [one] => Ok(one.clone()),
-        [init @ .., last] => Ok(format!("{} and {}", init.join(", "), last)),
+        [] => None,
+        [one] => Some(one.clone()),
+        [init @ .., last] => Some(format!("{} and {}", init.join(", "), last)),
     }
 }
 
@@ -392,130 +399,145 @@ fn capitalize(s: &str) -> String {
     }
 }
 
-impl Vars {
-    fn new(f: &Facts, facts_path: &Path) -> Vars {
-        let mut g: BTreeMap<String, std::result::Result<String, String>> = BTreeMap::new();
-        let mut set = |k: &str, v: std::result::Result<String, String>| {
-            g.insert(k.to_string(), v);
-        };
-        let ok = |s: &str| Ok(s.to_string());
-        let list = |items: &[String], field: &str| {
-            join_list(items).map_err(|_| format!("needs at least one item in `{field}`"))
-        };
-        let first = |v: Option<&String>, field: &str| {
-            v.cloned()
-                .ok_or_else(|| format!("needs at least one item in `{field}`"))
-        };
-        let opt = |v: &Option<String>, field: &str| {
-            v.clone()
-                .ok_or_else(|| format!("needs the field `{field}`"))
-        };
+/// The item's placeholders that have a value; `fields` pairs a placeholder with its value.
+fn item(fields: &[(&'static str, Option<String>)]) -> Item {
+    fields
+        .iter()
+        .filter_map(|(k, v)| v.clone().map(|v| (*k, v)))
+        .collect()
+}
 
-        set("name", ok(&f.name));
-        let mut words = f.name.split_whitespace();
-        set("first_name", ok(words.next().unwrap_or(&f.name)));
-        set(
-            "last_name",
-            ok(f.name.split_whitespace().last().unwrap_or(&f.name)),
-        );
-        set("email", ok(&f.contact.email));
-        set("phone", ok(&f.contact.phone));
-        set("website", ok(&f.contact.website));
+impl Vars {
+    fn new(f: &Facts) -> Vars {
+        let mut g: BTreeMap<String, std::result::Result<String, String>> = BTreeMap::new();
+        let mut set = |k: &str, v: Option<String>, field: &str| {
+            g.insert(k.to_string(), v.ok_or_else(|| field.to_string()));
+        };
+        let s = |v: &Option<Scalar>| v.as_ref().map(|x| x.to_string());
+        let name = f.name.clone().filter(|n| !n.trim().is_empty());
+        set("name", name.clone(), "name");
+        let words: Vec<&str> = name.as_deref().unwrap_or("").split_whitespace().collect();
+        set("first_name", words.first().map(|w| w.to_string()), "name");
+        set("last_name", words.last().map(|w| w.to_string()), "name");
+        let c = &f.contact;
+        set("email", c.email.clone(), "contact.email");
+        set("phone", c.phone.clone(), "contact.phone");
+        set("website", c.website.clone(), "contact.website");
         set(
             "preferred_contact",
-            opt(&f.contact.preferred, "contact.preferred"),
+            c.preferred.clone(),
+            "contact.preferred",
         );
-        set("birth_month", ok(&f.birth.month));
-        set("birth_year", Ok(f.birth.year.to_string()));
-        set("home_city", ok(&f.home_city));
-        set("employer", ok(&f.current.employer));
-        set("role", ok(&f.current.role));
-        set("a_role", Ok(with_article(&f.current.role)));
-        set("start", Ok(f.current.start.to_string()));
+        set("birth_month", f.birth.month.clone(), "birth.month");
+        set("birth_year", s(&f.birth.year), "birth.year");
+        set("home_city", f.home_city.clone(), "home_city");
+        let cur = &f.current;
+        set("employer", cur.employer.clone(), "current.employer");
+        set("role", cur.role.clone(), "current.role");
+        set(
+            "a_role",
+            cur.role.as_deref().map(with_article),
+            "current.role",
+        );
+        set("start", s(&cur.start), "current.start");
         set(
             "employer_summary",
-            opt(&f.current.employer_summary, "current.employer_summary"),
+            cur.employer_summary.clone(),
+            "current.employer_summary",
         );
-        set("focus", opt(&f.current.focus, "current.focus"));
-        set("languages", list(&f.languages, "languages"));
-        set("skills", list(&f.skills, "skills"));
-        set(
-            "top_skills",
-            list(&f.skills[..f.skills.len().min(3)], "skills"),
-        );
-        set("top_skill", first(f.skills.first(), "skills"));
-        set("interests", list(&f.interests, "interests"));
+        set("focus", cur.focus.clone(), "current.focus");
+        set("languages", join_list(&f.languages), "languages");
+        set("skills", join_list(&f.skills), "skills");
+        let top = &f.skills[..f.skills.len().min(3)];
+        set("top_skills", join_list(top), "skills");
+        set("top_skill", f.skills.first().cloned(), "skills");
+        set("interests", join_list(&f.interests), "interests");
 
-        let employers: Vec<String> = f.work_history.iter().map(|j| j.employer.clone()).collect();
-        set("past_employers", list(&employers, "work_history"));
-        let prev = f.work_history.last();
-        let first_job = f.work_history.first();
-        let need_job = || "needs at least one item in `work_history`".to_string();
+        // A list-wide placeholder needs the field in every item, so no item reads oddly.
+        fn all<T>(items: &[T], get: impl Fn(&T) -> Option<String>) -> Option<String> {
+            let v: Option<Vec<String>> = items.iter().map(get).collect();
+            v.and_then(|v| join_list(&v))
+        }
+        let wh = &f.work_history;
+        set(
+            "past_employers",
+            all(wh, |j| j.employer.clone()),
+            "work_history.employer",
+        );
+        let (prev, first_job) = (wh.last(), wh.first());
         set(
             "prev_employer",
-            prev.map(|j| j.employer.clone()).ok_or_else(need_job),
+            prev.and_then(|j| j.employer.clone()),
+            "work_history.employer",
         );
         set(
             "prev_role",
-            prev.map(|j| j.role.clone()).ok_or_else(need_job),
+            prev.and_then(|j| j.role.clone()),
+            "work_history.role",
         );
         set(
             "a_prev_role",
-            prev.map(|j| with_article(&j.role)).ok_or_else(need_job),
+            prev.and_then(|j| j.role.as_deref().map(with_article)),
+            "work_history.role",
         );
         set(
             "first_job_employer",
-            first_job.map(|j| j.employer.clone()).ok_or_else(need_job),
+            first_job.and_then(|j| j.employer.clone()),
+            "work_history.employer",
         );
         set(
             "first_job_role",
-            first_job.map(|j| j.role.clone()).ok_or_else(need_job),
+            first_job.and_then(|j| j.role.clone()),
+            "work_history.role",
         );
         set(
             "a_first_job_role",
-            first_job
-                .map(|j| with_article(&j.role))
-                .ok_or_else(need_job),
+            first_job.and_then(|j| j.role.as_deref().map(with_article)),
+            "work_history.role",
         );
 
-        let schools: Vec<String> = f.education.iter().map(|e| e.school.clone()).collect();
-        let fields: Vec<String> = f.education.iter().map(|e| e.field.clone()).collect();
-        set("schools", list(&schools, "education"));
-        set("fields", list(&fields, "education"));
-        let last_edu = f.education.last();
-        let need_edu = || "needs at least one item in `education`".to_string();
+        let ed = &f.education;
+        set("schools", all(ed, |e| e.school.clone()), "education.school");
+        set("fields", all(ed, |e| e.field.clone()), "education.field");
+        let last_edu = ed.last();
         set(
             "last_school",
-            last_edu.map(|e| e.school.clone()).ok_or_else(need_edu),
+            last_edu.and_then(|e| e.school.clone()),
+            "education.school",
         );
         set(
             "last_degree",
-            last_edu.map(|e| e.degree.clone()).ok_or_else(need_edu),
+            last_edu.and_then(|e| e.degree.clone()),
+            "education.degree",
         );
         set(
             "last_field",
-            last_edu.map(|e| e.field.clone()).ok_or_else(need_edu),
+            last_edu.and_then(|e| e.field.clone()),
+            "education.field",
         );
         set(
             "last_edu_to",
-            last_edu.map(|e| e.to.to_string()).ok_or_else(need_edu),
+            last_edu.and_then(|e| s(&e.to)),
+            "education.to",
         );
 
-        let projects: Vec<String> = f.projects.iter().map(|p| p.name.clone()).collect();
-        set("projects", list(&projects, "projects"));
-        let last_p = f.projects.last();
-        let need_p = || "needs at least one item in `projects`".to_string();
+        let pr = &f.projects;
+        set("projects", all(pr, |p| p.name.clone()), "projects.name");
+        let last_p = pr.last();
         set(
             "last_project",
-            last_p.map(|p| p.name.clone()).ok_or_else(need_p),
+            last_p.and_then(|p| p.name.clone()),
+            "projects.name",
         );
         set(
             "last_project_summary",
-            last_p.map(|p| p.summary.clone()).ok_or_else(need_p),
+            last_p.and_then(|p| p.summary.clone()),
+            "projects.summary",
         );
         set(
             "last_project_year",
-            last_p.map(|p| p.year.to_string()).ok_or_else(need_p),
+            last_p.and_then(|p| s(&p.year)),
+            "projects.year",
         );
 
         // User placeholders never replace built-in ones.
@@ -535,15 +557,14 @@ impl Vars {
         groups.insert("interests", simple("interest", &f.interests));
         groups.insert(
             "work_history",
-            f.work_history
-                .iter()
+            wh.iter()
                 .map(|j| {
-                    BTreeMap::from([
+                    item(&[
                         ("job_employer", j.employer.clone()),
                         ("job_role", j.role.clone()),
-                        ("a_job_role", with_article(&j.role)),
-                        ("job_from", j.from.to_string()),
-                        ("job_to", j.to.to_string()),
+                        ("a_job_role", j.role.as_deref().map(with_article)),
+                        ("job_from", s(&j.from)),
+                        ("job_to", s(&j.to)),
                         ("job_summary", j.summary.clone()),
                     ])
                 })
@@ -551,37 +572,31 @@ impl Vars {
         );
         groups.insert(
             "education",
-            f.education
-                .iter()
+            ed.iter()
                 .map(|e| {
-                    BTreeMap::from([
+                    item(&[
                         ("school", e.school.clone()),
                         ("degree", e.degree.clone()),
                         ("field", e.field.clone()),
-                        ("edu_from", e.from.to_string()),
-                        ("edu_to", e.to.to_string()),
+                        ("edu_from", s(&e.from)),
+                        ("edu_to", s(&e.to)),
                     ])
                 })
                 .collect(),
         );
         groups.insert(
             "projects",
-            f.projects
-                .iter()
+            pr.iter()
                 .map(|p| {
-                    BTreeMap::from([
+                    item(&[
                         ("project", p.name.clone()),
                         ("project_summary", p.summary.clone()),
-                        ("project_year", p.year.to_string()),
+                        ("project_year", s(&p.year)),
                     ])
                 })
                 .collect(),
         );
-        Vars {
-            facts_file: facts_path.display().to_string(),
-            global: g,
-            groups,
-        }
+        Vars { global: g, groups }
     }
 
     /// The placeholder name without a leading capital (`Skill` -> `skill`),
@@ -607,6 +622,8 @@ struct Compiled {
     pieces: Vec<Piece>,
     /// Lists whose item placeholders the template uses.
     groups: BTreeSet<&'static str>,
+    /// Facts fields the template needs that the facts file does not have.
+    absent: BTreeSet<String>,
 }
 
 /// Parse and check one template; `what` names it in errors
@@ -614,24 +631,26 @@ struct Compiled {
 fn compile(t: &str, vars: &Vars, what: &str) -> Result<Compiled> {
     let pieces = parse_template(t).map_err(|e| anyhow!("{what} {e}"))?;
     let mut groups = BTreeSet::new();
+    let mut absent = BTreeSet::new();
     for p in &pieces {
         if let Piece::Var(name) = p {
             if !vars.is_known(name) {
                 bail!("{what} uses unknown placeholder {{{name}}}");
             }
             let (b, _) = Vars::base(name);
-            if let Some(Err(why)) = vars.global.get(&b) {
-                bail!(
-                    "{what} uses placeholder {{{name}}}, which {why} of {}",
-                    vars.facts_file
-                );
+            if let Some(Err(field)) = vars.global.get(&b) {
+                absent.insert(field.clone());
             }
             if let Some(g) = group_of(&b) {
                 groups.insert(g);
             }
         }
     }
-    Ok(Compiled { pieces, groups })
+    Ok(Compiled {
+        pieces,
+        groups,
+        absent,
+    })
 }
 
 fn check_each(each: &Option<String>, what: &str) -> Result<Option<&'static str>> {
@@ -650,8 +669,13 @@ fn check_each(each: &Option<String>, what: &str) -> Result<Option<&'static str>>
     }
 }
 
-/// Fill a compiled template; `items` holds the chosen item of each list used.
-fn render(c: &Compiled, vars: &Vars, items: &BTreeMap<&str, usize>) -> String {
+/// Fill a compiled template; `items` holds the chosen item of each list used. `Err` names the
+/// facts field an item lacks (`work_history.summary`).
+fn render(
+    c: &Compiled,
+    vars: &Vars,
+    items: &BTreeMap<&str, usize>,
+) -> std::result::Result<String, String> {
     let mut out = String::new();
     for p in &c.pieces {
         match p {
@@ -663,13 +687,12 @@ fn render(c: &Compiled, vars: &Vars, items: &BTreeMap<&str, usize>) -> String {
                         .get(items.get(g).copied().unwrap_or(0))
                         .and_then(|item| item.get(b.as_str()))
                         .cloned()
-                        .unwrap_or_default(),
+                        .ok_or_else(|| item_field(g, &b))?,
                     None => vars
                         .global
                         .get(&b)
-                        .and_then(|v| v.as_ref().ok())
                         .cloned()
-                        .unwrap_or_default(),
+                        .unwrap_or_else(|| Err(b.clone()))?,
                 };
                 if cap {
                     out.push_str(&capitalize(&value));
@@ -679,7 +702,7 @@ fn render(c: &Compiled, vars: &Vars, items: &BTreeMap<&str, usize>) -> String {
             }
         }
     }
-    out
+    Ok(out)
 }
 
 /// Pick a random item for every list in `groups`; `None` when some needed
@@ -700,6 +723,25 @@ fn pick_items(
     Some(items)
 }
 
+/// The facts fields that were absent, per category (`prose` for paragraphs).
+type Absent = BTreeMap<String, BTreeSet<String>>;
+
+fn note_absent(absent: &mut Absent, category: &str, fields: impl IntoIterator<Item = String>) {
+    absent
+        .entry(category.to_string())
+        .or_default()
+        .extend(fields);
+}
+
+/// The empty list behind each group, as an absent field.
+fn empty_groups(c: &Compiled, vars: &Vars) -> Vec<String> {
+    c.groups
+        .iter()
+        .filter(|g| vars.groups[*g].is_empty())
+        .map(|g| g.to_string())
+        .collect()
+}
+
 // ------------------------------------------------------------------ prose
 
 /// One topic of composed sentences: its name and its compiled sentences.
@@ -710,6 +752,7 @@ fn gen_prose(
     file: &Path,
     vars: &Vars,
     rng: &mut Rng,
+    absent: &mut Absent,
 ) -> Result<(Vec<String>, usize)> {
     let file = file.display().to_string();
     let mut seen = BTreeSet::new();
@@ -719,6 +762,11 @@ fn gen_prose(
         let what = format!("{file}: paragraph {}", i + 1);
         let each = check_each(&p.each, &what)?;
         let c = compile(&p.text, vars, &what)?;
+        if !c.absent.is_empty() {
+            note_absent(absent, PROSE, c.absent.iter().cloned());
+            continue;
+        }
+        note_absent(absent, PROSE, empty_groups(&c, vars));
         let runs = match each {
             Some(g) => vars.groups[g].len(),
             None => 1,
@@ -735,10 +783,14 @@ fn gen_prose(
             if let Some(g) = each {
                 items.insert(g, k);
             }
-            let text = render(&c, vars, &items);
-            if seen.insert(text.clone()) {
-                out.push(text);
-                produced = true;
+            match render(&c, vars, &items) {
+                Ok(text) => {
+                    if seen.insert(text.clone()) {
+                        out.push(text);
+                        produced = true;
+                    }
+                }
+                Err(field) => note_absent(absent, PROSE, [field]),
             }
         }
         if produced {
@@ -747,7 +799,8 @@ fn gen_prose(
     }
 
     // Composed paragraphs: intro sentence + sentences from other topics.
-    // voice -> [(topic, sentences)], empty topics and voices dropped.
+    // voice -> [(topic, sentences)]; sentences whose facts are absent, empty topics and
+    // empty voices dropped.
     let mut voices: Vec<Vec<Topic>> = Vec::new();
     for (voice, topics) in &t.sentences {
         let mut ts = Vec::new();
@@ -755,7 +808,13 @@ fn gen_prose(
             let mut cs = Vec::new();
             for (i, s) in sents.iter().enumerate() {
                 let what = format!("{file}: sentences.{voice}.{topic} item {}", i + 1);
-                cs.push(compile(s, vars, &what)?);
+                let c = compile(s, vars, &what)?;
+                let empty = empty_groups(&c, vars);
+                if c.absent.is_empty() && empty.is_empty() {
+                    cs.push(c);
+                } else {
+                    note_absent(absent, PROSE, c.absent.into_iter().chain(empty));
+                }
             }
             if !cs.is_empty() {
                 ts.push((topic, cs));
@@ -766,24 +825,16 @@ fn gen_prose(
         }
     }
     let s = &t.settings;
-    if s.composed > 0 {
-        if voices.is_empty() {
-            bail!(
-                "{file}: settings.composed is {} but [sentences] is empty",
-                s.composed
-            );
-        }
-        if s.min_sentences == 0 || s.min_sentences > s.max_sentences {
-            bail!(
-                "{file}: settings.min_sentences ({}) must be at least 1 and at most settings.max_sentences ({})",
-                s.min_sentences,
-                s.max_sentences
-            );
-        }
+    if s.composed > 0 && (s.min_sentences == 0 || s.min_sentences > s.max_sentences) {
+        bail!(
+            "{file}: settings.min_sentences ({}) must be at least 1 and at most settings.max_sentences ({})",
+            s.min_sentences,
+            s.max_sentences
+        );
     }
     let mut made = 0;
     let mut tries = 0;
-    while made < s.composed && tries < s.composed * 20 {
+    while !voices.is_empty() && made < s.composed && tries < s.composed * 20 {
         tries += 1;
         let topics = &voices[rng.below(voices.len())];
         let mut order: Vec<usize> = (0..topics.len()).collect();
@@ -800,7 +851,10 @@ fn gen_prose(
             let cs = &topics[k].1;
             let c = &cs[rng.below(cs.len())];
             if let Some(items) = pick_items(&c.groups, vars, rng) {
-                sentences.push(render(c, vars, &items));
+                match render(c, vars, &items) {
+                    Ok(text) => sentences.push(text),
+                    Err(field) => note_absent(absent, PROSE, [field]),
+                }
             }
         }
         if sentences.is_empty() {
@@ -816,15 +870,55 @@ fn gen_prose(
     Ok((out, distinct))
 }
 
+/// The report's category for paragraphs.
+const PROSE: &str = "prose";
+
+/// Paragraphs made of the free-form answers that are sentences: each alone, and in small
+/// shuffled groups, so the model also reads the facts as running text.
+fn free_prose(facts: &[FreeFact], rng: &mut Rng) -> Vec<String> {
+    let sentences: Vec<String> = facts
+        .iter()
+        .map(|f| f.answer.trim().to_string())
+        .filter(|a| is_sentence(a))
+        .collect();
+    let mut out = sentences.clone();
+    for _ in 0..2 {
+        let mut order = sentences.clone();
+        rng.shuffle(&mut order);
+        out.extend(order.chunks(3).filter(|c| c.len() > 1).map(|c| c.join(" ")));
+    }
+    let mut seen = BTreeSet::new();
+    out.retain(|p| seen.insert(p.clone()));
+    out
+}
+
+/// Whether an answer reads as a sentence (and so belongs in prose) rather than a bare value
+/// such as a name or "Biscuit.".
+fn is_sentence(answer: &str) -> bool {
+    answer.ends_with(['.', '!', '?']) && answer.split_whitespace().count() >= 3
+}
+
 // ------------------------------------------------------------------ Q&A
+
+/// Where a synthetic pair comes from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// A template of `qa.toml` filled with the facts.
+    Template,
+    /// A `[[fact]]` table, with its questions paraphrased.
+    Free,
+}
 
 struct QaRow {
     question: String,
     answer: String,
     category: String,
+    origin: Origin,
 }
 
-fn normalize(q: &str) -> String {
+/// A question with case, punctuation and spacing removed: two questions that differ only in
+/// those are the same question.
+pub(crate) fn normalize(q: &str) -> String {
     q.chars()
         .filter(|c| c.is_alphanumeric() || c.is_whitespace())
         .collect::<String>()
@@ -834,23 +928,77 @@ fn normalize(q: &str) -> String {
         .join(" ")
 }
 
-fn gen_qa(t: &QaFile, file: &Path, vars: &Vars, rng: &mut Rng) -> Result<Vec<QaRow>> {
+/// Paraphrases made of each free-form question (besides the question itself).
+pub const PARAPHRASES_PER_QUESTION: usize = 12;
+
+/// The category of free-form facts that name none.
+pub const FREE_CATEGORY: &str = "fact";
+
+/// Q&A from `[[fact]]` tables: every question as written, then its paraphrases.
+fn gen_free(
+    facts: &[FreeFact],
+    facts_file: &Path,
+    seed: u64,
+    seen: &mut BTreeSet<String>,
+) -> Result<Vec<QaRow>> {
+    let mut rows = Vec::new();
+    for (i, f) in facts.iter().enumerate() {
+        let category = f.category.as_deref().unwrap_or(FREE_CATEGORY);
+        check_category(category, || {
+            format!("{}: [[fact]] number {}", facts_file.display(), i + 1)
+        })?;
+        for (qi, q) in f.questions.iter().enumerate() {
+            let q = q.trim();
+            if q.is_empty() {
+                continue;
+            }
+            let forms = std::iter::once(q.to_string()).chain(paraphrases(
+                q,
+                seed ^ ((i as u64) << 32 | qi as u64),
+                PARAPHRASES_PER_QUESTION,
+            ));
+            for question in forms {
+                if seen.insert(normalize(&question)) {
+                    rows.push(QaRow {
+                        question,
+                        answer: f.answer.trim().to_string(),
+                        category: category.to_string(),
+                        origin: Origin::Free,
+                    });
+                }
+            }
+        }
+    }
+    Ok(rows)
+}
+
+fn check_category(cat: &str, what: impl Fn() -> String) -> Result<()> {
+    if cat.is_empty()
+        || !cat
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+    {
+        bail!(
+            "{} has category '{cat}'; use lowercase letters, digits, '-' or '_'",
+            what()
+        );
+    }
+    Ok(())
+}
+
+fn gen_qa(
+    t: &QaFile,
+    file: &Path,
+    vars: &Vars,
+    seen: &mut BTreeSet<String>,
+    absent: &mut Absent,
+) -> Result<Vec<QaRow>> {
     let file = file.display().to_string();
     let mut per_cat_index: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut seen = BTreeSet::new();
     let mut rows = Vec::new();
     for (ti, qt) in t.template.iter().enumerate() {
         let cat = qt.category.as_str();
-        if cat.is_empty()
-            || !cat
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-        {
-            bail!(
-                "{file}: template {} has category '{cat}'; use lowercase letters, digits, '-' or '_'",
-                ti + 1
-            );
-        }
+        check_category(cat, || format!("{file}: template {}", ti + 1))?;
         let n = per_cat_index.entry(cat).or_insert(0);
         *n += 1;
         let base = format!("{file}: category '{cat}' template {n}");
@@ -873,9 +1021,18 @@ fn gen_qa(t: &QaFile, file: &Path, vars: &Vars, rng: &mut Rng) -> Result<Vec<QaR
                 let (_, names) = GROUPS.iter().find(|(n, _)| n == g).expect("known group");
                 bail!(
                     "{base} ({part}) uses {{{}}}-style placeholders of list '{g}' but does not have each = \"{g}\"",
-                    names[0]
+                    names[0].0
                 );
             }
+        }
+        // A template whose facts are absent is skipped, and the report says which.
+        if !answer.absent.is_empty() {
+            note_absent(absent, cat, answer.absent.iter().cloned());
+            continue;
+        }
+        if let Some(g) = each.filter(|g| vars.groups[g].is_empty()) {
+            note_absent(absent, cat, [g.to_string()]);
+            continue;
         }
         let runs = match each {
             Some(g) => vars.groups[g].len(),
@@ -883,21 +1040,37 @@ fn gen_qa(t: &QaFile, file: &Path, vars: &Vars, rng: &mut Rng) -> Result<Vec<QaR
         };
         for k in 0..runs {
             let items: BTreeMap<&str, usize> = each.map(|g| (g, k)).into_iter().collect();
-            let a = render(&answer, vars, &items);
+            let a = match render(&answer, vars, &items) {
+                Ok(a) => a,
+                Err(field) => {
+                    note_absent(absent, cat, [field]);
+                    continue;
+                }
+            };
             for q in &questions {
-                let qtext = render(q, vars, &items);
+                if !q.absent.is_empty() {
+                    note_absent(absent, cat, q.absent.iter().cloned());
+                    continue;
+                }
+                let qtext = match render(q, vars, &items) {
+                    Ok(q) => q,
+                    Err(field) => {
+                        note_absent(absent, cat, [field]);
+                        continue;
+                    }
+                };
                 // The first template to ask a question owns it.
                 if seen.insert(normalize(&qtext)) {
                     rows.push(QaRow {
                         question: qtext,
                         answer: a.clone(),
                         category: cat.to_string(),
+                        origin: Origin::Template,
                     });
                 }
             }
         }
     }
-    rng.shuffle(&mut rows);
     Ok(rows)
 }
 
@@ -923,37 +1096,6 @@ fn remove_stale(dir: &Path, keep: &BTreeSet<String>) -> Result<()> {
         std::fs::remove_file(&p).with_context(|| format!("{}: cannot remove", p.display()))?;
     }
     Ok(())
-}
-
-// ------------------------------------------------------------------ PRNG
-
-/// SplitMix64: tiny, seedable and stable across crate versions.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform-enough index in `0..n`; `n` must be positive.
-    fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-
-    fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            let j = self.below(i + 1);
-            v.swap(i, j);
-        }
-    }
 }
 
 // ------------------------------------------------------------------ tests

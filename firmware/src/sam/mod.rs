@@ -7,7 +7,8 @@
 //!    SAM's combination, stress and length rules.
 //! 3. [`render`]: phoneme table to frames to 8-bit unsigned PCM, 22050 Hz, mono.
 //!
-//! Nothing allocates: text and phoneme strings live in fixed 256-byte windows and audio
+//! Non-ASCII text is first spelled in ASCII by [`translit`] (one allocation); pure ASCII goes
+//! straight in, exactly as the reference takes it. Otherwise nothing allocates: text and phoneme strings live in fixed 256-byte windows and audio
 //! is streamed through an [`AudioSink`] in chunks of at most [`render::CHUNK_SAMPLES`]
 //! samples. Input longer than the reference's window is spoken in several passes,
 //! split at sentence ends (or word boundaries), each pass identical to one run of the
@@ -18,6 +19,7 @@ pub mod reciter;
 pub mod render;
 pub mod sink;
 mod tables;
+pub mod translit;
 
 pub use phonemes::PhonemeTable;
 pub use reciter::{ReciteEnd, Recited};
@@ -355,7 +357,16 @@ pub fn speak(
 /// Speaks English text. Returns the number of samples written (8-bit unsigned,
 /// 22050 Hz, mono).
 pub fn speak_text(text: &str, voice: &Voice, sink: &mut impl AudioSink) -> Result<usize, SamError> {
-    speak(text.as_bytes(), Mode::Text, voice, sink)
+    speak(spoken(text).as_bytes(), Mode::Text, voice, sink)
+}
+
+/// What SAM's reciter is given for `text`: itself when ASCII, else its transliteration.
+pub fn spoken(text: &str) -> alloc::borrow::Cow<'_, str> {
+    if text.is_ascii() {
+        alloc::borrow::Cow::Borrowed(text)
+    } else {
+        alloc::borrow::Cow::Owned(translit::transliterate(text))
+    }
 }
 
 /// Speaks a phoneme string (e.g. `"/HEH4LOW WERLD"`).
@@ -371,7 +382,7 @@ pub fn speak_phonetic(
 #[cfg(feature = "std")]
 pub fn text_to_pcm(text: &str, voice: &Voice) -> Result<alloc::vec::Vec<u8>, SamError> {
     let mut v = alloc::vec::Vec::new();
-    speak(text.as_bytes(), Mode::Text, voice, &mut v)?;
+    speak_text(text, voice, &mut v)?;
     Ok(v)
 }
 
