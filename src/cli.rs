@@ -223,6 +223,10 @@ enum Command {
         /// Where the answer WAVs go.
         #[arg(long, default_value = "sim-out")]
         out: PathBuf,
+        /// Play a matmul hardware fault, to watch the boot self-test fall back: `dual-core`
+        /// (both cores together are sometimes wrong) or `kernel` (the vector kernel is wrong).
+        #[arg(long, value_enum)]
+        simulate_fault: Option<FaultArg>,
     },
     /// Print a model's parameter count, sizes and on-device memory.
     Info {
@@ -311,6 +315,13 @@ impl GenArgs {
             },
         }
     }
+}
+
+/// `--simulate-fault` of `badge sim`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum FaultArg {
+    DualCore,
+    Kernel,
 }
 
 /// `--kv-cache`: a fixed KV cache representation, or the best that fits the board.
@@ -524,9 +535,18 @@ fn run(cli: Cli) -> Result<()> {
                 no_reset,
             )
         }
-        Command::Sim { image, board, out } => {
+        Command::Sim {
+            image,
+            board,
+            out,
+            simulate_fault,
+        } => {
             let mut opts = badge::sim::SimOptions::new(image, out.clone());
             opts.board = board;
+            opts.fault = simulate_fault.map(|f| match f {
+                FaultArg::DualCore => badge::sim::SimFault::DualCore,
+                FaultArg::Kernel => badge::sim::SimFault::Kernel,
+            });
             let stdin = std::io::stdin();
             let report = badge::sim::run_sim(&opts, stdin.lock(), std::io::stdout())?;
             eprintln!(

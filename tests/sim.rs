@@ -315,3 +315,84 @@ fn flash_places_bootloader_and_app() {
     assert_eq!(img[0x10000 + 1000], 0xFF);
     assert_eq!(&img[MODEL_OFFSET..], &s.blob[..]);
 }
+
+// ---- the boot self-test -----------------------------------------------------------------
+
+/// The answers of a session equal the host engine's for the same questions.
+fn assert_host_answers(s: &Setup, opts: &SimOptions, report: &SimReport, questions: &[&str]) {
+    let file = BlobFile::read(&s.blob_path).unwrap();
+    let mut host = BlobAnswerer::new(&file, 1, opts.generate).unwrap();
+    assert_eq!(report.answers.len(), questions.len());
+    for (a, q) in report.answers.iter().zip(questions) {
+        assert_eq!(a.text, host.answer(q).unwrap(), "{q}");
+    }
+}
+
+#[test]
+fn sim_boot_self_test_passes_on_working_hardware() {
+    let s = setup();
+    let opts = s.opts();
+    let (r, console) = s.sim(&opts, "Who are you?\n");
+    let report = r.unwrap();
+    assert!(
+        console.contains("badge: self-test passed: 8 passes on 2 workers, one on one worker and the portable kernel agree bit for bit"),
+        "{console}"
+    );
+    // The self-test comes before the prompt.
+    assert!(console.find("self-test").unwrap() < console.find("badge ready").unwrap());
+    assert_eq!(report.matmul_mode, "all-workers");
+    // 8 shared passes, then the answer's matmuls are shared too; one pass on one worker.
+    assert!(report.shared_matmuls > 8, "{}", report.shared_matmuls);
+    assert_eq!(report.one_worker_matmuls, 1);
+    assert_host_answers(&s, &opts, &report, &["Who are you?"]);
+}
+
+#[test]
+fn sim_dual_core_fault_falls_back_to_one_worker() {
+    let s = setup();
+    let mut opts = s.opts();
+    opts.fault = Some(badge::sim::SimFault::DualCore);
+    let qs = ["Who are you?", "what do you like"];
+    let (r, console) = s.sim(&opts, &format!("{}\n{}\n", qs[0], qs[1]));
+    let report = r.unwrap();
+    assert!(
+        console.contains("badge: self-test: pass 3 of 8 on 2 workers differs from pass 1 at row "),
+        "{console}"
+    );
+    assert!(
+        console.contains("using one worker from now on"),
+        "{console}"
+    );
+    assert_eq!(report.matmul_mode, "one-worker");
+    // The workers shared nothing after the third pass: every answer ran on one worker.
+    assert_eq!(report.shared_matmuls, 3);
+    assert!(report.one_worker_matmuls > 1);
+    assert_host_answers(&s, &opts, &report, &qs);
+}
+
+#[test]
+fn sim_kernel_fault_falls_back_to_the_portable_kernel() {
+    let s = setup();
+    let mut opts = s.opts();
+    opts.fault = Some(badge::sim::SimFault::Kernel);
+    let qs = ["Who are you?"];
+    let (r, console) = s.sim(&opts, "Who are you?\n");
+    let report = r.unwrap();
+    // The fault is the same on every pass, so the workers agree with each other and with one
+    // worker; only the portable kernel tells.
+    assert!(!console.contains("differs from pass 1"), "{console}");
+    assert!(
+        console.contains(
+            "badge: self-test: the vector kernel on one worker differs from the portable kernel at row "
+        ),
+        "{console}"
+    );
+    assert!(
+        console.contains("using the portable kernel on one worker from now on"),
+        "{console}"
+    );
+    assert_eq!(report.matmul_mode, "portable");
+    // The answers bypassed the (faulty) workers entirely.
+    assert_eq!((report.shared_matmuls, report.one_worker_matmuls), (8, 1));
+    assert_host_answers(&s, &opts, &report, &qs);
+}

@@ -16,7 +16,8 @@
 //! short phrase through the speaker (a badge is often used without a console attached), and
 //! [`run`] returns the error so the shell can idle.
 
-use crate::engine::{Engine, RunStateSize};
+use crate::buffers::AlignedBuf;
+use crate::engine::{matmul, Engine, MatmulMode, QMatrix, RunStateSize};
 use crate::format::{Blob, BlobError, HEADER_SIZE};
 use crate::generate::{self, GenerateOptions, GenerateStats};
 use crate::partition::{Partition, PartitionError, PartitionTable, TABLE_MAX_LEN, TABLE_OFFSET};
@@ -404,6 +405,194 @@ pub struct SessionReport {
     pub empty_lines: usize,
     pub rejected_lines: usize,
     pub generated_tokens: usize,
+    /// The boot self-test, when [`run`] ran one.
+    pub self_test: Option<SelfTestReport>,
+}
+
+/// Dual-worker passes of the boot self-test. The fault it looks for showed on real hardware
+/// only in some runs, so one pass is not enough; each pass of badge-6m's `w1` takes a few
+/// milliseconds (`cost_figures` in the `pie_kernel` tests estimates the whole test).
+pub const SELF_TEST_DUAL_RUNS: usize = 8;
+
+/// The first output row where two self-test passes differ, with both values' bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mismatch {
+    pub row: usize,
+    pub expected: u32,
+    pub got: u32,
+}
+
+/// What went wrong with all workers sharing the matmul.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DualMismatch {
+    /// Pass `run` (counting from 0) differs from pass 0.
+    BetweenRuns { run: usize, at: Mismatch },
+    /// The passes agree with each other but not with one worker alone.
+    VersusOneWorker { at: Mismatch },
+}
+
+/// The outcome of [`boot_self_test`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SelfTestReport {
+    /// The matrix multiplied.
+    pub rows: usize,
+    pub cols: usize,
+    /// Workers sharing the dual passes ([`Workers::count`]).
+    pub workers: usize,
+    /// Dual passes run (fewer than [`SELF_TEST_DUAL_RUNS`] when one differed early).
+    pub dual_runs: usize,
+    /// Set when all-worker passes disagreed.
+    pub dual: Option<DualMismatch>,
+    /// Set when one worker's fast kernel disagreed with the portable kernel.
+    pub portable: Option<Mismatch>,
+    /// The mode the engine runs in from now on.
+    pub mode: MatmulMode,
+}
+
+impl SelfTestReport {
+    /// The console line (without line end) saying what was found and what the badge does.
+    pub fn describe(&self, millis: u64) -> String {
+        let mut s = String::new();
+        let m = |s: &mut String, what: &str, at: &Mismatch| {
+            let _ = write!(
+                s,
+                "{what} at row {} (bits {:#010x} instead of {:#010x})",
+                at.row, at.got, at.expected
+            );
+        };
+        match &self.dual {
+            None => {}
+            Some(DualMismatch::BetweenRuns { run, at }) => m(
+                &mut s,
+                &alloc::format!(
+                    "self-test: pass {} of {SELF_TEST_DUAL_RUNS} on {} workers differs from pass 1",
+                    run + 1,
+                    self.workers
+                ),
+                at,
+            ),
+            Some(DualMismatch::VersusOneWorker { at }) => m(
+                &mut s,
+                &alloc::format!(
+                    "self-test: {} workers agree with each other but not with one",
+                    self.workers
+                ),
+                at,
+            ),
+        }
+        if let Some(at) = &self.portable {
+            if !s.is_empty() {
+                s.push_str("; ");
+            }
+            m(
+                &mut s,
+                "self-test: the vector kernel on one worker differs from the portable kernel",
+                at,
+            );
+        }
+        let size = alloc::format!("{}x{} matmul, {millis} ms", self.rows, self.cols);
+        match self.mode {
+            MatmulMode::AllWorkers => alloc::format!(
+                "self-test passed: {} passes on {} workers, one on one worker and the portable kernel agree bit for bit ({size})",
+                self.dual_runs, self.workers
+            ),
+            MatmulMode::OneWorker => {
+                alloc::format!("{s}: using one worker from now on ({size})")
+            }
+            MatmulMode::Portable => {
+                alloc::format!("{s}: using the portable kernel on one worker from now on ({size})")
+            }
+        }
+    }
+}
+
+/// First row where `got` differs from `expected` in any bit.
+fn first_difference(expected: &[f32], got: &[f32]) -> Option<Mismatch> {
+    expected
+        .iter()
+        .zip(got)
+        .position(|(a, b)| a.to_bits() != b.to_bits())
+        .map(|row| Mismatch {
+            row,
+            expected: expected[row].to_bits(),
+            got: got[row].to_bits(),
+        })
+}
+
+/// The self-test's matrix: layer 0's `w1` (the widest of a layer, the shape every token
+/// multiplies), or the embedding of a model without layers.
+fn self_test_matrix<'a>(engine: &Engine<'a, impl Workers>) -> QMatrix<'a> {
+    let w = &engine.weights;
+    w.layers.first().map_or(w.token_embedding, |l| l.w1)
+}
+
+/// A fixed quantized input for the self-test: int8 values from a fixed xorshift sequence
+/// covering -128..=127, in a 16-byte-aligned buffer (the PIE kernel needs it), and scales
+/// that keep the sums well inside f32's range.
+fn self_test_input(cols: usize, group_size: usize) -> (AlignedBuf<i8>, Vec<f32>) {
+    let mut xq = AlignedBuf::<i8>::zeroed(cols);
+    let mut x = 0x9E37_79B9u32;
+    for v in xq.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        *v = (x >> 24) as u8 as i8;
+    }
+    let groups = cols / group_size.max(1);
+    let xs = (0..groups).map(|g| 1.0 / (64 + g) as f32).collect();
+    (xq, xs)
+}
+
+/// Checks, before the first answer, that the matmul gives the same bits however it runs: a
+/// fixed matmul on all workers [`SELF_TEST_DUAL_RUNS`] times, once on one worker, once with
+/// the portable kernel. Two cores running the PIE kernel at once failed intermittently on
+/// another project's ESP32-S3 boards (see `kernel::pie`), which a one-core test cannot see.
+///
+/// Any difference between the all-worker passes, or between them and one worker, makes the
+/// engine use one worker; a difference between one worker's fast kernel and the portable
+/// kernel makes it use the portable kernel on one worker. The portable pass bypasses the
+/// workers entirely, so it is the reference for both. The result's `mode` is what the engine
+/// should run in; the caller sets it.
+pub fn boot_self_test<W: Workers>(engine: &Engine<'_, W>) -> SelfTestReport {
+    let m = self_test_matrix(engine);
+    let (xq, xs) = self_test_input(m.cols, m.group_size);
+    let w = &engine.workers;
+    let mut first = alloc::vec![0f32; m.rows];
+    let mut pass = alloc::vec![0f32; m.rows];
+    let mut one = alloc::vec![0f32; m.rows];
+    matmul(w, MatmulMode::AllWorkers, &m, &xq, &xs, &mut first);
+    let mut dual = None;
+    let mut dual_runs = 1;
+    for run in 1..SELF_TEST_DUAL_RUNS {
+        matmul(w, MatmulMode::AllWorkers, &m, &xq, &xs, &mut pass);
+        dual_runs += 1;
+        if let Some(at) = first_difference(&first, &pass) {
+            dual = Some(DualMismatch::BetweenRuns { run, at });
+            break;
+        }
+    }
+    matmul(w, MatmulMode::OneWorker, &m, &xq, &xs, &mut one);
+    if dual.is_none() {
+        dual = first_difference(&one, &first).map(|at| DualMismatch::VersusOneWorker { at });
+    }
+    matmul(w, MatmulMode::Portable, &m, &xq, &xs, &mut pass);
+    let portable = first_difference(&pass, &one);
+    let mode = if portable.is_some() {
+        MatmulMode::Portable
+    } else if dual.is_some() {
+        MatmulMode::OneWorker
+    } else {
+        MatmulMode::AllWorkers
+    };
+    SelfTestReport {
+        rows: m.rows,
+        cols: m.cols,
+        workers: w.count(),
+        dual_runs,
+        dual,
+        portable,
+        mode,
+    }
 }
 
 /// What one line read from the console turned out to be.
@@ -684,8 +873,8 @@ where
     }
 }
 
-/// The whole program: load the model from flash, then answer questions until the console
-/// closes. A load failure is printed and spoken (in SAM's default voice: the blob's voice is
+/// The whole program: load the model from flash, check the matmul ([`boot_self_test`]), then
+/// answer questions until the console closes. A load failure is printed and spoken (in SAM's default voice: the blob's voice is
 /// not available) and returned.
 pub fn run<F, W, R, T, S, C>(
     flash: &mut F,
@@ -709,7 +898,20 @@ where
         Model::new(blob, workers)
     });
     match model {
-        Ok(mut model) => run_session(&mut model, io, cfg, on_answer).map_err(AppError::Session),
+        Ok(mut model) => {
+            let start = io.clock.millis();
+            let test = boot_self_test(&model.engine);
+            let millis = io.clock.millis().saturating_sub(start);
+            model.engine.mode = test.mode;
+            let mut msg = String::from("badge: ");
+            msg.push_str(&test.describe(millis));
+            msg.push_str("\r\n");
+            say(&mut io.console_out, &msg).map_err(AppError::Session)?;
+            let mut report =
+                run_session(&mut model, io, cfg, on_answer).map_err(AppError::Session)?;
+            report.self_test = Some(test);
+            Ok(report)
+        }
         Err(e) => {
             let mut msg = String::new();
             let _ = write!(msg, "badge: cannot start: {e}\r\n");
