@@ -227,6 +227,10 @@ enum Command {
         /// (both cores together are sometimes wrong) or `kernel` (the vector kernel is wrong).
         #[arg(long, value_enum)]
         simulate_fault: Option<FaultArg>,
+        /// Button presses before the first console line, e.g. `short,short,long` (stdin
+        /// lines `!press` and `!press long` press it too).
+        #[arg(long)]
+        press: Option<String>,
     },
     /// Print a model's parameter count, sizes and on-device memory.
     Info {
@@ -540,6 +544,7 @@ fn run(cli: Cli) -> Result<()> {
             board,
             out,
             simulate_fault,
+            press,
         } => {
             let mut opts = badge::sim::SimOptions::new(image, out.clone());
             opts.board = board;
@@ -547,6 +552,9 @@ fn run(cli: Cli) -> Result<()> {
                 FaultArg::DualCore => badge::sim::SimFault::DualCore,
                 FaultArg::Kernel => badge::sim::SimFault::Kernel,
             });
+            if let Some(list) = &press {
+                opts.presses = badge::sim::parse_presses(list)?;
+            }
             let stdin = std::io::stdin();
             let report = badge::sim::run_sim(&opts, stdin.lock(), std::io::stdout())?;
             eprintln!(

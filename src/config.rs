@@ -183,6 +183,9 @@ pub struct Curriculum {
     pub phase: Vec<PhaseConfig>,
     #[serde(default)]
     pub voice: Option<Voice>,
+    /// What the badge's button asks (see `button_prompts`).
+    #[serde(default)]
+    pub buttons: crate::button_prompts::ButtonsSection,
 }
 
 fn default_template() -> String {

@@ -4,6 +4,7 @@
 
 pub mod answer;
 pub mod board;
+pub mod button_prompts;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

@@ -13,8 +13,10 @@ use badge_firmware::app::embedded_storage::{
     nor_flash::{ErrorType, NorFlashError, NorFlashErrorKind, ReadNorFlash},
 };
 use badge_firmware::app::{
-    self, AnswerRecord, AppConfig, AppError, Clock, Peripherals, SessionReport, Speaker, Utterance,
+    self, AnswerRecord, AnswerSource, AppConfig, AppError, Buttons, Clock, Peripherals,
+    SessionReport, Speaker, Utterance,
 };
+use badge_firmware::buttons::{Press, PressKind};
 use badge_firmware::engine::MatmulMode;
 use badge_firmware::generate::GenerateOptions;
 use badge_firmware::sam::{Channels, Pcm16Sink, Volume, SAMPLE_RATE};
@@ -41,6 +43,35 @@ pub struct SimOptions {
     pub max_question_chars: usize,
     /// A hardware fault to simulate, to see the boot self-test fall back (`--simulate-fault`).
     pub fault: Option<SimFault>,
+    /// Button presses made before the first console line (`--press short,short,long`).
+    pub presses: Vec<PressKind>,
+}
+
+/// Parses `--press`: comma-separated `short` / `long`.
+pub fn parse_presses(list: &str) -> Result<Vec<PressKind>> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|w| !w.is_empty())
+        .map(|w| match w {
+            "short" => Ok(PressKind::Short),
+            "long" => Ok(PressKind::Long),
+            _ => Err(anyhow!(
+                "--press: {w:?} is not a press; use short or long, separated by commas"
+            )),
+        })
+        .collect()
+}
+
+/// The badge's button, pressed as `--press` says: each poll hands out the next press, so
+/// all of them come before the console is read (one utterance each, in order).
+struct ScriptedButtons {
+    presses: std::collections::VecDeque<PressKind>,
+}
+
+impl Buttons for ScriptedButtons {
+    fn poll(&mut self, now: u64) -> Option<Press> {
+        self.presses.pop_front().map(|k| Press::synthetic(k, now))
+    }
 }
 
 /// A fault of the badge's matmul hardware for the simulator to play, through the `Workers`
@@ -108,6 +139,7 @@ impl SimOptions {
             generate: GenerateOptions::default(),
             max_question_chars: app::MAX_QUESTION_CHARS,
             fault: None,
+            presses: Vec::new(),
         }
     }
 }
@@ -115,6 +147,8 @@ impl SimOptions {
 /// One answer of a simulated session.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SimAnswer {
+    /// `typed`, `button` or `repeat` (a long press: the last answer again).
+    pub source: &'static str,
     pub question: String,
     pub text: String,
     pub generated_tokens: usize,
@@ -227,6 +261,13 @@ struct ConsoleIn<R>(R);
 
 impl<R> embedded_io::ErrorType for ConsoleIn<R> {
     type Error = embedded_io::ErrorKind;
+}
+
+/// Always ready: the simulator's console blocks on its input, and ends at its end.
+impl<R: BufRead> embedded_io::ReadReady for ConsoleIn<R> {
+    fn read_ready(&mut self) -> Result<bool, Self::Error> {
+        Ok(true)
+    }
 }
 
 impl<R: BufRead> embedded_io::Read for ConsoleIn<R> {
@@ -356,10 +397,18 @@ pub fn run_sim(opts: &SimOptions, input: impl BufRead, output: impl Write) -> Re
             error: None,
         },
         clock: HostClock(Instant::now()),
+        buttons: ScriptedButtons {
+            presses: opts.presses.iter().copied().collect(),
+        },
     };
     let mut answers = Vec::new();
     let mut on_answer = |a: &AnswerRecord<'_>| {
         answers.push(SimAnswer {
+            source: match a.source {
+                AnswerSource::Typed => "typed",
+                AnswerSource::Button => "button",
+                AnswerSource::Repeat => "repeat",
+            },
             question: a.question.to_string(),
             text: a.text.to_string(),
             generated_tokens: a.stats.generated_tokens,

@@ -9,7 +9,9 @@
 //! - console: `embedded-io` [`Read`] and [`Write`] (the USB-serial-JTAG halves do);
 //! - speaker: [`Speaker`], a [`Pcm16Sink`] (the I2S DMA ring takes 16-bit frames);
 //! - the second core: [`Workers`];
-//! - a millisecond [`Clock`] for tokens per second.
+//! - a millisecond [`Clock`] for tokens per second and button timing;
+//! - [`Buttons`]: finished presses of the badge's buttons, and a low-power wait between
+//!   polls ([`NoButtons`] for a board without any).
 //!
 //! Failures while loading never panic: a reset would only fail the same way again (a crash
 //! loop with no explanation). Instead the badge prints what is wrong and how to fix it, says a
@@ -17,6 +19,7 @@
 //! [`run`] returns the error so the shell can idle.
 
 use crate::buffers::AlignedBuf;
+use crate::buttons::{Action, ButtonMenu, Press, PressKind};
 use crate::engine::{matmul, Engine, MatmulMode, QMatrix, RunStateSize};
 use crate::format::{Blob, BlobError, HEADER_SIZE};
 use crate::generate::{self, GenerateOptions, GenerateStats};
@@ -28,7 +31,7 @@ use crate::workers::Workers;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::Write as _;
-use embedded_io::{Read, Write};
+use embedded_io::{Read, ReadReady, Write};
 use embedded_storage::nor_flash::{NorFlashError, NorFlashErrorKind, ReadNorFlash};
 
 /// The trait crates, re-exported so shells (and the host simulator) implement exactly the
@@ -66,12 +69,47 @@ impl<T: Speaker + ?Sized> Speaker for &mut T {
     }
 }
 
+/// The badge's buttons, polled by the main loop whenever it is idle (see [`crate::buttons`]
+/// for debouncing and the rules).
+pub trait Buttons {
+    /// The next finished press, if any; never blocks. `now` is [`Clock::millis`].
+    fn poll(&mut self, now: u64) -> Option<Press>;
+    /// Called after every utterance: drop presses made while the badge was busy
+    /// ([`crate::buttons::Debouncer::drop_pending`]).
+    fn drop_pending(&mut self) {}
+    /// Nothing to do: wait, in low power, until the next poll is due (a few milliseconds).
+    fn wait(&mut self) {}
+}
+
+/// A board without buttons (and a host session that only reads the console).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoButtons;
+
+impl Buttons for NoButtons {
+    fn poll(&mut self, _now: u64) -> Option<Press> {
+        None
+    }
+}
+
+impl<T: Buttons + ?Sized> Buttons for &mut T {
+    fn poll(&mut self, now: u64) -> Option<Press> {
+        (**self).poll(now)
+    }
+    fn drop_pending(&mut self) {
+        (**self).drop_pending()
+    }
+    fn wait(&mut self) {
+        (**self).wait()
+    }
+}
+
 /// Everything the program talks to besides flash and the second core.
-pub struct Peripherals<R, T, S, C> {
+pub struct Peripherals<R, T, S, C, B = NoButtons> {
     pub console_in: R,
     pub console_out: T,
     pub speaker: S,
     pub clock: C,
+    pub buttons: B,
 }
 
 /// Kept free beside the blob and run state for the session's own buffers: the question line,
@@ -385,10 +423,22 @@ impl<'a, W: Workers> Model<'a, W> {
     }
 }
 
+/// What made the badge answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerSource {
+    /// A question typed on the console.
+    Typed,
+    /// A short press (the button, or `!press` on the console).
+    Button,
+    /// A long press: the last answer again, not generated anew.
+    Repeat,
+}
+
 /// One answered question, handed to the caller's `on_answer`.
 #[derive(Debug, Clone, Copy)]
 pub struct AnswerRecord<'a> {
     pub index: usize,
+    pub source: AnswerSource,
     pub question: &'a str,
     pub text: &'a str,
     pub stats: GenerateStats,
@@ -670,6 +720,11 @@ impl LineReader {
         }
     }
 
+    /// Bytes already read from the console but not yet returned as a line.
+    fn has_buffered(&self) -> bool {
+        self.start < self.end
+    }
+
     fn finish(&self, line: &[u8], chars: usize, max_chars: usize) -> LineStatus {
         if chars > max_chars {
             LineStatus::TooLong { chars }
@@ -724,69 +779,52 @@ fn tenths_per_second(tokens: usize, millis: u64) -> u64 {
     (tokens as u64 * 10_000).checked_div(millis).unwrap_or(0)
 }
 
-/// Answers questions line by line until the console reaches end of input (never, on the
-/// badge): empty lines prompt again, over-long or non-UTF-8 lines get an explanation, each
-/// answer streams to the console token by token and is then spoken in the blob's voice.
-pub fn run_session<W, R, T, S, C>(
-    model: &mut Model<'_, W>,
-    io: &mut Peripherals<R, T, S, C>,
-    cfg: &AppConfig<'_>,
-    on_answer: &mut dyn FnMut(&AnswerRecord<'_>),
-) -> Result<SessionReport, SessionError>
-where
-    W: Workers,
-    R: Read,
-    T: Write,
-    S: Speaker,
-    C: Clock,
-{
-    let mut report = SessionReport::default();
-    let mut reader = LineReader::new();
-    let mut line = Vec::new();
-    let mut text = String::new();
-    let voice = model.blob.voice;
-    let c = &model.blob.config;
-    let mut msg = String::new();
-    let _ = write!(
-        msg,
-        "badge ready: {} layers, dim {}, vocab {}, context {} tokens. Ask me something.\r\n",
-        c.n_layers, c.dim, c.vocab_size, c.seq_len
-    );
-    say(&mut io.console_out, &msg)?;
-    loop {
-        say(&mut io.console_out, "> ")?;
-        let echo = cfg.echo.then_some(&mut io.console_out);
-        let status =
-            reader.next_line(&mut io.console_in, echo, cfg.max_question_chars, &mut line)?;
-        let question = match status {
-            LineStatus::Eof => {
-                say(&mut io.console_out, "\r\n")?;
-                return Ok(report);
-            }
-            LineStatus::TooLong { chars } => {
-                report.rejected_lines += 1;
-                msg.clear();
-                let _ = write!(msg, "That question is too long ({chars} characters; at most {}). Please ask something shorter.\r\n", cfg.max_question_chars);
-                say(&mut io.console_out, &msg)?;
-                continue;
-            }
-            LineStatus::NotUtf8 => {
-                report.rejected_lines += 1;
-                say(
-                    &mut io.console_out,
-                    "That line is not valid UTF-8 text. Please type it again.\r\n",
-                )?;
-                continue;
-            }
-            LineStatus::Line => core::str::from_utf8(&line).unwrap_or("").trim(),
-        };
-        if question.is_empty() {
-            report.empty_lines += 1;
-            say(&mut io.console_out, "Type a question and press Enter.\r\n")?;
-            continue;
-        }
+/// A console line that stands for a button press: `!press` (short) or `!press long`, so the
+/// buttons can be tried over the console (and `badge sim` scripts them).
+fn console_press(line: &str) -> Option<PressKind> {
+    let mut words = line.split_whitespace();
+    if words.next() != Some("!press") {
+        return None;
+    }
+    match (words.next(), words.next()) {
+        (None, _) | (Some("short"), None) => Some(PressKind::Short),
+        (Some("long"), None) => Some(PressKind::Long),
+        _ => None,
+    }
+}
 
-        text.clear();
+/// The session's state between answers.
+struct Session {
+    report: SessionReport,
+    menu: ButtonMenu,
+    /// The last answer's question and text (what a long press repeats).
+    last_question: String,
+    last: String,
+    /// What generating `last` cost (a repeat reports the original's).
+    last_stats: Option<GenerateStats>,
+    msg: String,
+}
+
+impl Session {
+    /// Generates the answer to `question` (streaming it to the console), speaks it and records
+    /// it. A model failure is reported on the console and leaves no answer.
+    fn answer<W, R, T, S, C, B>(
+        &mut self,
+        model: &mut Model<'_, W>,
+        io: &mut Peripherals<R, T, S, C, B>,
+        cfg: &AppConfig<'_>,
+        question: &str,
+        source: AnswerSource,
+        on_answer: &mut dyn FnMut(&AnswerRecord<'_>),
+    ) -> Result<(), SessionError>
+    where
+        W: Workers,
+        T: Write,
+        S: Speaker,
+        C: Clock,
+        B: Buttons,
+    {
+        let mut text = String::new();
         let mut console_err = None;
         let start = io.clock.millis();
         let result = {
@@ -818,78 +856,249 @@ where
         let stats = match result {
             Ok(stats) => stats,
             Err(e) => {
-                msg.clear();
-                let _ = write!(msg, "\r\n(the model failed: {e})\r\n");
-                say(&mut io.console_out, &msg)?;
-                continue;
+                self.msg.clear();
+                let _ = write!(self.msg, "\r\n(the model failed: {e})\r\n");
+                say(&mut io.console_out, &self.msg)?;
+                return Ok(());
             }
         };
-        msg.clear();
+        self.msg.clear();
         if millis == 0 {
             // Faster than the clock's resolution (the host with a tiny model): no rate to show.
             let _ = write!(
-                msg,
+                self.msg,
                 "\r\n[{} tokens in under 1 ms]\r\n",
                 stats.generated_tokens
             );
         } else {
             let tps = tenths_per_second(stats.generated_tokens, millis);
             let _ = write!(
-                msg,
+                self.msg,
                 "\r\n[{} tokens in {millis} ms, {}.{} tokens/s]\r\n",
                 stats.generated_tokens,
                 tps / 10,
                 tps % 10
             );
         }
-        say(&mut io.console_out, &msg)?;
+        say(&mut io.console_out, &self.msg)?;
+        self.report.generated_tokens += stats.generated_tokens;
+        self.last_question.clear();
+        self.last_question.push_str(question);
+        self.last = text;
+        self.last_stats = Some(stats);
+        self.speak_last(model, io, cfg, source, stats, millis, on_answer)
+    }
 
-        let index = report.answered;
+    /// Speaks the last answer as a new utterance and records it.
+    #[allow(clippy::too_many_arguments)]
+    fn speak_last<W, R, T, S, C, B>(
+        &mut self,
+        model: &Model<'_, W>,
+        io: &mut Peripherals<R, T, S, C, B>,
+        cfg: &AppConfig<'_>,
+        source: AnswerSource,
+        stats: GenerateStats,
+        millis: u64,
+        on_answer: &mut dyn FnMut(&AnswerRecord<'_>),
+    ) -> Result<(), SessionError>
+    where
+        W: Workers,
+        T: Write,
+        S: Speaker,
+        B: Buttons,
+    {
+        let index = self.report.answered;
+        let voice = model.blob.voice;
         let samples = match speak(
             &mut io.speaker,
             Utterance::Answer(index),
-            &text,
+            &self.last,
             &voice,
             cfg,
         ) {
             Ok(n) => n,
             Err(e) => {
-                msg.clear();
-                let _ = write!(msg, "(could not speak the answer: {e})\r\n");
-                say(&mut io.console_out, &msg)?;
+                self.msg.clear();
+                let _ = write!(self.msg, "(could not speak the answer: {e})\r\n");
+                say(&mut io.console_out, &self.msg)?;
                 0
             }
         };
-        report.answered += 1;
-        report.generated_tokens += stats.generated_tokens;
+        // Presses made while the badge was thinking or speaking do not count.
+        io.buttons.drop_pending();
+        self.report.answered += 1;
         on_answer(&AnswerRecord {
             index,
-            question,
-            text: &text,
+            source,
+            question: &self.last_question,
+            text: &self.last,
             stats,
             millis,
             samples,
         });
+        Ok(())
+    }
+
+    /// Acts on one press: a short one asks the next button prompt, a long one repeats the last
+    /// answer (or introduces, when nothing was said yet).
+    fn press<W, R, T, S, C, B>(
+        &mut self,
+        model: &mut Model<'_, W>,
+        io: &mut Peripherals<R, T, S, C, B>,
+        cfg: &AppConfig<'_>,
+        press: Press,
+        on_answer: &mut dyn FnMut(&AnswerRecord<'_>),
+    ) -> Result<(), SessionError>
+    where
+        W: Workers,
+        T: Write,
+        S: Speaker,
+        C: Clock,
+        B: Buttons,
+    {
+        let prompts = model.blob.prompts;
+        let action = match (self.menu.on_press(press, &prompts), self.last_stats) {
+            (Action::Repeat, None) => Action::Ask(prompts.intro()),
+            (a, _) => a,
+        };
+        match action {
+            Action::Ask(question) => {
+                self.msg.clear();
+                let _ = write!(self.msg, "[button] {question}\r\n");
+                say(&mut io.console_out, &self.msg)?;
+                self.answer(model, io, cfg, question, AnswerSource::Button, on_answer)
+            }
+            Action::Repeat => {
+                self.msg.clear();
+                let _ = write!(self.msg, "[button] again: {}\r\n", self.last);
+                say(&mut io.console_out, &self.msg)?;
+                match self.last_stats {
+                    Some(stats) => {
+                        self.speak_last(model, io, cfg, AnswerSource::Repeat, stats, 0, on_answer)
+                    }
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+/// Answers until the console reaches end of input (never, on the badge). Between answers it
+/// polls the buttons, then the console, then waits ([`Buttons::wait`]); a line is read whole
+/// once its first byte is there (buttons are not polled while someone types). Empty lines
+/// prompt again, over-long or non-UTF-8 lines get an explanation, `!press` / `!press long`
+/// act as the button, and each answer streams to the console token by token and is then
+/// spoken in the blob's voice. One utterance at a time: nothing runs while the badge speaks.
+pub fn run_session<W, R, T, S, C, B>(
+    model: &mut Model<'_, W>,
+    io: &mut Peripherals<R, T, S, C, B>,
+    cfg: &AppConfig<'_>,
+    on_answer: &mut dyn FnMut(&AnswerRecord<'_>),
+) -> Result<SessionReport, SessionError>
+where
+    W: Workers,
+    R: Read + ReadReady,
+    T: Write,
+    S: Speaker,
+    C: Clock,
+    B: Buttons,
+{
+    let mut st = Session {
+        report: SessionReport::default(),
+        menu: ButtonMenu::new(),
+        last_question: String::new(),
+        last: String::new(),
+        last_stats: None,
+        msg: String::new(),
+    };
+    let mut reader = LineReader::new();
+    let mut line = Vec::new();
+    let c = &model.blob.config;
+    let _ = write!(
+        st.msg,
+        "badge ready: {} layers, dim {}, vocab {}, context {} tokens. Ask me something, or press the button.\r\n",
+        c.n_layers, c.dim, c.vocab_size, c.seq_len
+    );
+    say(&mut io.console_out, &st.msg)?;
+    let mut prompted = false;
+    loop {
+        if !prompted {
+            say(&mut io.console_out, "> ")?;
+            prompted = true;
+        }
+        if let Some(press) = io.buttons.poll(io.clock.millis()) {
+            say(&mut io.console_out, "\r\n")?;
+            st.press(model, io, cfg, press, on_answer)?;
+            prompted = false;
+            continue;
+        }
+        let ready = io
+            .console_in
+            .read_ready()
+            .map_err(|e| SessionError::ConsoleRead(embedded_io::Error::kind(&e)))?;
+        if !ready && !reader.has_buffered() {
+            io.buttons.wait();
+            continue;
+        }
+        prompted = false;
+        let echo = cfg.echo.then_some(&mut io.console_out);
+        let status =
+            reader.next_line(&mut io.console_in, echo, cfg.max_question_chars, &mut line)?;
+        let question = match status {
+            LineStatus::Eof => {
+                say(&mut io.console_out, "\r\n")?;
+                return Ok(st.report);
+            }
+            LineStatus::TooLong { chars } => {
+                st.report.rejected_lines += 1;
+                st.msg.clear();
+                let _ = write!(st.msg, "That question is too long ({chars} characters; at most {}). Please ask something shorter.\r\n", cfg.max_question_chars);
+                say(&mut io.console_out, &st.msg)?;
+                continue;
+            }
+            LineStatus::NotUtf8 => {
+                st.report.rejected_lines += 1;
+                say(
+                    &mut io.console_out,
+                    "That line is not valid UTF-8 text. Please type it again.\r\n",
+                )?;
+                continue;
+            }
+            LineStatus::Line => core::str::from_utf8(&line).unwrap_or("").trim(),
+        };
+        if question.is_empty() {
+            st.report.empty_lines += 1;
+            say(&mut io.console_out, "Type a question and press Enter.\r\n")?;
+            continue;
+        }
+        if let Some(kind) = console_press(question) {
+            let press = Press::synthetic(kind, io.clock.millis());
+            st.press(model, io, cfg, press, on_answer)?;
+            continue;
+        }
+        let question = String::from(question);
+        st.answer(model, io, cfg, &question, AnswerSource::Typed, on_answer)?;
     }
 }
 
 /// The whole program: load the model from flash, check the matmul ([`boot_self_test`]), then
 /// answer questions until the console closes. A load failure is printed and spoken (in SAM's default voice: the blob's voice is
 /// not available) and returned.
-pub fn run<F, W, R, T, S, C>(
+pub fn run<F, W, R, T, S, C, B>(
     flash: &mut F,
     workers: W,
-    io: &mut Peripherals<R, T, S, C>,
+    io: &mut Peripherals<R, T, S, C, B>,
     cfg: &AppConfig<'_>,
     on_answer: &mut dyn FnMut(&AnswerRecord<'_>),
 ) -> Result<SessionReport, AppError>
 where
     F: ReadNorFlash,
     W: Workers,
-    R: Read,
+    R: Read + ReadReady,
     T: Write,
     S: Speaker,
     C: Clock,
+    B: Buttons,
 {
     say(&mut io.console_out, "badge: loading the model...\r\n").map_err(AppError::Session)?;
     let loaded = load_model(flash, cfg);

@@ -13,6 +13,7 @@ extern crate alloc;
 
 pub mod app;
 pub mod buffers;
+pub mod buttons;
 pub mod config;
 pub mod engine;
 pub mod format;
@@ -21,6 +22,7 @@ pub mod half;
 pub mod image;
 pub mod kernel;
 pub mod partition;
+pub mod prompts;
 pub mod quant;
 pub mod sam;
 pub mod sampler;

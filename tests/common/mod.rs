@@ -78,6 +78,7 @@ pub fn random_blob(
     let gs = badge_firmware::quant::choose_group_size(64, &[c.dim as usize, c.hidden_dim as usize])
         .unwrap();
     let inputs = badge::export::BlobInputs {
+        prompts: badge_firmware::prompts::PromptsSpec::default(),
         config: *c,
         tokenizer: &tok,
         template: badge::config::DEFAULT_TEMPLATE,
