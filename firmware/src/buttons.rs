@@ -214,9 +214,9 @@ mod tests {
         let mut d = Debouncer::new();
         // Pressed at 1000 with 5 ms bounces for 20 ms, held, released at 1300 with bounces.
         let level = |t: u64| match t {
-            1000..=1019 => (t / 5) % 2 == 0,
+            1000..=1019 => (t / 5).is_multiple_of(2),
             1020..=1299 => true,
-            1300..=1319 => (t / 5) % 2 == 1,
+            1300..=1319 => !(t / 5).is_multiple_of(2),
             _ => false,
         };
         let presses = drive(&mut d, 0, 2000, 1, level);
