@@ -90,13 +90,33 @@ pub fn q8_matvec_with(
     match kernel {
         Kernel::Vector => q8_matvec(wq, ws, cols, group_size, xq, xs, out),
         Kernel::Portable => {
-            assert!(group_size > 0 && cols.is_multiple_of(group_size));
-            let groups = cols / group_size;
-            assert!(wq.len() >= out.len() * cols && ws.len() >= out.len() * groups);
-            assert!(xq.len() >= cols && xs.len() >= groups);
+            let (wq, ws, xq, xs) = checked_operands(wq, ws, cols, group_size, xq, xs, out.len());
             matvec_groups(dot_i8_portable, wq, ws, cols, group_size, xq, xs, out);
         }
     }
+}
+
+/// The operands of a matvec with `rows` output rows, checked (panics on a caller's shape
+/// error) and cut to exactly what it reads.
+fn checked_operands<'a>(
+    wq: &'a [i8],
+    ws: &'a [f32],
+    cols: usize,
+    group_size: usize,
+    xq: &'a [i8],
+    xs: &'a [f32],
+    rows: usize,
+) -> (&'a [i8], &'a [f32], &'a [i8], &'a [f32]) {
+    assert!(group_size > 0 && cols.is_multiple_of(group_size));
+    let groups = cols / group_size;
+    assert!(wq.len() >= rows * cols && ws.len() >= rows * groups);
+    assert!(xq.len() >= cols && xs.len() >= groups);
+    (
+        &wq[..rows * cols],
+        &ws[..rows * groups],
+        &xq[..cols],
+        &xs[..groups],
+    )
 }
 
 /// A fixed-length group dot product (the length known at compile time lets LLVM unroll it into
@@ -124,12 +144,7 @@ pub fn q8_matvec(
     xs: &[f32],
     out: &mut [f32],
 ) {
-    assert!(group_size > 0 && cols.is_multiple_of(group_size));
-    let groups = cols / group_size;
-    assert!(wq.len() >= out.len() * cols && ws.len() >= out.len() * groups);
-    assert!(xq.len() >= cols && xs.len() >= groups);
-    let (wq, ws) = (&wq[..out.len() * cols], &ws[..out.len() * groups]);
-    let (xq, xs) = (&xq[..cols], &xs[..groups]);
+    let (wq, ws, xq, xs) = checked_operands(wq, ws, cols, group_size, xq, xs, out.len());
 
     #[cfg(all(feature = "esp32s3", target_arch = "xtensa"))]
     {
