@@ -282,11 +282,11 @@ fn memory_plan_names_what_overflows_the_board() {
     assert!(ok.psram_headroom > 0 && ok.flash_headroom > 0);
     // The firmware line comes from the Xtensa measurement (scripts/check-firmware.sh), not a
     // fixed guess, and lands in the table's app partition.
-    let fw = badge::board::FirmwareSize::measured().unwrap();
+    let fw = badge::config::board::FirmwareSize::measured().unwrap();
     assert!(fw.text > 0 && fw.libs_flash > 0, "{fw:?}");
     assert_eq!(
         ok.firmware_estimate,
-        (fw.flash_measured() as f64 * badge::board::FIRMWARE_MARGIN).ceil() as u64
+        (fw.flash_measured() as f64 * badge::config::board::FIRMWARE_MARGIN).ceil() as u64
     );
     assert_eq!(
         (ok.app_partition.as_str(), ok.app_partition_bytes),

@@ -67,3 +67,51 @@ fn kv_cache_is_chosen_to_fit_and_a_forced_misfit_is_refused() {
     assert_eq!(file.blob().kv_cache, KvCacheKind::F16);
     assert!(r.memory.unwrap().psram_headroom > 0);
 }
+
+/// The PIE kernel (run by its interpreter, hazard rules in force) gives the portable sums for
+/// every group size the exporter picks for the shipped model configs, on random and extreme
+/// groups.
+#[test]
+fn pie_kernel_handles_the_exporters_group_sizes() {
+    use badge_firmware::kernel::dot_i8_portable;
+    use badge_firmware::kernel::pie_interp::simulate_dot;
+    let dir = common::repo().join("configs/models");
+    let mut sizes = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let c = badge::config::load_model_config(&path).unwrap();
+        let (gs, _) =
+            badge::export::resolve_group_size(&c, badge::export::GroupSize::Auto(64)).unwrap();
+        sizes.push(gs);
+    }
+    sizes.sort_unstable();
+    sizes.dedup();
+    assert!(!sizes.is_empty(), "no model configs in {}", dir.display());
+    let mut x = 0x1234_5678u32;
+    let mut random = |n: usize| -> Vec<i8> {
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                (x >> 24) as u8 as i8
+            })
+            .collect()
+    };
+    for &gs in &sizes {
+        assert!(gs % 16 == 0, "group size {gs} is not a PIE length");
+        let mut cases = vec![
+            (vec![-128i8; gs], vec![-128i8; gs]),
+            (vec![127i8; gs], vec![-128i8; gs]),
+            (vec![127i8; gs], vec![127i8; gs]),
+        ];
+        for _ in 0..50 {
+            cases.push((random(gs), random(gs)));
+        }
+        for (a, b) in &cases {
+            let r = simulate_dot(a, b, 0, 0).unwrap_or_else(|e| panic!("group {gs}: {e}"));
+            assert_eq!(r.value, dot_i8_portable(a, b), "group {gs}");
+        }
+    }
+    println!("exporter group sizes checked: {sizes:?}");
+}

@@ -20,10 +20,18 @@ fn board_path() -> PathBuf {
     common::repo().join(badge::config::board::DEFAULT_BOARD)
 }
 
+/// The button prompts of the test blob.
+const INTRO: &str = "Who are you?";
+const ASK: [&str; 2] = ["what do you like", "Where do you work?"];
+
 fn blob_bytes() -> Vec<u8> {
     let mut c = common::tiny_config();
     c.seq_len = 64;
-    common::random_blob(&c, 7, KvCacheKind::F32).0
+    let prompts = badge_firmware::prompts::PromptsSpec {
+        intro: INTRO.into(),
+        ask: ASK.iter().map(|q| q.to_string()).collect(),
+    };
+    common::random_blob_with_prompts(&c, 7, KvCacheKind::F32, prompts).0
 }
 
 /// A blob file and the merged image made from it for the default board.
@@ -314,4 +322,148 @@ fn flash_places_bootloader_and_app() {
     assert!(img[0x10000..0x10000 + 1000].iter().all(|&b| b == 0xAB));
     assert_eq!(img[0x10000 + 1000], 0xFF);
     assert_eq!(&img[MODEL_OFFSET..], &s.blob[..]);
+}
+
+// ---- the boot self-test -----------------------------------------------------------------
+
+/// The answers of a session equal the host engine's for the same questions.
+fn assert_host_answers(s: &Setup, opts: &SimOptions, report: &SimReport, questions: &[&str]) {
+    let file = BlobFile::read(&s.blob_path).unwrap();
+    let mut host = BlobAnswerer::new(&file, 1, opts.generate).unwrap();
+    assert_eq!(report.answers.len(), questions.len());
+    for (a, q) in report.answers.iter().zip(questions) {
+        assert_eq!(a.text, host.answer(q).unwrap(), "{q}");
+    }
+}
+
+#[test]
+fn sim_boot_self_test_passes_on_working_hardware() {
+    let s = setup();
+    let opts = s.opts();
+    let (r, console) = s.sim(&opts, "Who are you?\n");
+    let report = r.unwrap();
+    assert!(
+        console.contains("badge: self-test passed: 8 passes on 2 workers, one on one worker and the portable kernel agree bit for bit"),
+        "{console}"
+    );
+    // The self-test comes before the prompt.
+    assert!(console.find("self-test").unwrap() < console.find("badge ready").unwrap());
+    assert_eq!(report.matmul_mode, "all-workers");
+    // 8 shared passes, then the answer's matmuls are shared too; one pass on one worker.
+    assert!(report.shared_matmuls > 8, "{}", report.shared_matmuls);
+    assert_eq!(report.one_worker_matmuls, 1);
+    assert_host_answers(&s, &opts, &report, &["Who are you?"]);
+}
+
+#[test]
+fn sim_dual_core_fault_falls_back_to_one_worker() {
+    let s = setup();
+    let mut opts = s.opts();
+    opts.fault = Some(badge::device::sim::SimFault::DualCore);
+    let qs = ["Who are you?", "what do you like"];
+    let (r, console) = s.sim(&opts, &format!("{}\n{}\n", qs[0], qs[1]));
+    let report = r.unwrap();
+    assert!(
+        console.contains("badge: self-test: pass 3 of 8 on 2 workers differs from pass 1 at row "),
+        "{console}"
+    );
+    assert!(
+        console.contains("using one worker from now on"),
+        "{console}"
+    );
+    assert_eq!(report.matmul_mode, "one-worker");
+    // The workers shared nothing after the third pass: every answer ran on one worker.
+    assert_eq!(report.shared_matmuls, 3);
+    assert!(report.one_worker_matmuls > 1);
+    assert_host_answers(&s, &opts, &report, &qs);
+}
+
+#[test]
+fn sim_kernel_fault_falls_back_to_the_portable_kernel() {
+    let s = setup();
+    let mut opts = s.opts();
+    opts.fault = Some(badge::device::sim::SimFault::Kernel);
+    let qs = ["Who are you?"];
+    let (r, console) = s.sim(&opts, "Who are you?\n");
+    let report = r.unwrap();
+    // The fault is the same on every pass, so the workers agree with each other and with one
+    // worker; only the portable kernel tells.
+    assert!(!console.contains("differs from pass 1"), "{console}");
+    assert!(
+        console.contains(
+            "badge: self-test: the vector kernel on one worker differs from the portable kernel at row "
+        ),
+        "{console}"
+    );
+    assert!(
+        console.contains("using the portable kernel on one worker from now on"),
+        "{console}"
+    );
+    assert_eq!(report.matmul_mode, "portable");
+    // The answers bypassed the (faulty) workers entirely.
+    assert_eq!((report.shared_matmuls, report.one_worker_matmuls), (8, 1));
+    assert_host_answers(&s, &opts, &report, &qs);
+}
+
+// ---- buttons --------------------------------------------------------------------------------
+
+#[test]
+fn sim_button_presses_introduce_cycle_wrap_and_repeat() {
+    let s = setup();
+    let mut opts = s.opts();
+    opts.presses = badge::device::sim::parse_presses("short, short,long").unwrap();
+    // Then two more short presses and a typed question from the console.
+    let (r, console) = s.sim(&opts, "!press\n!press\nwhat do you like\n!press long\n");
+    let report = r.unwrap();
+    let file = BlobFile::read(&s.blob_path).unwrap();
+    let mut host = BlobAnswerer::new(&file, 1, opts.generate).unwrap();
+    let intro = host.answer(INTRO).unwrap();
+    let ask0 = host.answer(ASK[0]).unwrap();
+    let ask1 = host.answer(ASK[1]).unwrap();
+    let want = [
+        ("button", INTRO, &intro),
+        ("button", ASK[0], &ask0),
+        ("repeat", ASK[0], &ask0),
+        ("button", ASK[1], &ask1),
+        ("button", INTRO, &intro), // wrapped around
+        ("typed", ASK[0], &ask0),
+        ("repeat", ASK[0], &ask0), // the last answer, typed or not
+    ];
+    let got: Vec<(&str, &str, &str)> = report
+        .answers
+        .iter()
+        .map(|a| (a.source, a.question.as_str(), a.text.as_str()))
+        .collect();
+    let want: Vec<(&str, &str, &str)> = want.iter().map(|(s, q, t)| (*s, *q, t.as_str())).collect();
+    assert_eq!(got, want, "{console}");
+    // One WAV per utterance; a repeat says exactly the same samples again.
+    for (i, a) in report.answers.iter().enumerate() {
+        assert_eq!(a.wav, answer_wav(&opts.out_dir, i));
+        assert!(a.wav.exists(), "{}", a.wav.display());
+    }
+    assert_eq!(
+        wav_samples(&report.answers[2].wav),
+        wav_samples(&report.answers[1].wav)
+    );
+    assert!(!answer_wav(&opts.out_dir, 7).exists());
+    assert!(console.contains("[button] Who are you?"), "{console}");
+    assert!(console.contains("[button] again: "), "{console}");
+}
+
+#[test]
+fn sim_long_press_first_introduces_and_bad_press_lists_are_refused() {
+    let s = setup();
+    let mut opts = s.opts();
+    opts.presses = badge::device::sim::parse_presses("long").unwrap();
+    let (r, _) = s.sim(&opts, "!press sideways\n");
+    let report = r.unwrap();
+    // Nothing said yet: the long press introduces. `!press sideways` is a question like any.
+    assert_eq!(report.answers.len(), 2);
+    assert_eq!(report.answers[0].source, "button");
+    assert_eq!(report.answers[0].question, INTRO);
+    assert_eq!(report.answers[1].source, "typed");
+    let e = badge::device::sim::parse_presses("short,medium")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("\"medium\" is not a press"), "{e}");
 }

@@ -19,6 +19,7 @@ fn firmware_blob(tok: &BadgeTokenizer) -> badge::util::AlignedBytes {
     c.n_layers = 1;
     let w = common::random_weights(&c, 1);
     let inputs = badge::export::BlobInputs {
+        prompts: badge_firmware::prompts::PromptsSpec::default(),
         config: c,
         tokenizer: tok,
         template: badge::config::DEFAULT_TEMPLATE,

@@ -1,6 +1,6 @@
 //! Reads the board profile (`configs/boards/esp32s3-n16r8.toml`, or `$BADGE_BOARD`) so the
 //! binary uses the same I2S pins, sample rate, PSRAM reserve and model partition as the host
-//! tools. A tiny line reader: the profile is flat `key = value` lines in two sections.
+//! tools. A tiny line reader: the profile is flat `key = value` lines in a few sections.
 
 use std::path::PathBuf;
 
@@ -32,10 +32,23 @@ fn main() {
             ("i2s", "ws") => "BADGE_I2S_WS",
             ("i2s", "dout") => "BADGE_I2S_DOUT",
             ("i2s", "sample_rate") => "BADGE_SAMPLE_RATE",
+            ("button", "gpio") => "BADGE_BUTTON_GPIO",
+            ("button", "active_low") => "BADGE_BUTTON_ACTIVE_LOW",
+            ("button", "pull_up") => "BADGE_BUTTON_PULL_UP",
             _ => continue,
         };
         println!("cargo:rustc-env={name}={value}");
         found.push(name);
+    }
+    // The button section is optional: GPIO 0 (BOOT), active low, internal pull-up.
+    for (name, default) in [
+        ("BADGE_BUTTON_GPIO", "0"),
+        ("BADGE_BUTTON_ACTIVE_LOW", "true"),
+        ("BADGE_BUTTON_PULL_UP", "true"),
+    ] {
+        if !found.contains(&name) {
+            println!("cargo:rustc-env={name}={default}");
+        }
     }
     for name in [
         "BADGE_RESERVED_PSRAM",

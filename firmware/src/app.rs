@@ -9,14 +9,18 @@
 //! - console: `embedded-io` [`Read`] and [`Write`] (the USB-serial-JTAG halves do);
 //! - speaker: [`Speaker`], a [`Pcm16Sink`] (the I2S DMA ring takes 16-bit frames);
 //! - the second core: [`Workers`];
-//! - a millisecond [`Clock`] for tokens per second.
+//! - a millisecond [`Clock`] for tokens per second and button timing;
+//! - [`Buttons`]: finished presses of the badge's buttons, and a low-power wait between
+//!   polls ([`NoButtons`] for a board without any).
 //!
 //! Failures while loading never panic: a reset would only fail the same way again (a crash
 //! loop with no explanation). Instead the badge prints what is wrong and how to fix it, says a
 //! short phrase through the speaker (a badge is often used without a console attached), and
 //! [`run`] returns the error so the shell can idle.
 
-use crate::engine::{Engine, RunStateSize};
+use crate::buffers::AlignedBuf;
+use crate::buttons::{Action, ButtonMenu, Press, PressKind};
+use crate::engine::{matmul, Engine, MatmulMode, QMatrix, RunStateSize};
 use crate::format::{Blob, BlobError, HEADER_SIZE};
 use crate::generate::{self, GenerateOptions, GenerateStats};
 use crate::partition::{Partition, PartitionError, PartitionTable, TABLE_MAX_LEN, TABLE_OFFSET};
@@ -27,7 +31,7 @@ use crate::workers::Workers;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::Write as _;
-use embedded_io::{Read, Write};
+use embedded_io::{Read, ReadReady, Write};
 use embedded_storage::nor_flash::{NorFlashError, NorFlashErrorKind, ReadNorFlash};
 
 /// The trait crates, re-exported so shells (and the host simulator) implement exactly the
@@ -65,12 +69,47 @@ impl<T: Speaker + ?Sized> Speaker for &mut T {
     }
 }
 
+/// The badge's buttons, polled by the main loop whenever it is idle (see [`crate::buttons`]
+/// for debouncing and the rules).
+pub trait Buttons {
+    /// The next finished press, if any; never blocks. `now` is [`Clock::millis`].
+    fn poll(&mut self, now: u64) -> Option<Press>;
+    /// Called after every utterance: drop presses made while the badge was busy
+    /// ([`crate::buttons::Debouncer::drop_pending`]).
+    fn drop_pending(&mut self) {}
+    /// Nothing to do: wait, in low power, until the next poll is due (a few milliseconds).
+    fn wait(&mut self) {}
+}
+
+/// A board without buttons (and a host session that only reads the console).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoButtons;
+
+impl Buttons for NoButtons {
+    fn poll(&mut self, _now: u64) -> Option<Press> {
+        None
+    }
+}
+
+impl<T: Buttons + ?Sized> Buttons for &mut T {
+    fn poll(&mut self, now: u64) -> Option<Press> {
+        (**self).poll(now)
+    }
+    fn drop_pending(&mut self) {
+        (**self).drop_pending()
+    }
+    fn wait(&mut self) {
+        (**self).wait()
+    }
+}
+
 /// Everything the program talks to besides flash and the second core.
-pub struct Peripherals<R, T, S, C> {
+pub struct Peripherals<R, T, S, C, B = NoButtons> {
     pub console_in: R,
     pub console_out: T,
     pub speaker: S,
     pub clock: C,
+    pub buttons: B,
 }
 
 /// Kept free beside the blob and run state for the session's own buffers: the question line,
@@ -384,10 +423,22 @@ impl<'a, W: Workers> Model<'a, W> {
     }
 }
 
+/// What made the badge answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerSource {
+    /// A question typed on the console.
+    Typed,
+    /// A short press (the button, or `!press` on the console).
+    Button,
+    /// A long press: the last answer again, not generated anew.
+    Repeat,
+}
+
 /// One answered question, handed to the caller's `on_answer`.
 #[derive(Debug, Clone, Copy)]
 pub struct AnswerRecord<'a> {
     pub index: usize,
+    pub source: AnswerSource,
     pub question: &'a str,
     pub text: &'a str,
     pub stats: GenerateStats,
@@ -404,6 +455,194 @@ pub struct SessionReport {
     pub empty_lines: usize,
     pub rejected_lines: usize,
     pub generated_tokens: usize,
+    /// The boot self-test, when [`run`] ran one.
+    pub self_test: Option<SelfTestReport>,
+}
+
+/// Dual-worker passes of the boot self-test. The fault it looks for showed on real hardware
+/// only in some runs, so one pass is not enough; each pass of badge-6m's `w1` takes a few
+/// milliseconds (`cost_figures` in the `pie_kernel` tests estimates the whole test).
+pub const SELF_TEST_DUAL_RUNS: usize = 8;
+
+/// The first output row where two self-test passes differ, with both values' bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mismatch {
+    pub row: usize,
+    pub expected: u32,
+    pub got: u32,
+}
+
+/// What went wrong with all workers sharing the matmul.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DualMismatch {
+    /// Pass `run` (counting from 0) differs from pass 0.
+    BetweenRuns { run: usize, at: Mismatch },
+    /// The passes agree with each other but not with one worker alone.
+    VersusOneWorker { at: Mismatch },
+}
+
+/// The outcome of [`boot_self_test`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SelfTestReport {
+    /// The matrix multiplied.
+    pub rows: usize,
+    pub cols: usize,
+    /// Workers sharing the dual passes ([`Workers::count`]).
+    pub workers: usize,
+    /// Dual passes run (fewer than [`SELF_TEST_DUAL_RUNS`] when one differed early).
+    pub dual_runs: usize,
+    /// Set when all-worker passes disagreed.
+    pub dual: Option<DualMismatch>,
+    /// Set when one worker's fast kernel disagreed with the portable kernel.
+    pub portable: Option<Mismatch>,
+    /// The mode the engine runs in from now on.
+    pub mode: MatmulMode,
+}
+
+impl SelfTestReport {
+    /// The console line (without line end) saying what was found and what the badge does.
+    pub fn describe(&self, millis: u64) -> String {
+        let mut s = String::new();
+        let m = |s: &mut String, what: &str, at: &Mismatch| {
+            let _ = write!(
+                s,
+                "{what} at row {} (bits {:#010x} instead of {:#010x})",
+                at.row, at.got, at.expected
+            );
+        };
+        match &self.dual {
+            None => {}
+            Some(DualMismatch::BetweenRuns { run, at }) => m(
+                &mut s,
+                &alloc::format!(
+                    "self-test: pass {} of {SELF_TEST_DUAL_RUNS} on {} workers differs from pass 1",
+                    run + 1,
+                    self.workers
+                ),
+                at,
+            ),
+            Some(DualMismatch::VersusOneWorker { at }) => m(
+                &mut s,
+                &alloc::format!(
+                    "self-test: {} workers agree with each other but not with one",
+                    self.workers
+                ),
+                at,
+            ),
+        }
+        if let Some(at) = &self.portable {
+            if !s.is_empty() {
+                s.push_str("; ");
+            }
+            m(
+                &mut s,
+                "self-test: the vector kernel on one worker differs from the portable kernel",
+                at,
+            );
+        }
+        let size = alloc::format!("{}x{} matmul, {millis} ms", self.rows, self.cols);
+        match self.mode {
+            MatmulMode::AllWorkers => alloc::format!(
+                "self-test passed: {} passes on {} workers, one on one worker and the portable kernel agree bit for bit ({size})",
+                self.dual_runs, self.workers
+            ),
+            MatmulMode::OneWorker => {
+                alloc::format!("{s}: using one worker from now on ({size})")
+            }
+            MatmulMode::Portable => {
+                alloc::format!("{s}: using the portable kernel on one worker from now on ({size})")
+            }
+        }
+    }
+}
+
+/// First row where `got` differs from `expected` in any bit.
+fn first_difference(expected: &[f32], got: &[f32]) -> Option<Mismatch> {
+    expected
+        .iter()
+        .zip(got)
+        .position(|(a, b)| a.to_bits() != b.to_bits())
+        .map(|row| Mismatch {
+            row,
+            expected: expected[row].to_bits(),
+            got: got[row].to_bits(),
+        })
+}
+
+/// The self-test's matrix: layer 0's `w1` (the widest of a layer, the shape every token
+/// multiplies), or the embedding of a model without layers.
+fn self_test_matrix<'a>(engine: &Engine<'a, impl Workers>) -> QMatrix<'a> {
+    let w = &engine.weights;
+    w.layers.first().map_or(w.token_embedding, |l| l.w1)
+}
+
+/// A fixed quantized input for the self-test: int8 values from a fixed xorshift sequence
+/// covering -128..=127, in a 16-byte-aligned buffer (the PIE kernel needs it), and scales
+/// that keep the sums well inside f32's range.
+fn self_test_input(cols: usize, group_size: usize) -> (AlignedBuf<i8>, Vec<f32>) {
+    let mut xq = AlignedBuf::<i8>::zeroed(cols);
+    let mut x = 0x9E37_79B9u32;
+    for v in xq.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        *v = (x >> 24) as u8 as i8;
+    }
+    let groups = cols / group_size.max(1);
+    let xs = (0..groups).map(|g| 1.0 / (64 + g) as f32).collect();
+    (xq, xs)
+}
+
+/// Checks, before the first answer, that the matmul gives the same bits however it runs: a
+/// fixed matmul on all workers [`SELF_TEST_DUAL_RUNS`] times, once on one worker, once with
+/// the portable kernel. Two cores running the PIE kernel at once failed intermittently on
+/// another project's ESP32-S3 boards (see `kernel::pie`), which a one-core test cannot see.
+///
+/// Any difference between the all-worker passes, or between them and one worker, makes the
+/// engine use one worker; a difference between one worker's fast kernel and the portable
+/// kernel makes it use the portable kernel on one worker. The portable pass bypasses the
+/// workers entirely, so it is the reference for both. The result's `mode` is what the engine
+/// should run in; the caller sets it.
+pub fn boot_self_test<W: Workers>(engine: &Engine<'_, W>) -> SelfTestReport {
+    let m = self_test_matrix(engine);
+    let (xq, xs) = self_test_input(m.cols, m.group_size);
+    let w = &engine.workers;
+    let mut first = alloc::vec![0f32; m.rows];
+    let mut pass = alloc::vec![0f32; m.rows];
+    let mut one = alloc::vec![0f32; m.rows];
+    matmul(w, MatmulMode::AllWorkers, &m, &xq, &xs, &mut first);
+    let mut dual = None;
+    let mut dual_runs = 1;
+    for run in 1..SELF_TEST_DUAL_RUNS {
+        matmul(w, MatmulMode::AllWorkers, &m, &xq, &xs, &mut pass);
+        dual_runs += 1;
+        if let Some(at) = first_difference(&first, &pass) {
+            dual = Some(DualMismatch::BetweenRuns { run, at });
+            break;
+        }
+    }
+    matmul(w, MatmulMode::OneWorker, &m, &xq, &xs, &mut one);
+    if dual.is_none() {
+        dual = first_difference(&one, &first).map(|at| DualMismatch::VersusOneWorker { at });
+    }
+    matmul(w, MatmulMode::Portable, &m, &xq, &xs, &mut pass);
+    let portable = first_difference(&pass, &one);
+    let mode = if portable.is_some() {
+        MatmulMode::Portable
+    } else if dual.is_some() {
+        MatmulMode::OneWorker
+    } else {
+        MatmulMode::AllWorkers
+    };
+    SelfTestReport {
+        rows: m.rows,
+        cols: m.cols,
+        workers: w.count(),
+        dual_runs,
+        dual,
+        portable,
+        mode,
+    }
 }
 
 /// What one line read from the console turned out to be.
@@ -481,6 +720,11 @@ impl LineReader {
         }
     }
 
+    /// Bytes already read from the console but not yet returned as a line.
+    fn has_buffered(&self) -> bool {
+        self.start < self.end
+    }
+
     fn finish(&self, line: &[u8], chars: usize, max_chars: usize) -> LineStatus {
         if chars > max_chars {
             LineStatus::TooLong { chars }
@@ -535,69 +779,52 @@ fn tenths_per_second(tokens: usize, millis: u64) -> u64 {
     (tokens as u64 * 10_000).checked_div(millis).unwrap_or(0)
 }
 
-/// Answers questions line by line until the console reaches end of input (never, on the
-/// badge): empty lines prompt again, over-long or non-UTF-8 lines get an explanation, each
-/// answer streams to the console token by token and is then spoken in the blob's voice.
-pub fn run_session<W, R, T, S, C>(
-    model: &mut Model<'_, W>,
-    io: &mut Peripherals<R, T, S, C>,
-    cfg: &AppConfig<'_>,
-    on_answer: &mut dyn FnMut(&AnswerRecord<'_>),
-) -> Result<SessionReport, SessionError>
-where
-    W: Workers,
-    R: Read,
-    T: Write,
-    S: Speaker,
-    C: Clock,
-{
-    let mut report = SessionReport::default();
-    let mut reader = LineReader::new();
-    let mut line = Vec::new();
-    let mut text = String::new();
-    let voice = model.blob.voice;
-    let c = &model.blob.config;
-    let mut msg = String::new();
-    let _ = write!(
-        msg,
-        "badge ready: {} layers, dim {}, vocab {}, context {} tokens. Ask me something.\r\n",
-        c.n_layers, c.dim, c.vocab_size, c.seq_len
-    );
-    say(&mut io.console_out, &msg)?;
-    loop {
-        say(&mut io.console_out, "> ")?;
-        let echo = cfg.echo.then_some(&mut io.console_out);
-        let status =
-            reader.next_line(&mut io.console_in, echo, cfg.max_question_chars, &mut line)?;
-        let question = match status {
-            LineStatus::Eof => {
-                say(&mut io.console_out, "\r\n")?;
-                return Ok(report);
-            }
-            LineStatus::TooLong { chars } => {
-                report.rejected_lines += 1;
-                msg.clear();
-                let _ = write!(msg, "That question is too long ({chars} characters; at most {}). Please ask something shorter.\r\n", cfg.max_question_chars);
-                say(&mut io.console_out, &msg)?;
-                continue;
-            }
-            LineStatus::NotUtf8 => {
-                report.rejected_lines += 1;
-                say(
-                    &mut io.console_out,
-                    "That line is not valid UTF-8 text. Please type it again.\r\n",
-                )?;
-                continue;
-            }
-            LineStatus::Line => core::str::from_utf8(&line).unwrap_or("").trim(),
-        };
-        if question.is_empty() {
-            report.empty_lines += 1;
-            say(&mut io.console_out, "Type a question and press Enter.\r\n")?;
-            continue;
-        }
+/// A console line that stands for a button press: `!press` (short) or `!press long`, so the
+/// buttons can be tried over the console (and `badge sim` scripts them).
+fn console_press(line: &str) -> Option<PressKind> {
+    let mut words = line.split_whitespace();
+    if words.next() != Some("!press") {
+        return None;
+    }
+    match (words.next(), words.next()) {
+        (None, _) | (Some("short"), None) => Some(PressKind::Short),
+        (Some("long"), None) => Some(PressKind::Long),
+        _ => None,
+    }
+}
 
-        text.clear();
+/// The session's state between answers.
+struct Session {
+    report: SessionReport,
+    menu: ButtonMenu,
+    /// The last answer's question and text (what a long press repeats).
+    last_question: String,
+    last: String,
+    /// What generating `last` cost (a repeat reports the original's).
+    last_stats: Option<GenerateStats>,
+    msg: String,
+}
+
+impl Session {
+    /// Generates the answer to `question` (streaming it to the console), speaks it and records
+    /// it. A model failure is reported on the console and leaves no answer.
+    fn answer<W, R, T, S, C, B>(
+        &mut self,
+        model: &mut Model<'_, W>,
+        io: &mut Peripherals<R, T, S, C, B>,
+        cfg: &AppConfig<'_>,
+        question: &str,
+        source: AnswerSource,
+        on_answer: &mut dyn FnMut(&AnswerRecord<'_>),
+    ) -> Result<(), SessionError>
+    where
+        W: Workers,
+        T: Write,
+        S: Speaker,
+        C: Clock,
+        B: Buttons,
+    {
+        let mut text = String::new();
         let mut console_err = None;
         let start = io.clock.millis();
         let result = {
@@ -629,78 +856,249 @@ where
         let stats = match result {
             Ok(stats) => stats,
             Err(e) => {
-                msg.clear();
-                let _ = write!(msg, "\r\n(the model failed: {e})\r\n");
-                say(&mut io.console_out, &msg)?;
-                continue;
+                self.msg.clear();
+                let _ = write!(self.msg, "\r\n(the model failed: {e})\r\n");
+                say(&mut io.console_out, &self.msg)?;
+                return Ok(());
             }
         };
-        msg.clear();
+        self.msg.clear();
         if millis == 0 {
             // Faster than the clock's resolution (the host with a tiny model): no rate to show.
             let _ = write!(
-                msg,
+                self.msg,
                 "\r\n[{} tokens in under 1 ms]\r\n",
                 stats.generated_tokens
             );
         } else {
             let tps = tenths_per_second(stats.generated_tokens, millis);
             let _ = write!(
-                msg,
+                self.msg,
                 "\r\n[{} tokens in {millis} ms, {}.{} tokens/s]\r\n",
                 stats.generated_tokens,
                 tps / 10,
                 tps % 10
             );
         }
-        say(&mut io.console_out, &msg)?;
+        say(&mut io.console_out, &self.msg)?;
+        self.report.generated_tokens += stats.generated_tokens;
+        self.last_question.clear();
+        self.last_question.push_str(question);
+        self.last = text;
+        self.last_stats = Some(stats);
+        self.speak_last(model, io, cfg, source, stats, millis, on_answer)
+    }
 
-        let index = report.answered;
+    /// Speaks the last answer as a new utterance and records it.
+    #[allow(clippy::too_many_arguments)]
+    fn speak_last<W, R, T, S, C, B>(
+        &mut self,
+        model: &Model<'_, W>,
+        io: &mut Peripherals<R, T, S, C, B>,
+        cfg: &AppConfig<'_>,
+        source: AnswerSource,
+        stats: GenerateStats,
+        millis: u64,
+        on_answer: &mut dyn FnMut(&AnswerRecord<'_>),
+    ) -> Result<(), SessionError>
+    where
+        W: Workers,
+        T: Write,
+        S: Speaker,
+        B: Buttons,
+    {
+        let index = self.report.answered;
+        let voice = model.blob.voice;
         let samples = match speak(
             &mut io.speaker,
             Utterance::Answer(index),
-            &text,
+            &self.last,
             &voice,
             cfg,
         ) {
             Ok(n) => n,
             Err(e) => {
-                msg.clear();
-                let _ = write!(msg, "(could not speak the answer: {e})\r\n");
-                say(&mut io.console_out, &msg)?;
+                self.msg.clear();
+                let _ = write!(self.msg, "(could not speak the answer: {e})\r\n");
+                say(&mut io.console_out, &self.msg)?;
                 0
             }
         };
-        report.answered += 1;
-        report.generated_tokens += stats.generated_tokens;
+        // Presses made while the badge was thinking or speaking do not count.
+        io.buttons.drop_pending();
+        self.report.answered += 1;
         on_answer(&AnswerRecord {
             index,
-            question,
-            text: &text,
+            source,
+            question: &self.last_question,
+            text: &self.last,
             stats,
             millis,
             samples,
         });
+        Ok(())
+    }
+
+    /// Acts on one press: a short one asks the next button prompt, a long one repeats the last
+    /// answer (or introduces, when nothing was said yet).
+    fn press<W, R, T, S, C, B>(
+        &mut self,
+        model: &mut Model<'_, W>,
+        io: &mut Peripherals<R, T, S, C, B>,
+        cfg: &AppConfig<'_>,
+        press: Press,
+        on_answer: &mut dyn FnMut(&AnswerRecord<'_>),
+    ) -> Result<(), SessionError>
+    where
+        W: Workers,
+        T: Write,
+        S: Speaker,
+        C: Clock,
+        B: Buttons,
+    {
+        let prompts = model.blob.prompts;
+        let action = match (self.menu.on_press(press, &prompts), self.last_stats) {
+            (Action::Repeat, None) => Action::Ask(prompts.intro()),
+            (a, _) => a,
+        };
+        match action {
+            Action::Ask(question) => {
+                self.msg.clear();
+                let _ = write!(self.msg, "[button] {question}\r\n");
+                say(&mut io.console_out, &self.msg)?;
+                self.answer(model, io, cfg, question, AnswerSource::Button, on_answer)
+            }
+            Action::Repeat => {
+                self.msg.clear();
+                let _ = write!(self.msg, "[button] again: {}\r\n", self.last);
+                say(&mut io.console_out, &self.msg)?;
+                match self.last_stats {
+                    Some(stats) => {
+                        self.speak_last(model, io, cfg, AnswerSource::Repeat, stats, 0, on_answer)
+                    }
+                    None => Ok(()),
+                }
+            }
+        }
     }
 }
 
-/// The whole program: load the model from flash, then answer questions until the console
-/// closes. A load failure is printed and spoken (in SAM's default voice: the blob's voice is
+/// Answers until the console reaches end of input (never, on the badge). Between answers it
+/// polls the buttons, then the console, then waits ([`Buttons::wait`]); a line is read whole
+/// once its first byte is there (buttons are not polled while someone types). Empty lines
+/// prompt again, over-long or non-UTF-8 lines get an explanation, `!press` / `!press long`
+/// act as the button, and each answer streams to the console token by token and is then
+/// spoken in the blob's voice. One utterance at a time: nothing runs while the badge speaks.
+pub fn run_session<W, R, T, S, C, B>(
+    model: &mut Model<'_, W>,
+    io: &mut Peripherals<R, T, S, C, B>,
+    cfg: &AppConfig<'_>,
+    on_answer: &mut dyn FnMut(&AnswerRecord<'_>),
+) -> Result<SessionReport, SessionError>
+where
+    W: Workers,
+    R: Read + ReadReady,
+    T: Write,
+    S: Speaker,
+    C: Clock,
+    B: Buttons,
+{
+    let mut st = Session {
+        report: SessionReport::default(),
+        menu: ButtonMenu::new(),
+        last_question: String::new(),
+        last: String::new(),
+        last_stats: None,
+        msg: String::new(),
+    };
+    let mut reader = LineReader::new();
+    let mut line = Vec::new();
+    let c = &model.blob.config;
+    let _ = write!(
+        st.msg,
+        "badge ready: {} layers, dim {}, vocab {}, context {} tokens. Ask me something, or press the button.\r\n",
+        c.n_layers, c.dim, c.vocab_size, c.seq_len
+    );
+    say(&mut io.console_out, &st.msg)?;
+    let mut prompted = false;
+    loop {
+        if !prompted {
+            say(&mut io.console_out, "> ")?;
+            prompted = true;
+        }
+        if let Some(press) = io.buttons.poll(io.clock.millis()) {
+            say(&mut io.console_out, "\r\n")?;
+            st.press(model, io, cfg, press, on_answer)?;
+            prompted = false;
+            continue;
+        }
+        let ready = io
+            .console_in
+            .read_ready()
+            .map_err(|e| SessionError::ConsoleRead(embedded_io::Error::kind(&e)))?;
+        if !ready && !reader.has_buffered() {
+            io.buttons.wait();
+            continue;
+        }
+        prompted = false;
+        let echo = cfg.echo.then_some(&mut io.console_out);
+        let status =
+            reader.next_line(&mut io.console_in, echo, cfg.max_question_chars, &mut line)?;
+        let question = match status {
+            LineStatus::Eof => {
+                say(&mut io.console_out, "\r\n")?;
+                return Ok(st.report);
+            }
+            LineStatus::TooLong { chars } => {
+                st.report.rejected_lines += 1;
+                st.msg.clear();
+                let _ = write!(st.msg, "That question is too long ({chars} characters; at most {}). Please ask something shorter.\r\n", cfg.max_question_chars);
+                say(&mut io.console_out, &st.msg)?;
+                continue;
+            }
+            LineStatus::NotUtf8 => {
+                st.report.rejected_lines += 1;
+                say(
+                    &mut io.console_out,
+                    "That line is not valid UTF-8 text. Please type it again.\r\n",
+                )?;
+                continue;
+            }
+            LineStatus::Line => core::str::from_utf8(&line).unwrap_or("").trim(),
+        };
+        if question.is_empty() {
+            st.report.empty_lines += 1;
+            say(&mut io.console_out, "Type a question and press Enter.\r\n")?;
+            continue;
+        }
+        if let Some(kind) = console_press(question) {
+            let press = Press::synthetic(kind, io.clock.millis());
+            st.press(model, io, cfg, press, on_answer)?;
+            continue;
+        }
+        let question = String::from(question);
+        st.answer(model, io, cfg, &question, AnswerSource::Typed, on_answer)?;
+    }
+}
+
+/// The whole program: load the model from flash, check the matmul ([`boot_self_test`]), then
+/// answer questions until the console closes. A load failure is printed and spoken (in SAM's default voice: the blob's voice is
 /// not available) and returned.
-pub fn run<F, W, R, T, S, C>(
+pub fn run<F, W, R, T, S, C, B>(
     flash: &mut F,
     workers: W,
-    io: &mut Peripherals<R, T, S, C>,
+    io: &mut Peripherals<R, T, S, C, B>,
     cfg: &AppConfig<'_>,
     on_answer: &mut dyn FnMut(&AnswerRecord<'_>),
 ) -> Result<SessionReport, AppError>
 where
     F: ReadNorFlash,
     W: Workers,
-    R: Read,
+    R: Read + ReadReady,
     T: Write,
     S: Speaker,
     C: Clock,
+    B: Buttons,
 {
     say(&mut io.console_out, "badge: loading the model...\r\n").map_err(AppError::Session)?;
     let loaded = load_model(flash, cfg);
@@ -709,7 +1107,20 @@ where
         Model::new(blob, workers)
     });
     match model {
-        Ok(mut model) => run_session(&mut model, io, cfg, on_answer).map_err(AppError::Session),
+        Ok(mut model) => {
+            let start = io.clock.millis();
+            let test = boot_self_test(&model.engine);
+            let millis = io.clock.millis().saturating_sub(start);
+            model.engine.mode = test.mode;
+            let mut msg = String::from("badge: ");
+            msg.push_str(&test.describe(millis));
+            msg.push_str("\r\n");
+            say(&mut io.console_out, &msg).map_err(AppError::Session)?;
+            let mut report =
+                run_session(&mut model, io, cfg, on_answer).map_err(AppError::Session)?;
+            report.self_test = Some(test);
+            Ok(report)
+        }
         Err(e) => {
             let mut msg = String::new();
             let _ = write!(msg, "badge: cannot start: {e}\r\n");

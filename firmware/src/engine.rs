@@ -16,7 +16,7 @@
 use crate::buffers::AlignedBuf;
 use crate::config::{KvCacheKind, ModelConfig};
 use crate::format::{Blob, BlobError, TensorData, TensorKind};
-use crate::kernel::{dot_i8, q8_matvec};
+use crate::kernel::{dot_i8, q8_matvec_with, Kernel};
 use crate::quant::quantize;
 use crate::workers::Workers;
 use alloc::vec::Vec;
@@ -66,11 +66,19 @@ impl<'a> QMatrix<'a> {
     }
 
     /// Rows `first_row..first_row + out.len()` times the quantized input, into `out` (the same
-    /// values as [`QMatrix::row_dot`] row by row, bit for bit).
+    /// values as [`QMatrix::row_dot`] row by row, bit for bit, with either kernel).
     #[inline]
-    pub fn matvec_rows(&self, first_row: usize, xq: &[i8], xs: &[f32], out: &mut [f32]) {
+    pub fn matvec_rows(
+        &self,
+        kernel: Kernel,
+        first_row: usize,
+        xq: &[i8],
+        xs: &[f32],
+        out: &mut [f32],
+    ) {
         let groups = self.cols / self.group_size;
-        q8_matvec(
+        q8_matvec_with(
+            kernel,
             &self.q[first_row * self.cols..][..out.len() * self.cols],
             &self.scales[first_row * groups..][..out.len() * groups],
             self.cols,
@@ -696,23 +704,64 @@ fn rope(v: &mut [f32], cos_sin: &[f32]) {
     }
 }
 
+/// How matmuls are computed. The badge's boot self-test picks it
+/// ([`crate::app::boot_self_test`]); every mode gives the same bits when the hardware works.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MatmulMode {
+    /// All workers, this build's fast kernel.
+    #[default]
+    AllWorkers,
+    /// The calling core only ([`Workers::run_rows_one`]), the fast kernel: the fallback when
+    /// two cores running the kernel at once disagree.
+    OneWorker,
+    /// The calling core only, the portable scalar kernel, bypassing the workers: the fallback
+    /// when the fast kernel is wrong even on one core.
+    Portable,
+}
+
+impl MatmulMode {
+    /// The kernel this mode runs.
+    pub fn kernel(self) -> Kernel {
+        match self {
+            MatmulMode::Portable => Kernel::Portable,
+            _ => Kernel::Vector,
+        }
+    }
+}
+
 /// The engine: weights from a blob, run state, and the workers that share matmul rows.
 pub struct Engine<'a, W: Workers> {
     pub weights: Weights<'a>,
     pub state: RunState,
     pub workers: W,
+    /// How matmuls run; [`MatmulMode::AllWorkers`] unless the boot self-test said otherwise.
+    pub mode: MatmulMode,
+}
+
+/// One matrix times a quantized input in `mode` (what every matmul of a forward step does).
+pub fn matmul<W: Workers>(
+    workers: &W,
+    mode: MatmulMode,
+    m: &QMatrix<'_>,
+    xq: &[i8],
+    xs: &[f32],
+    out: &mut [f32],
+) {
+    matmul_many(workers, mode, &[m], xq, xs, out);
 }
 
 /// Multiplies several matrices by the same quantized input; their outputs are laid side by side
 /// in `out`, so the workers split all their rows in one hand-off.
 fn matmul_many<W: Workers>(
     workers: &W,
+    mode: MatmulMode,
     mats: &[&QMatrix<'_>],
     xq: &[i8],
     xs: &[f32],
     out: &mut [f32],
 ) {
     debug_assert_eq!(out.len(), mats.iter().map(|m| m.rows).sum::<usize>());
+    let kernel = mode.kernel();
     let job = |first_row: usize, rows: &mut [f32]| {
         // Walk the matrices whose rows intersect `first_row..first_row + rows.len()`.
         let mut start = 0; // first row of matrix `m` in the combined output
@@ -724,14 +773,18 @@ fn matmul_many<W: Workers>(
             let at = first_row + done;
             if at < start + m.rows {
                 let n = (start + m.rows - at).min(rows.len() - done);
-                m.matvec_rows(at - start, xq, xs, &mut rows[done..done + n]);
+                m.matvec_rows(kernel, at - start, xq, xs, &mut rows[done..done + n]);
                 done += n;
             }
             start += m.rows;
         }
         debug_assert_eq!(done, rows.len());
     };
-    workers.run_rows(out, &job);
+    match mode {
+        MatmulMode::AllWorkers => workers.run_rows(out, &job),
+        MatmulMode::OneWorker => workers.run_rows_one(out, &job),
+        MatmulMode::Portable => job(0, out),
+    }
 }
 
 /// Why a forward step was refused.
@@ -778,6 +831,7 @@ impl<'a, W: Workers> Engine<'a, W> {
             weights,
             state,
             workers,
+            mode: MatmulMode::default(),
         })
     }
 
@@ -834,6 +888,7 @@ impl<'a, W: Workers> Engine<'a, W> {
         );
         let kv_mul = (c.n_heads / c.n_kv_heads) as usize;
         let gs = self.weights.group_size;
+        let mode = self.mode;
         let w = &self.weights;
         let s = &mut self.state;
 
@@ -846,6 +901,7 @@ impl<'a, W: Workers> Engine<'a, W> {
             quantize(&s.xb, gs, &mut s.xq[..dim], &mut s.xs[..dim / gs]);
             matmul_many(
                 &self.workers,
+                mode,
                 &[&lw.wq, &lw.wk, &lw.wv],
                 &s.xq[..dim],
                 &s.xs[..dim / gs],
@@ -874,6 +930,7 @@ impl<'a, W: Workers> Engine<'a, W> {
             quantize(&s.xb, gs, &mut s.xq[..dim], &mut s.xs[..dim / gs]);
             matmul_many(
                 &self.workers,
+                mode,
                 &[&lw.wo],
                 &s.xq[..dim],
                 &s.xs[..dim / gs],
@@ -886,6 +943,7 @@ impl<'a, W: Workers> Engine<'a, W> {
             quantize(&s.xb, gs, &mut s.xq[..dim], &mut s.xs[..dim / gs]);
             matmul_many(
                 &self.workers,
+                mode,
                 &[&lw.w1, &lw.w3],
                 &s.xq[..dim],
                 &s.xs[..dim / gs],
@@ -898,6 +956,7 @@ impl<'a, W: Workers> Engine<'a, W> {
             quantize(h1, gs, &mut s.xq[..hidden], &mut s.xs[..hidden / gs]);
             matmul_many(
                 &self.workers,
+                mode,
                 &[&lw.w2],
                 &s.xq[..hidden],
                 &s.xs[..hidden / gs],
@@ -910,6 +969,7 @@ impl<'a, W: Workers> Engine<'a, W> {
         quantize(&s.xb, gs, &mut s.xq[..dim], &mut s.xs[..dim / gs]);
         matmul_many(
             &self.workers,
+            mode,
             &[&w.token_embedding],
             &s.xq[..dim],
             &s.xs[..dim / gs],

@@ -6,12 +6,13 @@
 //! and returns a typed [`BlobError`] for every malformed input instead of panicking.
 
 use crate::config::{KvCacheKind, ModelConfig, Voice};
+use crate::prompts::{Prompts, PromptsSpec};
 use alloc::vec::Vec;
 
 /// The first four bytes of every blob.
 pub const MAGIC: [u8; 4] = *b"BDGE";
-/// Bumped whenever the layout changes incompatibly.
-pub const FORMAT_VERSION: u32 = 1;
+/// Bumped whenever the layout changes incompatibly (2: the button prompts section).
+pub const FORMAT_VERSION: u32 = 2;
 /// Fixed header size; everything after it is covered by the CRC.
 pub const HEADER_SIZE: usize = 128;
 /// Every section and tensor starts on this boundary (PIE vector loads ignore the low 4 bits).
@@ -211,6 +212,10 @@ pub enum BlobError {
         what: &'static str,
         bytes: u64,
     },
+    /// The button prompts section is malformed.
+    BadPrompts {
+        reason: &'static str,
+    },
 }
 
 impl core::fmt::Display for BlobError {
@@ -239,6 +244,7 @@ impl core::fmt::Display for BlobError {
             BadTemplate { reason } => write!(f, "prompt template: {reason}"),
             TooLarge { what, bytes, limit } => write!(f, "the {what} needs {bytes} bytes, more than the {limit} allowed"),
             OutOfMemory { what, bytes } => write!(f, "could not allocate the {what} (run state of {bytes} bytes): not enough memory"),
+            BadPrompts { reason } => write!(f, "button prompts section: {reason}"),
         }
     }
 }
@@ -365,6 +371,8 @@ pub struct Blob<'a> {
     pub crc32: u32,
     pub tokenizer: TokenizerSection<'a>,
     pub template: &'a str,
+    /// What a button press asks (introduction, "ask me about" list).
+    pub prompts: Prompts<'a>,
     tensor_table: &'a [u8],
     /// Tensor table entry of every (kind, layer), at [`tensor_slot`]: built once while parsing,
     /// so each lookup is O(1) and validation is linear in the number of tensors.
@@ -472,6 +480,7 @@ mod hdr {
     pub const TOKENIZER: usize = 76; // offset u32, len u32
     pub const TEMPLATE: usize = 84; // offset u32, len u32
     pub const TENSORS: usize = 92; // offset u32, count u32
+    pub const PROMPTS: usize = 100; // offset u32, len u32 (format version 2)
 }
 
 /// Computes the CRC32 (IEEE) of a byte slice (the badge computes the same one while copying
@@ -592,6 +601,13 @@ impl<'a> Blob<'a> {
         crate::template::PromptTemplate::parse(template)
             .map_err(|reason| BlobError::BadTemplate { reason })?;
 
+        let (p_off, p_len) = (
+            usize_of(read_u32(bytes, hdr::PROMPTS)),
+            usize_of(read_u32(bytes, hdr::PROMPTS + 4)),
+        );
+        let prompts = Prompts::parse(aligned_region(bytes, "button prompts", p_off, p_len)?)
+            .map_err(|reason| BlobError::BadPrompts { reason })?;
+
         let tt_off = usize_of(read_u32(bytes, hdr::TENSORS));
         let tt_count = usize_of(read_u32(bytes, hdr::TENSORS + 4));
         let table_len = tt_count
@@ -612,6 +628,7 @@ impl<'a> Blob<'a> {
             crc32: stored_crc,
             tokenizer,
             template,
+            prompts,
             tensor_table,
             slots: Vec::new(),
         };
@@ -878,6 +895,7 @@ pub struct BlobSpec {
     pub eos_id: u32,
     pub tokenizer: TokenizerSpec,
     pub template: alloc::string::String,
+    pub prompts: PromptsSpec,
     pub tensors: Vec<TensorSpec>,
 }
 
@@ -940,6 +958,13 @@ impl BlobWriter {
         w.out.extend_from_slice(spec.template.as_bytes());
         w.patch_u32(hdr::TEMPLATE, Self::u32_of(tpl_off));
         w.patch_u32(hdr::TEMPLATE + 4, Self::u32_of(spec.template.len()));
+        w.pad();
+
+        // Button prompts.
+        let prompts = spec.prompts.to_bytes();
+        w.patch_u32(hdr::PROMPTS, Self::u32_of(w.out.len()));
+        w.patch_u32(hdr::PROMPTS + 4, Self::u32_of(prompts.len()));
+        w.out.extend_from_slice(&prompts);
         w.pad();
 
         // Tensor table, then the data it points to.

@@ -17,6 +17,7 @@ pub mod app;
 // would pass a bounds check and then crash or corrupt the heap.
 #[deny(clippy::arithmetic_side_effects)]
 pub mod buffers;
+pub mod buttons;
 pub mod config;
 pub mod engine;
 #[deny(clippy::arithmetic_side_effects)]
@@ -28,6 +29,7 @@ pub mod image;
 pub mod kernel;
 #[deny(clippy::arithmetic_side_effects)]
 pub mod partition;
+pub mod prompts;
 pub mod quant;
 pub mod sam;
 pub mod sampler;

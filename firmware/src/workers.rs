@@ -9,8 +9,27 @@ pub type RowJob<'a> = dyn Fn(usize, &mut [f32]) + Sync + 'a;
 pub trait Workers {
     /// Computes all of `out` by calling `job` on one or more disjoint row ranges.
     fn run_rows(&self, out: &mut [f32], job: &RowJob<'_>);
+    /// Computes all of `out` on the calling core alone: the badge's fallback when two cores
+    /// running the vector kernel at once disagree (see `app::boot_self_test`). Wrappers (a
+    /// simulator's fault injection, a profiler) see it as a call of its own.
+    fn run_rows_one(&self, out: &mut [f32], job: &RowJob<'_>) {
+        job(0, out);
+    }
     /// How many workers share the rows (for reports).
     fn count(&self) -> usize;
+}
+
+/// A borrowed set of workers (the caller keeps them, for example to read their counters).
+impl<T: Workers + ?Sized> Workers for &T {
+    fn run_rows(&self, out: &mut [f32], job: &RowJob<'_>) {
+        (**self).run_rows(out, job)
+    }
+    fn run_rows_one(&self, out: &mut [f32], job: &RowJob<'_>) {
+        (**self).run_rows_one(out, job)
+    }
+    fn count(&self) -> usize {
+        (**self).count()
+    }
 }
 
 /// Everything on the calling core.

@@ -120,6 +120,7 @@ fn prepare(model: &Path, out: &Path, seed: u64) -> Result<()> {
     }
     let (gs, _) = badge::export::resolve_group_size(&c, badge::export::GroupSize::Auto(64))?;
     let inputs = badge::export::BlobInputs {
+        prompts: badge_firmware::prompts::PromptsSpec::default(),
         config: c,
         tokenizer: &tok,
         template: badge::config::DEFAULT_TEMPLATE,

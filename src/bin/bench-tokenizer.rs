@@ -54,6 +54,7 @@ fn main() -> Result<()> {
             .map(|(n, s)| (n, vec![0.5f32; s.iter().product()]))
             .collect();
         let inputs = badge::export::BlobInputs {
+            prompts: badge_firmware::prompts::PromptsSpec::default(),
             config: c,
             tokenizer: &tok,
             template: badge::config::DEFAULT_TEMPLATE,

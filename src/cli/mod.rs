@@ -252,6 +252,14 @@ enum Command {
         /// default: the board's PSRAM less what its firmware reserves.
         #[arg(long, value_parser = parse_bytes)]
         max_memory: Option<u64>,
+        /// Play a matmul hardware fault, to watch the boot self-test fall back: `dual-core`
+        /// (both cores together are sometimes wrong) or `kernel` (the vector kernel is wrong).
+        #[arg(long, value_enum)]
+        simulate_fault: Option<FaultArg>,
+        /// Button presses before the first console line, e.g. `short,short,long` (stdin
+        /// lines `!press` and `!press long` press it too).
+        #[arg(long)]
+        press: Option<String>,
     },
     /// Print a model's parameter count, sizes and on-device memory.
     Info {
@@ -384,6 +392,13 @@ impl GenArgs {
             },
         }
     }
+}
+
+/// `--simulate-fault` of `badge sim`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum FaultArg {
+    DualCore,
+    Kernel,
 }
 
 /// `--kv-cache`: a fixed KV cache representation, or the best that fits the board.
@@ -655,6 +670,8 @@ fn run(cli: Cli) -> Result<()> {
             board,
             out,
             max_memory,
+            simulate_fault,
+            press,
         } => {
             let mut opts = badge::device::sim::SimOptions::new(image, out.clone());
             opts.board = board;
@@ -664,6 +681,13 @@ fn run(cli: Cli) -> Result<()> {
                         .context("--max-memory is larger than this host's address space")
                 })
                 .transpose()?;
+            opts.fault = simulate_fault.map(|f| match f {
+                FaultArg::DualCore => badge::device::sim::SimFault::DualCore,
+                FaultArg::Kernel => badge::device::sim::SimFault::Kernel,
+            });
+            if let Some(list) = &press {
+                opts.presses = badge::device::sim::parse_presses(list)?;
+            }
             let stdin = std::io::stdin();
             let report = badge::device::sim::run_sim(&opts, stdin.lock(), std::io::stdout())?;
             eprintln!(

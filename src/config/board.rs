@@ -24,6 +24,33 @@ pub struct I2sPins {
     pub sample_rate: u32,
 }
 
+/// The badge's button: the GPIO it is on, the level that means pressed, and whether the
+/// chip's internal pull-up is needed (a button to ground with no resistor on the board).
+/// Default: GPIO 0, the BOOT button every ESP32-S3 board has, active low with the pull-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ButtonPin {
+    pub gpio: u8,
+    #[serde(default = "yes")]
+    pub active_low: bool,
+    #[serde(default = "yes")]
+    pub pull_up: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for ButtonPin {
+    fn default() -> Self {
+        ButtonPin {
+            gpio: 0,
+            active_low: true,
+            pull_up: true,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Board {
@@ -35,6 +62,8 @@ pub struct Board {
     pub partition_table: PathBuf,
     pub model_partition: String,
     pub i2s: I2sPins,
+    #[serde(default)]
+    pub button: ButtonPin,
 }
 
 /// One row of an ESP-IDF partition CSV.
@@ -132,7 +161,28 @@ impl Board {
         let mut b: Board = toml::from_str(&read_to_string(path)?)
             .with_context(|| format!("{}: not a valid board profile", path.display()))?;
         b.partition_table = relative_to(path, &b.partition_table);
+        b.check_pins()
+            .with_context(|| format!("{}: bad pin assignment", path.display()))?;
         Ok(b)
+    }
+
+    /// Pins exist on the ESP32-S3 (GPIO 0..=48) and are used once.
+    fn check_pins(&self) -> Result<()> {
+        let pins = [
+            ("i2s.bclk", self.i2s.bclk),
+            ("i2s.ws", self.i2s.ws),
+            ("i2s.dout", self.i2s.dout),
+            ("button.gpio", self.button.gpio),
+        ];
+        for (i, (name, pin)) in pins.iter().enumerate() {
+            if *pin > 48 {
+                bail!("{name} = {pin}: the ESP32-S3 has GPIO 0 to 48");
+            }
+            if let Some((other, _)) = pins[..i].iter().find(|(_, p)| p == pin) {
+                bail!("{name} = {pin} is also {other}");
+            }
+        }
+        Ok(())
     }
 
     /// The model partition of the board's table.
@@ -320,5 +370,48 @@ impl MemoryPlan {
             mb(self.psram_total),
             self.psram_headroom
         )
+    }
+}
+
+#[cfg(test)]
+mod button_tests {
+    use super::*;
+
+    #[test]
+    fn button_pin_defaults_and_checks() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let b = Board::load(&root.join(DEFAULT_BOARD)).unwrap();
+        assert_eq!(b.button, ButtonPin::default());
+        assert_eq!(
+            (b.button.gpio, b.button.active_low, b.button.pull_up),
+            (0, true, true)
+        );
+        let full = std::fs::read_to_string(root.join(DEFAULT_BOARD)).unwrap();
+        // The profile without its [button] section (each test writes its own).
+        let text = &full[..full
+            .find("\n[button]")
+            .expect("the default board names its button")];
+        let dir = tempfile::tempdir().unwrap();
+        let write = |extra: &str| {
+            let p = dir.path().join("board.toml");
+            std::fs::write(&p, format!("{text}\n{extra}")).unwrap();
+            p
+        };
+        let p = write("[button]\ngpio = 14\nactive_low = false\n");
+        let b = Board::load(&p).unwrap();
+        assert_eq!(
+            (b.button.gpio, b.button.active_low, b.button.pull_up),
+            (14, false, true)
+        );
+        let e = format!(
+            "{:#}",
+            Board::load(&write("[button]\ngpio = 5\n")).unwrap_err()
+        );
+        assert!(e.contains("button.gpio = 5 is also i2s.bclk"), "{e}");
+        let e = format!(
+            "{:#}",
+            Board::load(&write("[button]\ngpio = 49\n")).unwrap_err()
+        );
+        assert!(e.contains("GPIO 0 to 48"), "{e}");
     }
 }

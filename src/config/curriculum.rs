@@ -183,6 +183,21 @@ pub struct Curriculum {
     pub phase: Vec<PhaseConfig>,
     #[serde(default)]
     pub voice: Option<Voice>,
+    /// What the badge's button asks (see `export::button_prompts`).
+    #[serde(default)]
+    pub buttons: ButtonsSection,
+}
+
+/// The curriculum's `[buttons]` section.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ButtonsSection {
+    /// Asked by the first short press.
+    #[serde(default)]
+    pub intro: Option<String>,
+    /// Asked in turn by further short presses.
+    #[serde(default)]
+    pub ask_me_about: Option<Vec<String>>,
 }
 
 fn default_template() -> String {

@@ -13,11 +13,15 @@ use badge_firmware::app::embedded_storage::{
     nor_flash::{ErrorType, NorFlashError, NorFlashErrorKind, ReadNorFlash},
 };
 use badge_firmware::app::{
-    self, AnswerRecord, AppConfig, AppError, Clock, Peripherals, SessionReport, Speaker, Utterance,
+    self, AnswerRecord, AnswerSource, AppConfig, AppError, Buttons, Clock, Peripherals,
+    SessionReport, Speaker, Utterance,
 };
+use badge_firmware::buttons::{Press, PressKind};
+use badge_firmware::engine::MatmulMode;
 use badge_firmware::generate::GenerateOptions;
 use badge_firmware::sam::{Channels, Pcm16Sink, Volume, SAMPLE_RATE};
-use badge_firmware::workers::ThreadWorkers;
+use badge_firmware::workers::{RowJob, ThreadWorkers, Workers};
+use std::cell::Cell;
 use std::fs::File;
 use std::io::{BufRead, BufWriter, Read as _, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -37,6 +41,92 @@ pub struct SimOptions {
     pub generate: GenerateOptions,
     /// Longest question accepted, in characters.
     pub max_question_chars: usize,
+    /// A hardware fault to simulate, to see the boot self-test fall back (`--simulate-fault`).
+    pub fault: Option<SimFault>,
+    /// Button presses made before the first console line (`--press short,short,long`).
+    pub presses: Vec<PressKind>,
+}
+
+/// Parses `--press`: comma-separated `short` / `long`.
+pub fn parse_presses(list: &str) -> Result<Vec<PressKind>> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|w| !w.is_empty())
+        .map(|w| match w {
+            "short" => Ok(PressKind::Short),
+            "long" => Ok(PressKind::Long),
+            _ => Err(anyhow!(
+                "--press: {w:?} is not a press; use short or long, separated by commas"
+            )),
+        })
+        .collect()
+}
+
+/// The badge's button, pressed as `--press` says: each poll hands out the next press, so
+/// all of them come before the console is read (one utterance each, in order).
+struct ScriptedButtons {
+    presses: std::collections::VecDeque<PressKind>,
+}
+
+impl Buttons for ScriptedButtons {
+    fn poll(&mut self, now: u64) -> Option<Press> {
+        self.presses.pop_front().map(|k| Press::synthetic(k, now))
+    }
+}
+
+/// A fault of the badge's matmul hardware for the simulator to play, through the `Workers`
+/// the firmware is given (the firmware's code paths stay exactly the badge's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimFault {
+    /// Every third matmul shared by both workers comes back with one value off by one bit,
+    /// as dual-core PIE runs did on another project's boards; one worker alone stays right.
+    DualCore,
+    /// Every matmul through the workers, shared or on one worker, comes back with one value
+    /// off: a vector kernel wrong on every core. Only the portable kernel, which bypasses the
+    /// workers, stays right.
+    Kernel,
+}
+
+/// The simulated second core (a thread), misbehaving as `fault` says, counting the matmuls it
+/// is given (so a test can see that a fallback really took the workers out of the loop).
+struct SimWorkers {
+    inner: ThreadWorkers,
+    fault: Option<SimFault>,
+    shared_calls: Cell<usize>,
+    one_calls: Cell<usize>,
+}
+
+impl SimWorkers {
+    /// Flips the lowest mantissa bit of the last value: the smallest change bit-for-bit
+    /// comparison must still see.
+    fn corrupt(out: &mut [f32]) {
+        if let Some(v) = out.last_mut() {
+            *v = f32::from_bits(v.to_bits() ^ 1);
+        }
+    }
+}
+
+impl Workers for SimWorkers {
+    fn run_rows(&self, out: &mut [f32], job: &RowJob<'_>) {
+        self.inner.run_rows(out, job);
+        let call = self.shared_calls.get();
+        self.shared_calls.set(call + 1);
+        match self.fault {
+            Some(SimFault::DualCore) if call % 3 == 2 => Self::corrupt(out),
+            Some(SimFault::Kernel) => Self::corrupt(out),
+            _ => {}
+        }
+    }
+    fn run_rows_one(&self, out: &mut [f32], job: &RowJob<'_>) {
+        self.inner.run_rows_one(out, job);
+        self.one_calls.set(self.one_calls.get() + 1);
+        if self.fault == Some(SimFault::Kernel) {
+            Self::corrupt(out);
+        }
+    }
+    fn count(&self) -> usize {
+        self.inner.count()
+    }
 }
 
 impl SimOptions {
@@ -48,6 +138,8 @@ impl SimOptions {
             memory_budget: None,
             generate: GenerateOptions::default(),
             max_question_chars: app::MAX_QUESTION_CHARS,
+            fault: None,
+            presses: Vec::new(),
         }
     }
 }
@@ -55,6 +147,8 @@ impl SimOptions {
 /// One answer of a simulated session.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SimAnswer {
+    /// `typed`, `button` or `repeat` (a long press: the last answer again).
+    pub source: &'static str,
     pub question: String,
     pub text: String,
     pub generated_tokens: usize,
@@ -70,6 +164,20 @@ pub struct SimReport {
     pub answers: Vec<SimAnswer>,
     pub empty_lines: usize,
     pub rejected_lines: usize,
+    /// How the boot self-test left the matmul: `all-workers`, `one-worker` or `portable`.
+    pub matmul_mode: &'static str,
+    /// Matmuls the workers were given to share, and to run on one worker (self-test included).
+    pub shared_matmuls: usize,
+    pub one_worker_matmuls: usize,
+}
+
+/// The name `SimReport::matmul_mode` uses for a mode.
+pub fn mode_name(mode: MatmulMode) -> &'static str {
+    match mode {
+        MatmulMode::AllWorkers => "all-workers",
+        MatmulMode::OneWorker => "one-worker",
+        MatmulMode::Portable => "portable",
+    }
 }
 
 /// The WAV written for the `index`-th answer (counting from 0): `answer-001.wav` first.
@@ -153,6 +261,13 @@ struct ConsoleIn<R>(R);
 
 impl<R> embedded_io::ErrorType for ConsoleIn<R> {
     type Error = embedded_io::ErrorKind;
+}
+
+/// Always ready: the simulator's console blocks on its input, and ends at its end.
+impl<R: BufRead> embedded_io::ReadReady for ConsoleIn<R> {
+    fn read_ready(&mut self) -> Result<bool, Self::Error> {
+        Ok(true)
+    }
 }
 
 impl<R: BufRead> embedded_io::Read for ConsoleIn<R> {
@@ -282,10 +397,18 @@ pub fn run_sim(opts: &SimOptions, input: impl BufRead, output: impl Write) -> Re
             error: None,
         },
         clock: HostClock(Instant::now()),
+        buttons: ScriptedButtons {
+            presses: opts.presses.iter().copied().collect(),
+        },
     };
     let mut answers = Vec::new();
     let mut on_answer = |a: &AnswerRecord<'_>| {
         answers.push(SimAnswer {
+            source: match a.source {
+                AnswerSource::Typed => "typed",
+                AnswerSource::Button => "button",
+                AnswerSource::Repeat => "repeat",
+            },
             question: a.question.to_string(),
             text: a.text.to_string(),
             generated_tokens: a.stats.generated_tokens,
@@ -294,13 +417,13 @@ pub fn run_sim(opts: &SimOptions, input: impl BufRead, output: impl Write) -> Re
             wav: answer_wav(&opts.out_dir, a.index),
         })
     };
-    let result = app::run(
-        &mut flash,
-        ThreadWorkers::new(),
-        &mut io,
-        &cfg,
-        &mut on_answer,
-    );
+    let workers = SimWorkers {
+        inner: ThreadWorkers::new(),
+        fault: opts.fault,
+        shared_calls: Cell::new(0),
+        one_calls: Cell::new(0),
+    };
+    let result = app::run(&mut flash, &workers, &mut io, &cfg, &mut on_answer);
     if let Some(e) = io.speaker.error.take() {
         return Err(e.context("writing the answers' WAV files"));
     }
@@ -315,5 +438,8 @@ pub fn run_sim(opts: &SimOptions, input: impl BufRead, output: impl Write) -> Re
         answers,
         empty_lines: report.empty_lines,
         rejected_lines: report.rejected_lines,
+        matmul_mode: mode_name(report.self_test.map_or(MatmulMode::AllWorkers, |t| t.mode)),
+        shared_matmuls: workers.shared_calls.get(),
+        one_worker_matmuls: workers.one_calls.get(),
     })
 }

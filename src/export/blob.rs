@@ -57,6 +57,8 @@ pub struct BlobInputs<'a> {
     pub voice: Voice,
     pub kv_cache: KvCacheKind,
     pub group_size: usize,
+    /// What the button asks ([`crate::export::button_prompts::button_prompts`]).
+    pub prompts: badge_firmware::prompts::PromptsSpec,
 }
 
 /// Quantizes every matrix and assembles the blob; returns its bytes and the error report.
@@ -109,6 +111,7 @@ pub fn build_blob(inputs: &BlobInputs<'_>, weights: &FlatParams) -> Result<(Vec<
         eos_id: inputs.tokenizer.eos_id(),
         tokenizer: inputs.tokenizer.to_spec()?,
         template: inputs.template.to_string(),
+        prompts: inputs.prompts.clone(),
         tensors,
     };
     Ok((BlobWriter::write(&spec), QuantReport::new(gs, errors)))
@@ -232,8 +235,10 @@ pub fn export(opts: &ExportOptions) -> Result<ExportResult> {
         .as_deref()
         .map(crate::config::board::Board::load)
         .transpose()?;
+    let prompts = crate::export::button_prompts::button_prompts(&rc)?;
     let build = |kv_cache| {
         let inputs = BlobInputs {
+            prompts: prompts.clone(),
             config: cfg,
             tokenizer,
             template: &rc.curriculum.template,

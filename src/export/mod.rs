@@ -3,6 +3,7 @@
 //! Imports `answer` (quality uses the answerers), `run`, `train`, `data`, `config` and `util`.
 
 mod blob;
+pub mod button_prompts;
 pub mod info;
 pub mod inspect;
 pub mod llama2c;

@@ -73,11 +73,22 @@ pub fn random_blob(
     seed: u64,
     kv: badge_firmware::config::KvCacheKind,
 ) -> (Vec<u8>, badge::run::FlatParams) {
+    random_blob_with_prompts(c, seed, kv, badge_firmware::prompts::PromptsSpec::default())
+}
+
+/// [`random_blob`] with the given button prompts.
+pub fn random_blob_with_prompts(
+    c: &ModelConfig,
+    seed: u64,
+    kv: badge_firmware::config::KvCacheKind,
+    prompts: badge_firmware::prompts::PromptsSpec,
+) -> (Vec<u8>, badge::run::FlatParams) {
     let tok = small_tokenizer(c.vocab_size as usize);
     let w = random_weights(c, seed);
     let gs = badge_firmware::quant::choose_group_size(64, &[c.dim as usize, c.hidden_dim as usize])
         .unwrap();
     let inputs = badge::export::BlobInputs {
+        prompts,
         config: *c,
         tokenizer: &tok,
         template: badge::config::DEFAULT_TEMPLATE,

@@ -8,7 +8,10 @@
 //! - speaker: I2S0 TX with a DMA stream buffer, 16-bit stereo frames (L = R) at the board's
 //!   sample rate, to a MAX98357A on the board profile's pins (see `build.rs`);
 //! - workers: core 1 started with `CpuControl`, taking half of each matmul's rows;
-//! - clock: `esp_hal::time::Instant`.
+//! - clock: `esp_hal::time::Instant`;
+//! - buttons: the board profile's button pin, read with esp-hal's GPIO `Input` on every poll
+//!   and debounced by `badge_firmware::buttons::Debouncer` (no GPIO interrupt); between polls
+//!   the main loop waits `BUTTON_POLL_MS`.
 //!
 //! PIE (the int8 dot-product unit, coprocessor 3) runs only in the matmul jobs, never in an
 //! interrupt handler: interrupt entry does not save its registers. This program installs no
@@ -20,7 +23,8 @@
 
 extern crate alloc;
 
-use badge_firmware::app::{self, AppConfig, Clock, Peripherals, Speaker, Utterance};
+use badge_firmware::app::{self, AppConfig, Buttons, Clock, Peripherals, Speaker, Utterance};
+use badge_firmware::buttons::{Debouncer, Press};
 use badge_firmware::sam::{Channels, Pcm16Sink, Volume};
 use badge_firmware::workers::{split_point, RowJob, Workers};
 use core::cell::{RefCell, UnsafeCell};
@@ -30,7 +34,8 @@ use esp_backtrace as _;
 use esp_hal::clock::CpuClock;
 use esp_hal::dma::DmaTxStreamBuf;
 use esp_hal::dma_tx_stream_buffer;
-use esp_hal::gpio::AnyPin;
+use esp_hal::delay::Delay;
+use esp_hal::gpio::{AnyPin, Input, InputConfig, Pull};
 use esp_hal::i2s::master::{
     Channels as I2sChannels, DataFormat, I2s, I2sTx, I2sTxDmaTransfer, TdmConfig,
 };
@@ -66,6 +71,20 @@ const I2S_DOUT: u8 = board_u32(env!("BADGE_I2S_DOUT")) as u8;
 const SAMPLE_RATE: u32 = board_u32(env!("BADGE_SAMPLE_RATE"));
 const RESERVED_PSRAM: usize = board_u32(env!("BADGE_RESERVED_PSRAM")) as usize;
 const MODEL_PARTITION: &str = env!("BADGE_MODEL_PARTITION");
+const BUTTON_GPIO: u8 = board_u32(env!("BADGE_BUTTON_GPIO")) as u8;
+const BUTTON_ACTIVE_LOW: bool = board_bool(env!("BADGE_BUTTON_ACTIVE_LOW"));
+const BUTTON_PULL_UP: bool = board_bool(env!("BADGE_BUTTON_PULL_UP"));
+/// How often the idle main loop samples the button (well under the 30 ms debounce).
+const BUTTON_POLL_MS: u32 = 10;
+
+/// `true` or `false` from the board profile, at compile time.
+const fn board_bool(s: &str) -> bool {
+    match s.as_bytes() {
+        b"true" => true,
+        b"false" => false,
+        _ => panic!("board profile value is not true or false"),
+    }
+}
 const _: () = assert!(SAMPLE_RATE == badge_firmware::sam::SAMPLE_RATE);
 
 /// Enables coprocessor 3 (PIE) on the calling core. Bare-metal start-up leaves it off; the
@@ -129,6 +148,29 @@ fn core1_loop() {
             }
         }
         MAILBOX.state.store(2, Ordering::Release);
+    }
+}
+
+/// The board's button, sampled on each poll.
+struct PinButton {
+    pin: Input<'static>,
+    debouncer: Debouncer,
+    delay: Delay,
+}
+
+impl Buttons for PinButton {
+    fn poll(&mut self, now: u64) -> Option<Press> {
+        let pressed = self.pin.is_low() == BUTTON_ACTIVE_LOW;
+        self.debouncer.sample(pressed, now)
+    }
+    fn drop_pending(&mut self) {
+        self.debouncer.drop_pending();
+    }
+    /// A plain delay: this program installs no interrupt handlers, so `waiti` would have
+    /// nothing to wake it, and light sleep stops the USB-Serial-JTAG console. See the README
+    /// ("Buttons and idle") for what this costs and what is left to do.
+    fn wait(&mut self) {
+        self.delay.delay_millis(BUTTON_POLL_MS);
     }
 }
 
@@ -316,6 +358,15 @@ fn main() -> ! {
         control: RefCell::new(Some(CpuControl::new(p.CPU_CTRL))),
         guard: RefCell::new(None),
     };
+    // SAFETY: the button's pin number from the board profile is used here only (build.rs
+    // and `Board::load` refuse a profile that gives it to the I2S pins too).
+    let button_pin = unsafe { AnyPin::steal(BUTTON_GPIO) };
+    let pull = if BUTTON_PULL_UP { Pull::Up } else { Pull::None };
+    let button = PinButton {
+        pin: Input::new(button_pin, InputConfig::default().with_pull(pull)),
+        debouncer: Debouncer::new(),
+        delay: Delay::new(),
+    };
     let mut io = Peripherals {
         console_in: rx,
         console_out: tx,
@@ -323,6 +374,7 @@ fn main() -> ! {
             audio: Audio::Idle(i2s_tx, ring),
         },
         clock: Millis,
+        buttons: button,
     };
     let mut cfg = AppConfig::new(psram_bytes.saturating_sub(RESERVED_PSRAM));
     cfg.model_partition = MODEL_PARTITION;

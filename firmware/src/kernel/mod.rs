@@ -63,6 +63,62 @@ pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
     }
 }
 
+/// Which group-dot code a matmul runs (see [`q8_matvec_with`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Kernel {
+    /// This build's fast path: the PIE kernel on the badge, the vectorised code on the host.
+    #[default]
+    Vector,
+    /// The plain scalar loop ([`dot_i8_portable`]) for every group: the reference, and the
+    /// badge's fallback when the boot self-test finds the PIE kernel wrong.
+    Portable,
+}
+
+/// [`q8_matvec`] with the given kernel. Both give the same bits (the integer group sums are
+/// exact and the float operations are the same, in the same order).
+#[allow(clippy::too_many_arguments)]
+pub fn q8_matvec_with(
+    kernel: Kernel,
+    wq: &[i8],
+    ws: &[f32],
+    cols: usize,
+    group_size: usize,
+    xq: &[i8],
+    xs: &[f32],
+    out: &mut [f32],
+) {
+    match kernel {
+        Kernel::Vector => q8_matvec(wq, ws, cols, group_size, xq, xs, out),
+        Kernel::Portable => {
+            let (wq, ws, xq, xs) = checked_operands(wq, ws, cols, group_size, xq, xs, out.len());
+            matvec_groups(dot_i8_portable, wq, ws, cols, group_size, xq, xs, out);
+        }
+    }
+}
+
+/// The operands of a matvec with `rows` output rows, checked (panics on a caller's shape
+/// error) and cut to exactly what it reads.
+fn checked_operands<'a>(
+    wq: &'a [i8],
+    ws: &'a [f32],
+    cols: usize,
+    group_size: usize,
+    xq: &'a [i8],
+    xs: &'a [f32],
+    rows: usize,
+) -> (&'a [i8], &'a [f32], &'a [i8], &'a [f32]) {
+    assert!(group_size > 0 && cols.is_multiple_of(group_size));
+    let groups = cols / group_size;
+    assert!(wq.len() >= rows * cols && ws.len() >= rows * groups);
+    assert!(xq.len() >= cols && xs.len() >= groups);
+    (
+        &wq[..rows * cols],
+        &ws[..rows * groups],
+        &xq[..cols],
+        &xs[..groups],
+    )
+}
+
 /// A fixed-length group dot product (the length known at compile time lets LLVM unroll it into
 /// a few widening multiply-adds).
 #[cfg(not(all(feature = "esp32s3", target_arch = "xtensa")))]
@@ -88,12 +144,7 @@ pub fn q8_matvec(
     xs: &[f32],
     out: &mut [f32],
 ) {
-    assert!(group_size > 0 && cols.is_multiple_of(group_size));
-    let groups = cols / group_size;
-    assert!(wq.len() >= out.len() * cols && ws.len() >= out.len() * groups);
-    assert!(xq.len() >= cols && xs.len() >= groups);
-    let (wq, ws) = (&wq[..out.len() * cols], &ws[..out.len() * groups]);
-    let (xq, xs) = (&xq[..cols], &xs[..groups]);
+    let (wq, ws, xq, xs) = checked_operands(wq, ws, cols, group_size, xq, xs, out.len());
 
     #[cfg(all(feature = "esp32s3", target_arch = "xtensa"))]
     {
@@ -123,6 +174,22 @@ fn matvec_by_group(
     xs: &[f32],
     out: &mut [f32],
 ) {
+    matvec_groups(dot_i8, wq, ws, cols, gs, xq, xs, out);
+}
+
+/// One row at a time, `dot` for every group.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn matvec_groups(
+    dot: impl Fn(&[i8], &[i8]) -> i32,
+    wq: &[i8],
+    ws: &[f32],
+    cols: usize,
+    gs: usize,
+    xq: &[i8],
+    xs: &[f32],
+    out: &mut [f32],
+) {
     let groups = cols / gs;
     for ((o, wr), sr) in out
         .iter_mut()
@@ -135,7 +202,7 @@ fn matvec_by_group(
             .zip(xq.chunks_exact(gs))
             .zip(sr.iter().zip(xs))
         {
-            sum += dot_i8(wg, xg) as f32 * s * x_s;
+            sum += dot(wg, xg) as f32 * s * x_s;
         }
         *o = sum;
     }
@@ -398,6 +465,9 @@ mod tests {
                 bits(&want),
                 "portable {rows}x{cols} gs {gs}"
             );
+            let mut scalar = alloc::vec![0f32; rows];
+            q8_matvec_with(Kernel::Portable, &wq, &ws, cols, gs, &xq, &xs, &mut scalar);
+            assert_eq!(bits(&scalar), bits(&want), "scalar {rows}x{cols} gs {gs}");
         }
     }
 }

@@ -4,50 +4,99 @@
 //! parsed and executed on the host by [`super::pie_interp`], which is how the kernel is tested:
 //! no machine in this project can run PIE instructions, and no Xtensa toolchain is reachable.
 //!
+//! # The rule it is written to: no load-use hazards
+//!
+//! A public ESP32-S3 project that ran int8 PIE dot products on both cores of real hardware
+//! (an M5Stack CoreS3 port of a small diffusion model; its hardware notes) saw results change
+//! from run to run for the same input when both cores ran PIE at once, never with one core.
+//! It traced this to two patterns, both in this kernel's earlier shape (Espressif's
+//! single-core one): a fused `ee.vmulas.s8.accx.ld.ip q0, a, 16, q0, q1`, whose load target is
+//! one of its own MAC sources and which sometimes multiplied the new value when the other core
+//! slowed internal-SRAM reads; and a q register read right after the `ee.vld.128.ip` that
+//! loaded it, which still failed about one long run in four. It cites Espressif's esp-dl
+//! documentation for a two-cycle latency from a q-register load to its use. What held in every
+//! run there, and what this kernel obeys:
+//!
+//! * no fused MAC+load into one of its MAC sources (this kernel uses no fused form at all);
+//! * every load is issued ahead, into a register the current MAC does not read;
+//! * at least four instructions between a load and the first instruction that reads its
+//!   register, counted along the executed path, loop wrap-around included.
+//!
+//! The host interpreter enforces these rules ([`super::pie_interp::Hazards`]): the old shape
+//! is rejected there, and with hazards turned into garbage it gives wrong sums, as it did on
+//! that hardware. This kernel runs clean with windows of 2, 3 and 4 instructions.
+//!
+//! What stays unknown until it runs on a badge: whether four instructions are enough on this
+//! board's PSRAM (that project's data was in internal SRAM; our weights stream from PSRAM
+//! through the cache, whose miss latency is far longer than any window), whether plain loads
+//! back to back have a hazard of their own that nobody has reported, and whether the fault
+//! needs other bus traffic (Wi-Fi, DMA to the I2S speaker). The boot self-test
+//! ([`crate::app::boot_self_test`]) therefore runs a real matmul on both cores several times
+//! and falls back to one core, or to the portable kernel, on any difference.
+//!
 //! # Shape
 //!
+//! Chunks of 16 values; `c = n/16 = 2p + r`. The odd chunk (if any) goes to q4/q5 first; the
+//! pairs run through a two-pair ring, q0/q1 for even chunks and q2/q3 for odd ones. Each loop
+//! iteration multiplies the pair loaded by the previous iteration (zeros the first time) and
+//! loads the next one into the registers it just read; the epilogue multiplies what the last
+//! iteration loaded. Every register is read 5 or more instructions after its load.
+//!
 //! ```text
-//!     srli    cnt, n, 4                  ; chunks of 16 values
-//!     ee.zero.accx                       ; ACCX = 0
-//!     ee.vld.128.ip q0, a, 16            ; preload a[0..16]
-//!     ee.vld.128.ip q1, b, 16            ; preload b[0..16]
-//!     addi    cnt, cnt, -1               ; the last chunk is done after the loop
-//!     loopgtz cnt, 2f                    ; zero-overhead loop, skipped when cnt <= 0
-//!     ee.vmulas.s8.accx.ld.ip q0, a, 16, q0, q1   ; ACCX += q0·q1 (old values), q0 = next a
-//!     ee.vld.128.ip q1, b, 16            ;                                    q1 = next b
-//! 2:  ee.vmulas.s8.accx q0, q1           ; last chunk: plain MAC, no read past the end
+//!     srli    cnt, n, 5                  ; p = pairs of chunks
+//!     extui   odd, n, 4, 1               ; r = 1 when the chunk count is odd
+//!     ee.zero.q q4                       ; odd chunk absent: q4 = 0 makes its MAC add 0
+//!     loopgtz odd, 1f                    ; runs once when r = 1
+//!     ee.vld.128.ip q4, a, 16            ;   odd chunk of a
+//!     ee.vld.128.ip q5, b, 16            ;   odd chunk of b
+//! 1:  ee.zero.accx
+//!     ee.zero.q q0                       ; the first iteration's MACs add 0
+//!     ee.zero.q q2
+//!     loopgtz cnt, 2f                    ; p iterations, skipped when p = 0
+//!     ee.vmulas.s8.accx q0, q1           ;   previous even chunk
+//!     ee.vld.128.ip q0, a, 16            ;   next even chunk: read 6 instructions later
+//!     ee.vld.128.ip q1, b, 16            ;                     read 5 instructions later
+//!     ee.vmulas.s8.accx q2, q3           ;   previous odd chunk
+//!     ee.vld.128.ip q2, a, 16            ;   next odd chunk: read 6 instructions later
+//!     ee.vld.128.ip q3, b, 16            ;                    read 5 instructions later
+//!     nop                                ;   keeps q1/q3 five instructions from their use
+//! 2:  ee.vmulas.s8.accx q0, q1           ; last even chunk
+//!     ee.vmulas.s8.accx q4, q5           ; odd chunk (or 0)
+//!     nop                                ; keeps q3 five instructions from its load
+//!     ee.vmulas.s8.accx q2, q3           ; last odd chunk
 //!     nop                                ; two instructions between the last MAC
 //!     nop                                ; and reading ACCX
 //!     rur.accx_0 out                     ; ACCX bits 31..0
 //! ```
 //!
-//! It reads exactly `n` bytes of each operand (the loop ends with the plain MAC, not the fused
-//! form, so nothing past the end is touched). Instructions for one group (counted by the
-//! interpreter, see the `pie_kernel` tests): 6 before the loop, 2 per loop iteration
-//! (`n/16 - 1` iterations), 4 after it: `8 + n/8`, i.e. 12 for a group of 32 values, 16 for a
-//! group of 64.
+//! It reads exactly `n` bytes of each operand and nothing past them. Instructions for one
+//! group (counted by the interpreter, see the `pie_kernel` tests): `15 + 7p + 2r`, i.e. 22 for
+//! a group of 32 values and 29 for a group of 64 (the earlier hazardous shape: 12 and 16).
+//! With `n = 0` both loops are skipped and the result is 0 without any read.
 //!
 //! # Cost (from the interpreter; `cargo test --release --test pie_kernel cost_figures -- --nocapture`)
 //!
-//! * 64-value group: 16 instructions, 16 cycles; 32-value group: 12 instructions, 12 cycles
-//!   (one cycle per instruction, loads from internal SRAM, zero-overhead loop, the two nops
-//!   included).
+//! * 32-value group: 22 instructions, 22 cycles; 64-value group: 29 and 29 (one cycle per
+//!   instruction, loads from internal SRAM, zero-overhead loop, nops included).
 //! * badge-6m per token (dim 224, hidden 768, 8 layers, kv_dim 112, vocab 1024; group 32 since
-//!   64 does not divide 224): 5 562 368 weights = 173 824 group dots. Kernel alone: 2 085 888
-//!   cycles = 8.7 ms at 240 MHz; with an assumed 6-cycle call and 8 cycles of per-group scale
-//!   work (two scale loads, int→float, two float multiply/adds, loop): 4 519 424 cycles =
-//!   18.8 ms, about 53 tokens/s of matmul compute if the weights were in internal SRAM.
+//!   64 does not divide 224): 5 562 368 weights = 173 824 group dots. Kernel alone: 3 824 128
+//!   cycles = 15.9 ms at 240 MHz (the hazardous shape: 2 085 888 = 8.7 ms); with an assumed
+//!   6-cycle call and 8 cycles of per-group scale work: 6 257 664 cycles = 26.1 ms, about 38
+//!   tokens/s of matmul compute if the weights were in internal SRAM (hazardous shape: 18.8
+//!   ms, 53 tokens/s).
 //! * They are not (5.6 MB vs 512 KB): streaming 6 257 664 bytes (int8 + f32 scales) per token
-//!   from PSRAM at the ~44 MB/s reported for the S3 takes ~142 ms, about 7 tokens/s. The
-//!   kernel is therefore not the bottleneck; memory bandwidth is.
+//!   from PSRAM at the ~44 MB/s reported for the S3 takes ~142 ms, about 7 tokens/s, with
+//!   either kernel. Even if compute and streaming did not overlap at all, the safe kernel
+//!   costs 7.3 ms of 161 ms per token (6.21 → 5.94 tokens/s, -4.3 %); as far as they overlap it
+//!   costs nothing: memory bandwidth, not the kernel, bounds tokens per second.
 //!
 //! # Registers
 //!
 //! Rust's Xtensa `asm!` knows the register classes `reg`, `freg` and `breg` only: the PIE
 //! vector registers `q0`..`q7` and the accumulator ACCX can be neither operands nor clobbers.
-//! The template therefore names `q0` and `q1` literally; the compiler never allocates them, so
+//! The template therefore names `q0`..`q5` literally; the compiler never allocates them, so
 //! nothing compiled by rustc lives in them. Other hand-written assembly that keeps values in
-//! q0/q1/ACCX across a call to this kernel would see them clobbered.
+//! q0..q5/ACCX across a call to this kernel would see them clobbered.
 //!
 //! The loop also overwrites the loop registers LBEG/LEND/LCOUNT, which `asm!` cannot declare
 //! either. Zero-overhead loops do not nest, so the kernel must not be inlined into a
@@ -67,10 +116,10 @@
 //!
 //! * both pointers 16-byte aligned: `ee.vld.128.ip` silently ignores the low four address bits,
 //!   so a misaligned pointer reads the wrong bytes (partly outside the operand) with no fault;
-//! * `n` a multiple of 16 with `16 ≤ n ≤ 2^16`. `n = 0` is excluded: the count register would
-//!   be -1, `loopgtz` skips the loop, but the preloads and the final MAC still read and multiply
-//!   one chunk of each operand. (With `loopnez` instead, -1 would mean 2^32 iterations.) The safe
-//!   wrapper `dot_i8_pie_slices` returns 0 for empty slices without entering the assembly;
+//! * `n` a multiple of 16 with `16 ≤ n ≤ 2^16` (a length that is not a multiple of 16 would
+//!   silently drop its tail). `n = 0` would be harmless now (nothing read, result 0) but stays
+//!   excluded, and the safe wrapper `dot_i8_pie_slices` returns 0 for empty slices without
+//!   entering the assembly;
 //! * not from an interrupt handler: interrupt entry does not save q0..q7 or ACCX, so an
 //!   interrupted kernel, or a kernel in a handler, corrupts the other's PIE state;
 //! * PIE (coprocessor 3) enabled in CPENABLE on the calling core, which ESP-IDF does lazily per
@@ -80,19 +129,32 @@
 /// or a macro producing one) and [`PIE_DOT_ASM`] share one source of text.
 ///
 /// Operands: `{a}` and `{b}` the operand pointers (advanced by the kernel), `{n}` the length,
-/// `{cnt}` a scratch register, `{out}` the result.
+/// `{cnt}` and `{odd}` scratch registers, `{out}` the result.
 macro_rules! pie_dot_asm {
     () => {
-        "srli {cnt}, {n}, 4
+        "srli {cnt}, {n}, 5
+extui {odd}, {n}, 4, 1
+ee.zero.q q4
+loopgtz {odd}, 1f
+ee.vld.128.ip q4, {a}, 16
+ee.vld.128.ip q5, {b}, 16
+1:
 ee.zero.accx
+ee.zero.q q0
+ee.zero.q q2
+loopgtz {cnt}, 2f
+ee.vmulas.s8.accx q0, q1
 ee.vld.128.ip q0, {a}, 16
 ee.vld.128.ip q1, {b}, 16
-addi {cnt}, {cnt}, -1
-loopgtz {cnt}, 2f
-ee.vmulas.s8.accx.ld.ip q0, {a}, 16, q0, q1
-ee.vld.128.ip q1, {b}, 16
+ee.vmulas.s8.accx q2, q3
+ee.vld.128.ip q2, {a}, 16
+ee.vld.128.ip q3, {b}, 16
+nop
 2:
 ee.vmulas.s8.accx q0, q1
+ee.vmulas.s8.accx q4, q5
+nop
+ee.vmulas.s8.accx q2, q3
 nop
 nop
 rur.accx_0 {out}"
@@ -100,7 +162,8 @@ rur.accx_0 {out}"
 }
 
 /// The exact template text of the `asm!` block in `dot_i8_pie` (compiled on every target, so
-/// the host interpreter can run it). Placeholders: `{a}`, `{b}`, `{n}`, `{cnt}`, `{out}`.
+/// the host interpreter can run it). Placeholders: `{a}`, `{b}`, `{n}`, `{cnt}`, `{odd}`,
+/// `{out}`.
 pub const PIE_DOT_ASM: &str = pie_dot_asm!();
 
 /// Largest `n` for which the 32-bit read of ACCX is exact (see the module documentation).
@@ -192,14 +255,14 @@ pub fn check_pie_preconditions(a: *const i8, b: *const i8, n: usize) -> Result<(
 /// * `n` is a multiple of 16 with `16 ≤ n ≤ 2^16` (see [`check_pie_preconditions`], asserted
 ///   in debug builds);
 /// * not called from an interrupt handler, and PIE is enabled on this core;
-/// * no surrounding hand-written assembly expects q0, q1, ACCX or the loop registers to survive.
+/// * no surrounding hand-written assembly expects q0..q5, ACCX or the loop registers to survive.
 #[cfg(all(feature = "esp32s3", target_arch = "xtensa"))]
 #[inline(never)]
 pub unsafe fn dot_i8_pie(a: *const i8, b: *const i8, n: usize) -> i32 {
     debug_assert_eq!(check_pie_preconditions(a, b, n), Ok(()));
     let out: i32;
     // SAFETY: the caller guarantees the preconditions above. The template reads exactly `n`
-    // bytes from each pointer and writes no memory; q0, q1, ACCX and LBEG/LEND/LCOUNT are
+    // bytes from each pointer and writes no memory; q0..q5, ACCX and LBEG/LEND/LCOUNT are
     // clobbered but cannot be declared (see the module documentation).
     #[cfg(not(badge_check_no_asm))]
     unsafe {
@@ -209,6 +272,7 @@ pub unsafe fn dot_i8_pie(a: *const i8, b: *const i8, n: usize) -> i32 {
             b = inout(reg) b => _,
             n = in(reg) n,
             cnt = out(reg) _,
+            odd = out(reg) _,
             out = lateout(reg) out,
             options(nostack, readonly),
         );

@@ -8,9 +8,9 @@
 //!
 //! # Supported instructions
 //!
-//! `ee.zero.accx`, `ee.vld.128.ip`, `ee.vmulas.s8.accx`, `ee.vmulas.s8.accx.ld.ip`,
-//! `rur.accx_0`, `rur.accx_1`, `wur.accx_0`, `wur.accx_1`, `loopnez`, `loopgtz`, `nop`, `mov`,
-//! `movi`, `srli`, `addi`, and numeric local labels (`1:`, referenced as `1f` / `1b`), one
+//! `ee.zero.accx`, `ee.zero.q`, `ee.vld.128.ip`, `ee.vmulas.s8.accx`,
+//! `ee.vmulas.s8.accx.ld.ip`, `rur.accx_0`, `rur.accx_1`, `wur.accx_0`, `wur.accx_1`,
+//! `loopnez`, `loopgtz`, `nop`, `mov`, `movi`, `srli`, `extui`, `addi`, and numeric local labels (`1:`, referenced as `1f` / `1b`), one
 //! statement per line or separated by `;`, `#` starting a comment. Semantics follow the ESP32-S3
 //! TRM as summarised in `shared/reference/esp32s3-pie.md`:
 //!
@@ -27,15 +27,38 @@
 //! * `rur.accx_1` returns bits 39..32 zero-extended; `wur.accx_1` writes bits 39..32 from the
 //!   low 8 bits of its register.
 //!
+//! # Load-use hazards ([`Machine::hazards`])
+//!
+//! The manual's semantics above are what one core sees when nothing else is going on. A
+//! public ESP32-S3 project that ran int8 PIE dot products on both cores of real hardware
+//! found two patterns that gave run-to-run differences under dual-core contention, and
+//! Espressif's esp-dl documentation gives a two-cycle latency from a q-register load to its
+//! use. The interpreter therefore enforces two rules (see [`Hazards`]):
+//!
+//! * **load-use window**: a q register written by a load (`ee.vld.128.ip`, or the load half of
+//!   `ee.vmulas.s8.accx.ld.ip`) is unavailable to the next [`Hazards::window`] executed
+//!   instructions (default [`LOAD_USE_WINDOW`] = 4). The window is counted along the path
+//!   actually executed, so a load at the end of a zero-overhead loop body and a read at its
+//!   start meet on the wrap-around, and only when the loop really iterates again;
+//! * **fused load into a MAC source**: `ee.vmulas.s8.accx.ld.ip qu, …, qx, qy` with `qu` equal
+//!   to `qx` or `qy` (the MAC may see the new value when the load completes early).
+//!
+//! In [`HazardMode::Reject`] (the default) a violation stops the run with an error naming the
+//! instruction, its line and the register. In [`HazardMode::Garbage`] the run goes on the way
+//! the failing hardware did: a register read inside its window yields pseudo-random bytes
+//! (the load has not landed), and a fused MAC whose own load targets one of its sources
+//! multiplies the newly loaded value, so value tests fail as they would on a badge.
+//! [`HazardMode::Ideal`] keeps the manual's semantics (for tests of the semantics alone).
+//!
 //! # Cycle model ([`Stats::cycles`])
 //!
 //! One cycle per executed instruction, including `loopnez`/`loopgtz` and each `nop`; the
 //! zero-overhead loop's back-edge costs nothing; 128-bit loads hit internal SRAM in one cycle
-//! with no bank conflict; q-register load-to-use latency is not modelled (none is documented for
-//! this sequence; Espressif's kernels use the same back-to-back shape). ACCX needs two
-//! instructions between a MAC and `rur.accx_*`: with [`Machine::strict_accx_latency`] (the
-//! default) reading earlier is an error; otherwise the missing distance is added as stall cycles.
-//! Call overhead around the `asm!` block is not part of the template and not counted.
+//! with no bank conflict. A kernel that is clean under the hazard rules never waits for a load,
+//! so the load latency adds no cycles. ACCX needs two instructions between a MAC and
+//! `rur.accx_*`: with [`Machine::strict_accx_latency`] (the default) reading earlier is an
+//! error; otherwise the missing distance is added as stall cycles. Call overhead around the
+//! `asm!` block is not part of the template and not counted.
 //!
 //! [`PIE_DOT_ASM`]: super::pie::PIE_DOT_ASM
 
@@ -49,11 +72,12 @@ use super::pie::PIE_DOT_ASM;
 /// Register binding used to run [`PIE_DOT_ASM`]: placeholder → address register. The real
 /// compiler picks its own registers; any distinct choice is equivalent, this one mimics the
 /// windowed ABI's first argument registers.
-pub const DOT_BINDINGS: [(&str, &str); 5] = [
+pub const DOT_BINDINGS: [(&str, &str); 6] = [
     ("a", "a2"),
     ("b", "a3"),
     ("n", "a4"),
     ("cnt", "a5"),
+    ("odd", "a7"),
     ("out", "a6"),
 ];
 
@@ -103,11 +127,86 @@ pub enum InterpError {
     },
     /// More instructions executed than the step limit allows.
     StepLimit(u64),
+    /// A q register was read inside the load-use window of the load that wrote it.
+    LoadUse {
+        /// 1-based source line of the reading instruction.
+        line: usize,
+        /// The reading instruction's text.
+        insn: String,
+        /// The register read (`q0`..`q7` as 0..7).
+        reg: u8,
+        /// 1-based source line of the load.
+        load_line: usize,
+        /// Executed instructions from the load to the read (1 = the very next one).
+        distance: u64,
+        /// The window in force.
+        window: u64,
+    },
+    /// A fused MAC+load whose load target is one of its own MAC sources.
+    FusedLoadIntoSource {
+        /// 1-based source line.
+        line: usize,
+        /// The instruction's text.
+        insn: String,
+        /// The register both loaded and multiplied.
+        reg: u8,
+    },
 }
 
 impl core::fmt::Display for InterpError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "{self:?}")
+        match self {
+            InterpError::LoadUse {
+                line,
+                insn,
+                reg,
+                load_line,
+                distance,
+                window,
+            } => write!(
+                f,
+                "line {line}: `{insn}` reads q{reg} {distance} instruction(s) after the load on \
+                 line {load_line}; a loaded q register is unavailable for {window}"
+            ),
+            InterpError::FusedLoadIntoSource { line, insn, reg } => write!(
+                f,
+                "line {line}: `{insn}` loads q{reg}, one of its own MAC sources"
+            ),
+            _ => write!(f, "{self:?}"),
+        }
+    }
+}
+
+/// Instructions after a q-register load during which the register must not be read (the
+/// distance that held on real dual-core hardware; see the module documentation).
+pub const LOAD_USE_WINDOW: u64 = 4;
+
+/// What the interpreter does about a hazard (see the module documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HazardMode {
+    /// Stop with [`InterpError::LoadUse`] or [`InterpError::FusedLoadIntoSource`].
+    Reject,
+    /// Go on with the values the failing hardware produced (garbage, or the new load).
+    Garbage,
+    /// The manual's ideal semantics: no hazards at all.
+    Ideal,
+}
+
+/// The hazard rules in force.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hazards {
+    /// Instructions after a load during which its register is unavailable.
+    pub window: u64,
+    /// What a violation does.
+    pub mode: HazardMode,
+}
+
+impl Default for Hazards {
+    fn default() -> Self {
+        Hazards {
+            window: LOAD_USE_WINDOW,
+            mode: HazardMode::Reject,
+        }
     }
 }
 
@@ -125,6 +224,11 @@ pub enum LoopKind {
 pub enum Insn {
     /// `ee.zero.accx`
     ZeroAccx,
+    /// `ee.zero.q qa`: qa = 0 (an ALU write, not a load: no load-use window).
+    ZeroQ {
+        /// Register cleared.
+        qa: u8,
+    },
     /// `ee.vld.128.ip qu, as, imm`
     Vld128Ip {
         /// Destination q register.
@@ -193,6 +297,17 @@ pub enum Insn {
         /// Shift (0..=15).
         sa: u32,
     },
+    /// `extui ar, at, shift, bits`: ar = (at >> shift) & (2^bits - 1).
+    Extui {
+        /// Destination.
+        ar: u8,
+        /// Source.
+        at: u8,
+        /// Shift (0..=31).
+        shift: u32,
+        /// Field width (1..=16).
+        bits: u32,
+    },
     /// `addi at, as, imm`
     Addi {
         /// Destination.
@@ -231,6 +346,8 @@ pub struct Program {
     pub insns: Vec<Insn>,
     /// `lines[i]` is the source line of `insns[i]`.
     pub lines: Vec<usize>,
+    /// `text[i]` is the source text of `insns[i]` (for error messages).
+    pub text: Vec<String>,
 }
 
 /// Replaces each `{name}` in `template` by its binding (`{{`/`}}` are literal braces, as in
@@ -316,6 +433,7 @@ type Fixup = (usize, u32, bool, usize);
 pub fn parse(text: &str) -> Result<Program, InterpError> {
     let mut insns = Vec::new();
     let mut lines = Vec::new();
+    let mut text_of = Vec::new();
     // Label definitions in source order: (number, index of the next instruction, line).
     let mut labels: Vec<(u32, usize, usize)> = Vec::new();
     let mut fixups: Vec<Fixup> = Vec::new();
@@ -365,6 +483,10 @@ pub fn parse(text: &str) -> Result<Program, InterpError> {
                 "ee.zero.accx" => {
                     want(0)?;
                     Insn::ZeroAccx
+                }
+                "ee.zero.q" => {
+                    want(1)?;
+                    Insn::ZeroQ { qa: qr(0)? }
                 }
                 "ee.vld.128.ip" => {
                     want(3)?;
@@ -431,6 +553,15 @@ pub fn parse(text: &str) -> Result<Program, InterpError> {
                         sa: parse_imm(ops[2], 0, 15, 1, line)? as u32,
                     }
                 }
+                "extui" => {
+                    want(4)?;
+                    Insn::Extui {
+                        ar: ar(0)?,
+                        at: ar(1)?,
+                        shift: parse_imm(ops[2], 0, 31, 1, line)? as u32,
+                        bits: parse_imm(ops[3], 1, 16, 1, line)? as u32,
+                    }
+                }
                 "addi" => {
                     want(3)?;
                     Insn::Addi {
@@ -470,6 +601,7 @@ pub fn parse(text: &str) -> Result<Program, InterpError> {
             };
             insns.push(insn);
             lines.push(line);
+            text_of.push(String::from(stmt));
         }
     }
     for (at, num, fwd, line) in fixups {
@@ -502,7 +634,11 @@ pub fn parse(text: &str) -> Result<Program, InterpError> {
             *e = end;
         }
     }
-    Ok(Program { insns, lines })
+    Ok(Program {
+        insns,
+        lines,
+        text: text_of,
+    })
 }
 
 /// Execution counters.
@@ -516,6 +652,20 @@ pub struct Stats {
     pub loads: u64,
     /// `ee.vmulas.s8.accx` MACs (plain and fused).
     pub macs: u64,
+    /// Hazards met and let through ([`HazardMode::Garbage`] only).
+    pub hazards: u64,
+}
+
+impl Stats {
+    fn since(&self, before: &Stats) -> Stats {
+        Stats {
+            instructions: self.instructions - before.instructions,
+            cycles: self.cycles - before.cycles,
+            loads: self.loads - before.loads,
+            macs: self.macs - before.macs,
+            hazards: self.hazards - before.hazards,
+        }
+    }
 }
 
 /// Architectural state plus memory.
@@ -538,17 +688,25 @@ pub struct Machine {
     pub lcount: u32,
     /// Error (rather than stall) when `rur.accx_*` follows a MAC too closely.
     pub strict_accx_latency: bool,
+    /// The load-use hazard rules (see the module documentation).
+    pub hazards: Hazards,
     /// Counters, cumulative over runs.
     pub stats: Stats,
     /// Instructions executed since the last MAC (None before any).
     since_mac: Option<u64>,
+    /// The latest load into each q register: its executed-instruction index and its index in
+    /// the program (`None`: last written by something other than a load).
+    pending: [Option<(u64, usize)>; 8],
+    /// State of the generator behind [`HazardMode::Garbage`]'s bytes.
+    garbage: u64,
 }
 
 /// Base address of the default memory: the ESP32-S3 internal data SRAM.
 pub const DEFAULT_MEM_BASE: u32 = 0x3FC8_8000;
 
 impl Machine {
-    /// A machine with `size` bytes of zeroed memory at [`DEFAULT_MEM_BASE`].
+    /// A machine with `size` bytes of zeroed memory at [`DEFAULT_MEM_BASE`] and the default
+    /// hazard rules.
     pub fn new(size: usize) -> Self {
         Machine {
             a: [0; 16],
@@ -560,8 +718,11 @@ impl Machine {
             lend: 0,
             lcount: 0,
             strict_accx_latency: true,
+            hazards: Hazards::default(),
             stats: Stats::default(),
             since_mac: None,
+            pending: [None; 8],
+            garbage: 0x243F_6A88_85A3_08D3,
         }
     }
 
@@ -591,17 +752,70 @@ impl Machine {
         Ok(off)
     }
 
-    fn load128(&mut self, qu: u8, asr: u8, imm: i32) -> Result<(), InterpError> {
+    /// Loads 16 bytes into `qu` at executed-instruction index `now` (instruction `pc`).
+    fn load128(
+        &mut self,
+        qu: u8,
+        asr: u8,
+        imm: i32,
+        now: u64,
+        pc: usize,
+    ) -> Result<(), InterpError> {
         let addr = self.a[asr as usize] & !15;
         let off = self.offset(addr, 16)?;
         self.q[qu as usize].copy_from_slice(&self.mem[off..off + 16]);
         self.a[asr as usize] = self.a[asr as usize].wrapping_add(imm as u32);
         self.stats.loads += 1;
+        self.pending[qu as usize] = Some((now, pc));
         Ok(())
     }
 
-    fn mac(&mut self, qx: u8, qy: u8) {
-        let (x, y) = (self.q[qx as usize], self.q[qy as usize]);
+    /// The value of `reg` as instruction `pc` (executed as number `now`) reads it, under the
+    /// hazard rules.
+    fn read_q(
+        &mut self,
+        prog: &Program,
+        reg: u8,
+        now: u64,
+        pc: usize,
+    ) -> Result<[u8; 16], InterpError> {
+        let value = self.q[reg as usize];
+        let Some((at, load_pc)) = self.pending[reg as usize] else {
+            return Ok(value);
+        };
+        let distance = now - at;
+        if self.hazards.mode == HazardMode::Ideal || distance > self.hazards.window {
+            return Ok(value);
+        }
+        match self.hazards.mode {
+            HazardMode::Reject => Err(InterpError::LoadUse {
+                line: prog.lines[pc],
+                insn: prog.text[pc].clone(),
+                reg,
+                load_line: prog.lines[load_pc],
+                distance,
+                window: self.hazards.window,
+            }),
+            _ => {
+                self.stats.hazards += 1;
+                let mut out = [0u8; 16];
+                for chunk in out.chunks_mut(8) {
+                    // xorshift64*: the bytes the register held before the load landed.
+                    self.garbage ^= self.garbage >> 12;
+                    self.garbage ^= self.garbage << 25;
+                    self.garbage ^= self.garbage >> 27;
+                    let v = self
+                        .garbage
+                        .wrapping_mul(0x2545_F491_4F6C_DD1D)
+                        .to_le_bytes();
+                    chunk.copy_from_slice(&v);
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    fn mac(&mut self, x: [u8; 16], y: [u8; 16]) {
         let sum: i64 = x
             .iter()
             .zip(&y)
@@ -610,6 +824,43 @@ impl Machine {
         self.accx = (self.accx + sum).clamp(ACCX_MIN, ACCX_MAX);
         self.stats.macs += 1;
         self.since_mac = Some(0);
+    }
+
+    /// The fused MAC+load at `pc`: the rule on a load into its own source, then the MAC, then
+    /// the load.
+    fn fused(
+        &mut self,
+        prog: &Program,
+        (qu, asr, imm, qx, qy): (u8, u8, i32, u8, u8),
+        now: u64,
+        pc: usize,
+    ) -> Result<(), InterpError> {
+        let mut x = self.read_q(prog, qx, now, pc)?;
+        let mut y = self.read_q(prog, qy, now, pc)?;
+        let into_source = qu == qx || qu == qy;
+        if into_source && self.hazards.mode != HazardMode::Ideal {
+            if self.hazards.mode == HazardMode::Reject {
+                return Err(InterpError::FusedLoadIntoSource {
+                    line: prog.lines[pc],
+                    insn: prog.text[pc].clone(),
+                    reg: qu,
+                });
+            }
+            // What the failing hardware did: the load landed before the MAC read its source.
+            self.stats.hazards += 1;
+            let addr = self.a[asr as usize] & !15;
+            let off = self.offset(addr, 16)?;
+            let mut new = [0u8; 16];
+            new.copy_from_slice(&self.mem[off..off + 16]);
+            if qu == qx {
+                x = new;
+            }
+            if qu == qy {
+                y = new;
+            }
+        }
+        self.mac(x, y);
+        self.load128(qu, asr, imm, now, pc)
     }
 
     /// Runs `prog` from its first instruction until it falls off the end, executing at most
@@ -623,6 +874,8 @@ impl Machine {
                 return Err(InterpError::StepLimit(max_steps));
             }
             steps += 1;
+            // Executed-instruction index: the clock of the load-use windows.
+            let now = self.stats.instructions;
             let line = prog.lines[pc];
             let mut next = pc + 1;
             let mut sequential = true;
@@ -630,9 +883,15 @@ impl Machine {
             let mut is_mac = false;
             match prog.insns[pc] {
                 Insn::ZeroAccx => self.accx = 0,
-                Insn::Vld128Ip { qu, asr, imm } => self.load128(qu, asr, imm)?,
+                Insn::ZeroQ { qa } => {
+                    self.q[qa as usize] = [0; 16];
+                    self.pending[qa as usize] = None;
+                }
+                Insn::Vld128Ip { qu, asr, imm } => self.load128(qu, asr, imm, now, pc)?,
                 Insn::VmulasS8Accx { qx, qy } => {
-                    self.mac(qx, qy);
+                    let x = self.read_q(prog, qx, now, pc)?;
+                    let y = self.read_q(prog, qy, now, pc)?;
+                    self.mac(x, y);
                     is_mac = true;
                 }
                 Insn::VmulasS8AccxLdIp {
@@ -642,9 +901,8 @@ impl Machine {
                     qx,
                     qy,
                 } => {
-                    self.mac(qx, qy);
+                    self.fused(prog, (qu, asr, imm, qx, qy), now, pc)?;
                     is_mac = true;
-                    self.load128(qu, asr, imm)?;
                 }
                 Insn::RurAccx { ar, hi } => {
                     if let Some(d) = self.since_mac {
@@ -677,6 +935,12 @@ impl Machine {
                 Insn::Mov { ar, asr } => self.a[ar as usize] = self.a[asr as usize],
                 Insn::Movi { ar, imm } => self.a[ar as usize] = imm as u32,
                 Insn::Srli { ar, at, sa } => self.a[ar as usize] = self.a[at as usize] >> sa,
+                Insn::Extui {
+                    ar,
+                    at,
+                    shift,
+                    bits,
+                } => self.a[ar as usize] = (self.a[at as usize] >> shift) & ((1u32 << bits) - 1),
                 Insn::Addi { at, asr, imm } => {
                     self.a[at as usize] = self.a[asr as usize].wrapping_add(imm as u32)
                 }
@@ -711,12 +975,7 @@ impl Machine {
             self.stats.cycles += cycles;
             pc = next;
         }
-        Ok(Stats {
-            instructions: self.stats.instructions - before.instructions,
-            cycles: self.stats.cycles - before.cycles,
-            loads: self.stats.loads - before.loads,
-            macs: self.stats.macs - before.macs,
-        })
+        Ok(self.stats.since(&before))
     }
 }
 
@@ -778,8 +1037,33 @@ pub fn run_dot(
 pub const FILL: u8 = 0x5A;
 
 /// Lays `a` out at 16-aligned offset plus `misalign_a` and `b` likewise in a fresh machine
-/// (memory elsewhere filled with [`FILL`]) and runs the kernel on them.
+/// (memory elsewhere filled with [`FILL`]) and runs the kernel on them under the default
+/// hazard rules.
 pub fn simulate_dot(
+    a: &[i8],
+    b: &[i8],
+    misalign_a: u32,
+    misalign_b: u32,
+) -> Result<DotRun, InterpError> {
+    simulate_dot_with(Hazards::default(), a, b, misalign_a, misalign_b)
+}
+
+/// [`simulate_dot`] under the given hazard rules.
+pub fn simulate_dot_with(
+    hazards: Hazards,
+    a: &[i8],
+    b: &[i8],
+    misalign_a: u32,
+    misalign_b: u32,
+) -> Result<DotRun, InterpError> {
+    simulate_program(&dot_program()?, hazards, a, b, misalign_a, misalign_b)
+}
+
+/// [`simulate_dot_with`] for any parsed dot-product template with [`DOT_BINDINGS`] (used to
+/// show what the hazard rules make of other kernels).
+pub fn simulate_program(
+    prog: &Program,
+    hazards: Hazards,
     a: &[i8],
     b: &[i8],
     misalign_a: u32,
@@ -788,12 +1072,12 @@ pub fn simulate_dot(
     let n = a.len().max(b.len());
     let region = (n + 64).next_multiple_of(16);
     let mut m = Machine::new(2 * region + 64);
+    m.hazards = hazards;
     m.mem.fill(FILL);
     let a_addr = m.mem_base + 32 + misalign_a;
     let b_addr = m.mem_base + 32 + region as u32 + misalign_b;
     let bytes = |s: &[i8]| s.iter().map(|&v| v as u8).collect::<Vec<u8>>();
     m.write(a_addr, &bytes(a))?;
     m.write(b_addr, &bytes(b))?;
-    let prog = dot_program()?;
-    run_dot(&mut m, &prog, a_addr, b_addr, n as u32)
+    run_dot(&mut m, prog, a_addr, b_addr, n as u32)
 }

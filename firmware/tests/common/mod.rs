@@ -133,6 +133,7 @@ pub fn spec(c: ModelConfig, group_size: u32, kv: KvCacheKind, seed: u64) -> Blob
         tokenizer: tokenizer(c.vocab_size as usize),
         template: "Q: {question}\nA: {answer}".to_string(),
         tensors: tensors(&c, group_size as usize, seed),
+        prompts: Default::default(),
     }
 }
 

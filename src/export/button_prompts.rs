@@ -1,0 +1,128 @@
+//! What the badge's button asks: the curriculum's `[buttons]` section
+//! ([`ButtonsSection`](crate::config::ButtonsSection)), or its defaults.
+//!
+//! ```toml
+//! [buttons]
+//! intro = "Who are you?"                        # default "Who are you?"
+//! ask_me_about = ["Where do you work?", "What do you do for fun?"]
+//! ```
+//!
+//! Without `ask_me_about`, the list is one question per category of the curriculum's Q&A
+//! sources (the `category` column, or the id up to its trailing `-NNN`), the first question of
+//! each in file order: one question for every kind of fact the owner has taught the model.
+
+use crate::config::{ResolvedCurriculum, SourceConfig};
+use anyhow::{bail, Result};
+use badge_firmware::app::MAX_QUESTION_CHARS;
+use badge_firmware::prompts::{PromptsSpec, DEFAULT_INTRO, MAX_PROMPTS};
+
+/// A Q&A row's category: the `category` column, or its id without a trailing `-NNN`.
+fn category(id: &str, column: Option<&str>) -> String {
+    if let Some(c) = column.filter(|c| !c.trim().is_empty()) {
+        return c.trim().to_string();
+    }
+    match id.rsplit_once('-') {
+        Some((head, tail)) if !tail.is_empty() && tail.bytes().all(|b| b.is_ascii_digit()) => {
+            head.to_string()
+        }
+        _ => id.to_string(),
+    }
+}
+
+/// The first question of each category of the curriculum's Q&A training files, in order.
+fn default_questions(rc: &ResolvedCurriculum) -> Result<Vec<String>> {
+    let mut seen = Vec::<String>::new();
+    let mut out = Vec::new();
+    for src in rc.curriculum.sources.values() {
+        if let SourceConfig::Qa { train, .. } = src {
+            for pair in crate::data::read_qa_csv(train)? {
+                let cat = category(&pair.id, pair.category.as_deref());
+                if !seen.contains(&cat) {
+                    seen.push(cat);
+                    out.push(pair.question.trim().to_string());
+                }
+            }
+        }
+    }
+    out.truncate(MAX_PROMPTS - 1);
+    Ok(out)
+}
+
+/// The prompts for `rc`'s blob, checked: every entry non-empty and at most
+/// [`MAX_QUESTION_CHARS`] characters, at most `MAX_PROMPTS - 1` questions.
+pub fn button_prompts(rc: &ResolvedCurriculum) -> Result<PromptsSpec> {
+    let b = &rc.curriculum.buttons;
+    let intro = b.intro.clone().unwrap_or_else(|| DEFAULT_INTRO.to_string());
+    let ask = match &b.ask_me_about {
+        Some(list) => list.clone(),
+        None => default_questions(rc)?,
+    };
+    let field = |i: Option<usize>| match i {
+        None => "[buttons] intro".to_string(),
+        Some(i) => format!("[buttons] ask_me_about[{i}]"),
+    };
+    for (i, q) in
+        core::iter::once((None, &intro)).chain(ask.iter().enumerate().map(|(i, q)| (Some(i), q)))
+    {
+        if q.trim().is_empty() {
+            bail!("curriculum {}: {} is empty", rc.curriculum.name, field(i));
+        }
+        let chars = q.chars().count();
+        if chars > MAX_QUESTION_CHARS {
+            bail!(
+                "curriculum {}: {} has {chars} characters; at most {MAX_QUESTION_CHARS}",
+                rc.curriculum.name,
+                field(i)
+            );
+        }
+    }
+    if ask.len() >= MAX_PROMPTS {
+        bail!(
+            "curriculum {}: [buttons] ask_me_about has {} questions; at most {}",
+            rc.curriculum.name,
+            ask.len(),
+            MAX_PROMPTS - 1
+        );
+    }
+    let spec = PromptsSpec {
+        intro: intro.trim().to_string(),
+        ask: ask.iter().map(|q| q.trim().to_string()).collect(),
+    };
+    spec.check()
+        .map_err(|e| anyhow::anyhow!("curriculum {}: [buttons]: {e}", rc.curriculum.name))?;
+    Ok(spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn categories_from_ids_or_the_column() {
+        assert_eq!(category("contact-001", None), "contact");
+        assert_eq!(category("work-history-12", None), "work-history");
+        assert_eq!(category("odd", None), "odd");
+        assert_eq!(category("x-1a", None), "x-1a");
+        assert_eq!(category("skills-synth-003", Some("skills")), "skills");
+    }
+
+    #[test]
+    fn the_tiny_curriculum_asks_one_question_per_category() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let rc = crate::config::Curriculum::load(&root.join("configs/badge-tiny.toml")).unwrap();
+        let p = button_prompts(&rc).unwrap();
+        assert_eq!(p.intro, "Who are you?");
+        let qa = crate::data::read_qa_csv(&root.join("data/profile/qa.csv")).unwrap();
+        let mut cats: Vec<String> = qa.iter().map(|r| category(&r.id, None)).collect();
+        cats.dedup();
+        assert_eq!(p.ask.len(), cats.len());
+        assert_eq!(p.ask[0], qa[0].question);
+        let mut rc2 = rc.clone();
+        rc2.curriculum.buttons.ask_me_about = Some(vec![" ".into()]);
+        let e = format!("{:#}", button_prompts(&rc2).unwrap_err());
+        assert!(e.contains("[buttons] ask_me_about[0] is empty"), "{e}");
+        rc2.curriculum.buttons.intro = Some("x".repeat(201));
+        let e = format!("{:#}", button_prompts(&rc2).unwrap_err());
+        assert!(e.contains("[buttons] intro has 201 characters"), "{e}");
+    }
+}
