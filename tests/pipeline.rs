@@ -87,6 +87,7 @@ fn tiny_curriculum_memorises_the_trained_questions() {
         kv_cache: Some(badge_firmware::config::KvCacheKind::F32),
         max_rel_error: Some(0.05),
         quality_samples: 8,
+        free: false,
         board: Some(common::repo().join("configs/boards/esp32s3-n16r8.toml")),
     };
     let exported = badge::export::export(&opts).unwrap();
@@ -104,6 +105,7 @@ fn tiny_curriculum_memorises_the_trained_questions() {
         out: strict_out.clone(),
         max_rel_error: Some(1e-9),
         quality_samples: 0,
+        free: false,
         ..opts.clone()
     };
     let err = badge::export::export(&strict).unwrap_err().to_string();

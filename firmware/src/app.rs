@@ -619,6 +619,7 @@ where
                 model.blob.eos_id,
                 question,
                 &cfg.generate,
+                model.blob.answers.as_ref(),
                 &mut on_text,
             )
         };

@@ -11,7 +11,7 @@ use alloc::vec::Vec;
 /// The first four bytes of every blob.
 pub const MAGIC: [u8; 4] = *b"BDGE";
 /// Bumped whenever the layout changes incompatibly.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Fixed header size; everything after it is covered by the CRC.
 pub const HEADER_SIZE: usize = 128;
 /// Every section and tensor starts on this boundary (PIE vector loads ignore the low 4 bits).
@@ -199,6 +199,9 @@ pub enum BlobError {
     BadTemplate {
         reason: &'static str,
     },
+    BadAnswers {
+        reason: &'static str,
+    },
 }
 
 impl core::fmt::Display for BlobError {
@@ -222,6 +225,7 @@ impl core::fmt::Display for BlobError {
             WrongShape { kind, layer, expected, found } => write!(f, "tensor {} of layer {layer} has shape {found:?}, the config needs {expected:?}", kind.name()),
             BadTokenizer { reason } => write!(f, "tokenizer section: {reason}"),
             BadTemplate { reason } => write!(f, "prompt template: {reason}"),
+            BadAnswers { reason } => write!(f, "answers section: {reason}"),
         }
     }
 }
@@ -319,6 +323,8 @@ pub struct Blob<'a> {
     pub crc32: u32,
     pub tokenizer: TokenizerSection<'a>,
     pub template: &'a str,
+    /// The known answers and the fallback line (None: the blob only generates freely).
+    pub answers: Option<crate::answers::AnswerSet<'a>>,
     tensor_table: &'a [u8],
 }
 
@@ -396,6 +402,7 @@ mod hdr {
     pub const TOKENIZER: usize = 76; // offset u32, len u32
     pub const TEMPLATE: usize = 84; // offset u32, len u32
     pub const TENSORS: usize = 92; // offset u32, count u32
+    pub const ANSWERS: usize = 120; // offset u32, len u32 (0, 0: none)
 }
 
 /// Computes the CRC32 (IEEE) of a byte slice (the badge computes the same one while copying
@@ -516,6 +523,8 @@ impl<'a> Blob<'a> {
         crate::template::PromptTemplate::parse(template)
             .map_err(|reason| BlobError::BadTemplate { reason })?;
 
+        let answers = parse_answers(bytes, &config, bos_id, eos_id)?;
+
         let tt_off = read_u32(bytes, hdr::TENSORS) as usize;
         let tt_count = read_u32(bytes, hdr::TENSORS + 4) as usize;
         let table_len = tt_count
@@ -536,6 +545,7 @@ impl<'a> Blob<'a> {
             crc32: stored_crc,
             tokenizer,
             template,
+            answers,
             tensor_table,
         };
         blob.check_tensors()?;
@@ -669,6 +679,25 @@ fn read_config(b: &[u8]) -> Result<ModelConfig, BlobError> {
     Ok(c)
 }
 
+/// The optional answers section (offset and length 0 when absent), validated by
+/// [`crate::answers::AnswerSet::parse`].
+fn parse_answers<'a>(
+    bytes: &'a [u8],
+    config: &ModelConfig,
+    bos_id: u32,
+    eos_id: u32,
+) -> Result<Option<crate::answers::AnswerSet<'a>>, BlobError> {
+    let off = read_u32(bytes, hdr::ANSWERS) as usize;
+    let len = read_u32(bytes, hdr::ANSWERS + 4) as usize;
+    if off == 0 && len == 0 {
+        return Ok(None);
+    }
+    let sec = aligned_region(bytes, "answers section", off, len)?;
+    crate::answers::AnswerSet::parse(sec, config.vocab_size, bos_id, eos_id)
+        .map(Some)
+        .map_err(|e| BlobError::BadAnswers { reason: e.0 })
+}
+
 fn parse_tokenizer<'a>(
     bytes: &'a [u8],
     config: &ModelConfig,
@@ -779,6 +808,8 @@ pub struct BlobSpec {
     pub eos_id: u32,
     pub tokenizer: TokenizerSpec,
     pub template: alloc::string::String,
+    /// The known answers (None: open generation only).
+    pub answers: Option<crate::answers::AnswersSpec>,
     pub tensors: Vec<TensorSpec>,
 }
 
@@ -838,6 +869,16 @@ impl BlobWriter {
         w.patch_u32(hdr::TEMPLATE, Self::u32_of(tpl_off));
         w.patch_u32(hdr::TEMPLATE + 4, Self::u32_of(spec.template.len()));
         w.pad();
+
+        // Known answers.
+        if let Some(a) = &spec.answers {
+            let off = w.out.len();
+            let bytes = crate::answers::write_answers(a);
+            w.out.extend_from_slice(&bytes);
+            w.patch_u32(hdr::ANSWERS, Self::u32_of(off));
+            w.patch_u32(hdr::ANSWERS + 4, Self::u32_of(bytes.len()));
+            w.pad();
+        }
 
         // Tensor table, then the data it points to.
         let table_off = w.out.len();

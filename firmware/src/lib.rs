@@ -11,6 +11,7 @@
 )]
 extern crate alloc;
 
+pub mod answers;
 pub mod app;
 pub mod buffers;
 pub mod config;

@@ -89,6 +89,9 @@ enum Command {
         /// Board profile to check the memory plan against.
         #[arg(long, default_value = badge::config::board::DEFAULT_BOARD)]
         board: PathBuf,
+        /// Make open generation the badge's default (the known answers are still stored).
+        #[arg(long)]
+        free: bool,
         #[arg(long)]
         json: bool,
         /// Write the error table as CSV to this file.
@@ -150,6 +153,12 @@ enum Command {
         model: PathBuf,
         #[arg(long)]
         qa: PathBuf,
+        /// Also ask these off-topic questions (one per line) and count the fallbacks.
+        #[arg(long)]
+        offtopic: Option<PathBuf>,
+        /// Open generation instead of the known answers.
+        #[arg(long)]
+        free: bool,
         /// How many misses to list.
         #[arg(long, default_value_t = 20)]
         misses: usize,
@@ -222,6 +231,9 @@ enum Command {
         /// Where the answer WAVs go.
         #[arg(long, default_value = "sim-out")]
         out: PathBuf,
+        /// Open generation instead of the blob's known answers.
+        #[arg(long)]
+        free: bool,
     },
     /// Print a model's parameter count, sizes and on-device memory.
     Info {
@@ -297,6 +309,9 @@ struct GenArgs {
     /// Matmul workers (2 = the badge's two cores; a thread on the host).
     #[arg(long, default_value_t = 1)]
     workers: usize,
+    /// Open generation instead of the known answers (which the badge uses by default).
+    #[arg(long)]
+    free: bool,
 }
 
 impl GenArgs {
@@ -308,6 +323,7 @@ impl GenArgs {
                 top_p: self.top_p,
                 seed: self.seed,
             },
+            free: self.free,
         }
     }
 }
@@ -397,6 +413,7 @@ fn run(cli: Cli) -> Result<()> {
             max_rel_error,
             quality,
             board,
+            free,
             json,
             csv,
         } => {
@@ -413,6 +430,7 @@ fn run(cli: Cli) -> Result<()> {
                 max_rel_error,
                 quality_samples: quality,
                 board: Some(board).filter(|b| b.exists()),
+                free,
             };
             commands::export(&opts, json, csv.as_deref())
         }
@@ -448,9 +466,11 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval {
             model,
             qa,
+            offtopic,
+            free,
             misses,
             json,
-        } => commands::eval(&model, &qa, misses, json),
+        } => commands::eval(&model, &qa, offtopic.as_deref(), free, misses, json),
         Command::Data(DataCmd::Synth {
             facts,
             templates,
@@ -523,9 +543,15 @@ fn run(cli: Cli) -> Result<()> {
                 no_reset,
             )
         }
-        Command::Sim { image, board, out } => {
+        Command::Sim {
+            image,
+            board,
+            out,
+            free,
+        } => {
             let mut opts = badge::device::sim::SimOptions::new(image, out.clone());
             opts.board = board;
+            opts.generate.free = free;
             let stdin = std::io::stdin();
             let report = badge::device::sim::run_sim(&opts, stdin.lock(), std::io::stdout())?;
             eprintln!(

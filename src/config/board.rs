@@ -127,6 +127,8 @@ impl Board {
 pub struct MemoryPlan {
     pub board: String,
     pub blob_bytes: u64,
+    /// Bytes of the blob taken by the known answers (trie and fallback line).
+    pub answers_bytes: u64,
     pub partition_bytes: u64,
     pub psram_weights: u64,
     pub kv_cache: u64,
@@ -155,6 +157,7 @@ impl MemoryPlan {
         Ok(MemoryPlan {
             board: board.name.clone(),
             blob_bytes,
+            answers_bytes: 0,
             partition_bytes: part.size,
             psram_weights,
             kv_cache,
@@ -195,11 +198,12 @@ impl MemoryPlan {
     pub fn table(&self) -> String {
         let mb = |b: u64| format!("{:>10} B ({:.2} MB)", b, b as f64 / 1e6);
         format!(
-            "memory plan for {}\n  flash: blob {} in partition {}  headroom {} B\n  PSRAM: weights {}\n         KV cache {}\n         activations {}\n         firmware {}\n         of {}  headroom {} B\n",
+            "memory plan for {}\n  flash: blob {} in partition {}  headroom {} B\n         of which known answers {} B\n  PSRAM: weights {}\n         KV cache {}\n         activations {}\n         firmware {}\n         of {}  headroom {} B\n",
             self.board,
             mb(self.blob_bytes),
             mb(self.partition_bytes),
             self.flash_headroom,
+            self.answers_bytes,
             mb(self.psram_weights),
             mb(self.kv_cache),
             mb(self.activations),

@@ -84,6 +84,7 @@ pub fn random_blob(
         voice: Default::default(),
         kv_cache: kv,
         group_size: gs,
+        answers: None,
     };
     let (blob, _) = badge::export::build_blob(&inputs, &w).unwrap();
     (blob, w)
