@@ -2,6 +2,8 @@
 //! download, and the tokenizer that turns them into token streams. Imports `config` and `util`.
 
 pub mod download;
+pub mod paraphrase;
+mod rng;
 mod sources;
 pub mod synth;
 pub mod tokenizer;
