@@ -20,10 +20,22 @@ fn board_path() -> PathBuf {
     common::repo().join(badge::config::board::DEFAULT_BOARD)
 }
 
+/// Random weights with the example owner's known answers, so the badge's loop and the host
+/// are compared in the default known-answer mode.
 fn blob_bytes() -> Vec<u8> {
     let mut c = common::tiny_config();
     c.seq_len = 64;
-    common::random_blob(&c, 7, KvCacheKind::F32).0
+    common::random_blob_with(&c, 7, KvCacheKind::F32, |tok| {
+        badge::answer::known::answers_spec(
+            tok,
+            badge::config::DEFAULT_TEMPLATE,
+            &common::example_answers(),
+            badge::config::DEFAULT_FALLBACK,
+            false,
+        )
+        .ok()
+    })
+    .0
 }
 
 /// A blob file and the merged image made from it for the default board.

@@ -20,6 +20,9 @@ pub const EDGE_SIZE: usize = 8;
 pub const FLAG_FREE: u32 = 1;
 /// Node flag: a known answer ends here (EOS may follow).
 pub const NODE_TERMINAL: u32 = 1;
+/// Node flag (with [`NODE_TERMINAL`]): the answer ending here is the fallback line itself,
+/// taught for off-topic questions; choosing it counts as not knowing.
+pub const NODE_FALLBACK: u32 = 2;
 /// Most nodes a section may hold (far above any owner's answers; keeps sizes in u32).
 pub const MAX_NODES: usize = 1 << 20;
 /// Longest fallback line in bytes.
@@ -170,8 +173,11 @@ impl<'a> AnswerSet<'a> {
         let mut terminals = 0usize;
         for i in 0..n_nodes {
             let (first, count, nflags) = set.node(i);
-            if nflags & !NODE_TERMINAL != 0 {
+            if nflags & !(NODE_TERMINAL | NODE_FALLBACK) != 0 {
                 return Err(bad("unknown node flags"));
+            }
+            if nflags & NODE_FALLBACK != 0 && nflags & NODE_TERMINAL == 0 {
+                return Err(bad("a fallback node must end an answer"));
             }
             if first != next_edge || count > n_edges - first {
                 return Err(bad(
@@ -230,6 +236,12 @@ impl<'a> AnswerSet<'a> {
         self.node(node).2 & NODE_TERMINAL != 0
     }
 
+    /// Whether the answer ending at `node` is the fallback line (taught for off-topic
+    /// questions).
+    pub fn is_fallback(&self, node: usize) -> bool {
+        self.node(node).2 & NODE_FALLBACK != 0
+    }
+
     /// The tokens that may follow `node`, with the node each leads to, in token order.
     pub fn children(&self, node: usize) -> impl Iterator<Item = (u32, usize)> + '_ {
         let (first, count, _) = self.node(node);
@@ -273,6 +285,8 @@ pub struct AnswersSpec {
     /// Token ids of each known answer as the model produces it (separator tail included),
     /// without EOS. Duplicates are merged; order does not matter.
     pub answers: Vec<Vec<u32>>,
+    /// The fallback line's tokens when it was taught as an answer (off-topic questions).
+    pub fallback_ids: Option<Vec<u32>>,
     pub fallback: alloc::string::String,
     pub measure: ConfidenceMeasure,
     pub threshold: f32,
@@ -285,12 +299,15 @@ pub fn write_answers(spec: &AnswersSpec) -> Vec<u8> {
     struct Node {
         kids: alloc::collections::BTreeMap<u32, usize>,
         terminal: bool,
+        fallback: bool,
     }
     let mut tree = alloc::vec![Node {
         kids: Default::default(),
-        terminal: false
+        terminal: false,
+        fallback: false,
     }];
-    for a in &spec.answers {
+    let answers = spec.answers.iter().map(|a| (a, false));
+    for (a, is_fallback) in answers.chain(spec.fallback_ids.iter().map(|a| (a, true))) {
         let mut n = 0;
         for &t in a {
             n = match tree[n].kids.get(&t) {
@@ -300,6 +317,7 @@ pub fn write_answers(spec: &AnswersSpec) -> Vec<u8> {
                     tree.push(Node {
                         kids: Default::default(),
                         terminal: false,
+                        fallback: false,
                     });
                     tree[n].kids.insert(t, c);
                     c
@@ -307,6 +325,7 @@ pub fn write_answers(spec: &AnswersSpec) -> Vec<u8> {
             };
         }
         tree[n].terminal |= n != 0;
+        tree[n].fallback |= n != 0 && is_fallback;
     }
     let mut order = alloc::vec![0usize];
     let mut i = 0;
@@ -321,7 +340,8 @@ pub fn write_answers(spec: &AnswersSpec) -> Vec<u8> {
     for &n in &order {
         let node = &tree[n];
         let count = node.kids.len() as u32;
-        for v in [next_edge, count, u32::from(node.terminal)] {
+        let flags = u32::from(node.terminal) | if node.fallback { NODE_FALLBACK } else { 0 };
+        for v in [next_edge, count, flags] {
             nodes.extend_from_slice(&v.to_le_bytes());
         }
         answers += u32::from(node.terminal);
@@ -359,6 +379,7 @@ mod tests {
     fn spec(answers: &[&[u32]]) -> AnswersSpec {
         AnswersSpec {
             answers: answers.iter().map(|a| a.to_vec()).collect(),
+            fallback_ids: None,
             fallback: "Sorry.".into(),
             measure: ConfidenceMeasure::MeanLogProb,
             threshold: -1.5,

@@ -221,7 +221,8 @@ pub fn decode<M: LogitsModel>(
     if let Some(a) = constrained {
         let conf = path.finish();
         stats.confidence = Some(conf);
-        let complete = stop == StopReason::EndOfSequence && a.is_terminal(node);
+        let complete =
+            stop == StopReason::EndOfSequence && a.is_terminal(node) && !a.is_fallback(node);
         let confident =
             a.measure == ConfidenceMeasure::None || conf.value(a.measure) >= a.threshold;
         if complete && confident {

@@ -56,12 +56,25 @@ pub fn answers_spec(
     if answers.is_empty() {
         bail!("the curriculum teaches no answers (no Q&A or synth source): export with --free");
     }
+    let encode = |a: &str| tokenizer.encode(&template.render("", a).1);
+    // The fallback line among the answers was taught for off-topic questions: the trie marks
+    // it, so choosing it counts as not knowing.
     let ids = answers
         .iter()
-        .map(|a| tokenizer.encode(&template.render("", a).1))
+        .filter(|a| a.trim() != fallback.trim())
+        .map(|a| encode(a))
         .collect::<Result<Vec<_>>>()?;
+    let fallback_ids = answers
+        .iter()
+        .any(|a| a.trim() == fallback.trim())
+        .then(|| encode(fallback.trim()))
+        .transpose()?;
+    if ids.is_empty() {
+        bail!("the curriculum teaches no answer besides the fallback line");
+    }
     Ok(AnswersSpec {
         answers: ids,
+        fallback_ids,
         fallback: fallback.to_string(),
         measure: ConfidenceMeasure::None,
         threshold: 0.0,

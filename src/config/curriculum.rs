@@ -94,6 +94,10 @@ pub enum SourceConfig {
         /// Keep only the first N pairs (0 = all), for quick runs.
         #[serde(default)]
         limit: usize,
+        /// Also train on this many generic paraphrases of each question (data::paraphrase),
+        /// with the same answer, so the model learns the answer rather than one phrasing.
+        #[serde(default)]
+        paraphrases: usize,
     },
     /// Prose and Q&A generated from a facts file by `badge data synth`'s generator.
     Synth {

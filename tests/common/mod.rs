@@ -73,6 +73,29 @@ pub fn random_blob(
     seed: u64,
     kv: badge_firmware::config::KvCacheKind,
 ) -> (Vec<u8>, badge::run::FlatParams) {
+    random_blob_with(c, seed, kv, |_| None)
+}
+
+/// The answers of the bundled example owner's Q&A file (distinct, in file order).
+pub fn example_answers() -> Vec<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    badge::data::read_qa_csv(&repo().join("data/profile/qa.csv"))
+        .unwrap()
+        .into_iter()
+        .map(|p| p.answer)
+        .filter(|a| seen.insert(a.clone()))
+        .collect()
+}
+
+/// [`random_blob`] with the answers section `answers` builds from the blob's tokenizer.
+pub fn random_blob_with(
+    c: &ModelConfig,
+    seed: u64,
+    kv: badge_firmware::config::KvCacheKind,
+    answers: impl FnOnce(
+        &badge::data::tokenizer::BadgeTokenizer,
+    ) -> Option<badge_firmware::answers::AnswersSpec>,
+) -> (Vec<u8>, badge::run::FlatParams) {
     let tok = small_tokenizer(c.vocab_size as usize);
     let w = random_weights(c, seed);
     let gs = badge_firmware::quant::choose_group_size(64, &[c.dim as usize, c.hidden_dim as usize])
@@ -84,7 +107,7 @@ pub fn random_blob(
         voice: Default::default(),
         kv_cache: kv,
         group_size: gs,
-        answers: None,
+        answers: answers(&tok),
     };
     let (blob, _) = badge::export::build_blob(&inputs, &w).unwrap();
     (blob, w)
