@@ -134,7 +134,7 @@ impl<'a> AnswerSet<'a> {
         if threshold.is_nan() {
             return Err(bad("confidence threshold is NaN"));
         }
-        if n_nodes < 2 || n_nodes > MAX_NODES {
+        if !(2..=MAX_NODES).contains(&n_nodes) {
             return Err(bad(
                 "node count must be 2 ..= 2^20 (a root and at least one answer)",
             ));
