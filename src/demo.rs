@@ -38,6 +38,8 @@ pub struct DemoReport {
     pub asked: Vec<DemoAnswer>,
     pub trained: crate::answer::eval::Score,
     pub heldout: crate::answer::eval::Score,
+    /// Off-topic questions (never calibrated on): `fallback` counts the right reaction.
+    pub offtopic: Option<crate::answer::eval::Score>,
     pub seconds: f64,
 }
 
@@ -113,6 +115,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport> {
         kv_cache: None,
         max_rel_error: None,
         quality_samples: 0,
+        free: false,
         board: Some(PathBuf::from(crate::config::board::DEFAULT_BOARD)).filter(|p| p.exists()),
     })?;
     if !opts.quiet {
@@ -170,12 +173,20 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport> {
     step("4/4 scoring every trained and held-out question");
     let trained_score = crate::answer::eval::evaluate(&mut badge, &trained, |_| {})?.overall;
     let heldout_score = crate::answer::eval::evaluate(&mut badge, &heldout, |_| {})?.overall;
+    let offtopic = match &rc.curriculum.answers.offtopic_test {
+        Some(p) => {
+            let q = crate::answer::known::read_questions(p)?;
+            Some(crate::answer::eval::offtopic(&mut badge, &q)?.0)
+        }
+        None => None,
+    };
     let report = DemoReport {
         run: run_dir,
         blob: blob_path,
         asked,
         trained: trained_score,
         heldout: heldout_score,
+        offtopic,
         seconds: t0.elapsed().as_secs_f64(),
     };
     if !opts.quiet {
@@ -187,7 +198,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport> {
 fn print_epilogue(r: &DemoReport, wav_dir: &Path) {
     let right = r.asked.iter().filter(|a| a.correct).count();
     println!(
-        "\nasked {} questions: {right} right\ntrained questions:  {}/{} exact ({:.1}%)\nheld-out questions: {}/{} exact ({:.1}%), {} normalized\n",
+        "\nasked {} questions: {right} right\ntrained questions:   {}/{} exact ({:.1}%)\nheld-out questions:  {}/{} exact ({:.1}%), {} normalized, {} fallback ({:.1}%)",
         r.asked.len(),
         r.trained.exact,
         r.trained.total,
@@ -195,8 +206,19 @@ fn print_epilogue(r: &DemoReport, wav_dir: &Path) {
         r.heldout.exact,
         r.heldout.total,
         100.0 * r.heldout.exact_rate(),
-        r.heldout.normalized
+        r.heldout.normalized,
+        r.heldout.fallback,
+        100.0 * r.heldout.fallback_rate()
     );
+    if let Some(o) = &r.offtopic {
+        println!(
+            "off-topic questions: {}/{} fallback ({:.1}%)",
+            o.fallback,
+            o.total,
+            100.0 * o.fallback_rate()
+        );
+    }
+    println!();
     println!(
         "run:     {}  (summary.json, metrics.jsonl, loss.svg, checkpoints/)",
         r.run.display()

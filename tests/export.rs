@@ -35,6 +35,7 @@ fn options(
         max_rel_error: None,
         board: Some(common::repo().join("configs/boards/esp32s3-n16r8.toml")),
         quality_samples: 0,
+        free: false,
     }
 }
 

@@ -87,6 +87,7 @@ fn tiny_curriculum_memorises_the_trained_questions() {
         kv_cache: Some(badge_firmware::config::KvCacheKind::F32),
         max_rel_error: Some(0.05),
         quality_samples: 8,
+        free: false,
         board: Some(common::repo().join("configs/boards/esp32s3-n16r8.toml")),
     };
     let exported = badge::export::export(&opts).unwrap();
@@ -104,6 +105,7 @@ fn tiny_curriculum_memorises_the_trained_questions() {
         out: strict_out.clone(),
         max_rel_error: Some(1e-9),
         quality_samples: 0,
+        free: false,
         ..opts.clone()
     };
     let err = badge::export::export(&strict).unwrap_err().to_string();
@@ -113,7 +115,36 @@ fn tiny_curriculum_memorises_the_trained_questions() {
     );
 
     let file = BlobFile::read(&blob).unwrap();
-    let mut badge_model = BlobAnswerer::new(&file, 2, Default::default()).unwrap();
+    // Known-answer decoding (the default): every answer is a taught answer or the fallback,
+    // and the blob's trie holds exactly the run's taught answers.
+    let rc = badge::run::run_config(&badge::train::checkpoint::RunDir::new(&run)).unwrap();
+    let taught = badge::answer::known::taught_answers(&rc, &run.join("synth")).unwrap();
+    let answers = file.blob().answers.expect("exported with known answers");
+    assert_eq!(answers.answer_count, taught.answers.len());
+    let known: std::collections::HashSet<&str> =
+        taught.answers.iter().map(String::as_str).collect();
+    let mut known_model = BlobAnswerer::new(&file, 1, Default::default()).unwrap();
+    let offtopic =
+        badge::answer::known::read_questions(&common::repo().join("data/offtopic/test.txt"))
+            .unwrap();
+    for q in pairs
+        .iter()
+        .map(|p| &p.question)
+        .chain(offtopic.iter().take(8))
+    {
+        let a = known_model.answer(q).unwrap();
+        assert!(
+            known.contains(a.as_str()) || a == rc.curriculum.answers.fallback,
+            "{q:?} → {a:?} is neither a taught answer nor the fallback"
+        );
+    }
+
+    // Host and checkpoint in open generation: the same greedy answers.
+    let free = badge_firmware::generate::GenerateOptions {
+        free: true,
+        ..Default::default()
+    };
+    let mut badge_model = BlobAnswerer::new(&file, 2, free).unwrap();
     let mut same = 0;
     for p in &pairs {
         let a = badge_model.answer(&p.question).unwrap();

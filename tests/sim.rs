@@ -24,6 +24,8 @@ fn board_path() -> PathBuf {
 const INTRO: &str = "Who are you?";
 const ASK: [&str; 2] = ["what do you like", "Where do you work?"];
 
+/// Random weights with the test's button prompts and the example owner's known answers, so the
+/// badge's loop and the host are compared in the default known-answer mode.
 fn blob_bytes() -> Vec<u8> {
     let mut c = common::tiny_config();
     c.seq_len = 64;
@@ -31,7 +33,17 @@ fn blob_bytes() -> Vec<u8> {
         intro: INTRO.into(),
         ask: ASK.iter().map(|q| q.to_string()).collect(),
     };
-    common::random_blob_with_prompts(&c, 7, KvCacheKind::F32, prompts).0
+    common::random_blob_full(&c, 7, KvCacheKind::F32, prompts, |tok| {
+        badge::answer::known::answers_spec(
+            tok,
+            badge::config::DEFAULT_TEMPLATE,
+            &common::example_answers(),
+            badge::config::DEFAULT_FALLBACK,
+            false,
+        )
+        .ok()
+    })
+    .0
 }
 
 /// A blob file and the merged image made from it for the default board.

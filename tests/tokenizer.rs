@@ -26,6 +26,7 @@ fn firmware_blob(tok: &BadgeTokenizer) -> badge::util::AlignedBytes {
         voice: Default::default(),
         kv_cache: badge_firmware::config::KvCacheKind::F32,
         group_size: 32,
+        answers: None,
     };
     let (bytes, _) = badge::export::build_blob(&inputs, &w).unwrap();
     badge::util::AlignedBytes::from_slice(&bytes)

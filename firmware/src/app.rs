@@ -846,6 +846,7 @@ impl Session {
                 model.blob.eos_id,
                 question,
                 &cfg.generate,
+                model.blob.answers.as_ref(),
                 &mut on_text,
             )
         };

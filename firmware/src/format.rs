@@ -11,7 +11,7 @@ use alloc::vec::Vec;
 
 /// The first four bytes of every blob.
 pub const MAGIC: [u8; 4] = *b"BDGE";
-/// Bumped whenever the layout changes incompatibly (2: the button prompts section).
+/// Bumped whenever the layout changes incompatibly (2: the button prompts and answers sections).
 pub const FORMAT_VERSION: u32 = 2;
 /// Fixed header size; everything after it is covered by the CRC.
 pub const HEADER_SIZE: usize = 128;
@@ -216,6 +216,10 @@ pub enum BlobError {
     BadPrompts {
         reason: &'static str,
     },
+    /// The answers section is malformed.
+    BadAnswers {
+        reason: &'static str,
+    },
 }
 
 impl core::fmt::Display for BlobError {
@@ -245,6 +249,7 @@ impl core::fmt::Display for BlobError {
             TooLarge { what, bytes, limit } => write!(f, "the {what} needs {bytes} bytes, more than the {limit} allowed"),
             OutOfMemory { what, bytes } => write!(f, "could not allocate the {what} (run state of {bytes} bytes): not enough memory"),
             BadPrompts { reason } => write!(f, "button prompts section: {reason}"),
+            BadAnswers { reason } => write!(f, "answers section: {reason}"),
         }
     }
 }
@@ -373,6 +378,8 @@ pub struct Blob<'a> {
     pub template: &'a str,
     /// What a button press asks (introduction, "ask me about" list).
     pub prompts: Prompts<'a>,
+    /// The known answers and the fallback line (None: the blob only generates freely).
+    pub answers: Option<crate::answers::AnswerSet<'a>>,
     tensor_table: &'a [u8],
     /// Tensor table entry of every (kind, layer), at [`tensor_slot`]: built once while parsing,
     /// so each lookup is O(1) and validation is linear in the number of tensors.
@@ -481,6 +488,7 @@ mod hdr {
     pub const TEMPLATE: usize = 84; // offset u32, len u32
     pub const TENSORS: usize = 92; // offset u32, count u32
     pub const PROMPTS: usize = 100; // offset u32, len u32 (format version 2)
+    pub const ANSWERS: usize = 120; // offset u32, len u32 (0, 0: none)
 }
 
 /// Computes the CRC32 (IEEE) of a byte slice (the badge computes the same one while copying
@@ -608,6 +616,8 @@ impl<'a> Blob<'a> {
         let prompts = Prompts::parse(aligned_region(bytes, "button prompts", p_off, p_len)?)
             .map_err(|reason| BlobError::BadPrompts { reason })?;
 
+        let answers = parse_answers(bytes, &config, bos_id, eos_id)?;
+
         let tt_off = usize_of(read_u32(bytes, hdr::TENSORS));
         let tt_count = usize_of(read_u32(bytes, hdr::TENSORS + 4));
         let table_len = tt_count
@@ -629,6 +639,7 @@ impl<'a> Blob<'a> {
             tokenizer,
             template,
             prompts,
+            answers,
             tensor_table,
             slots: Vec::new(),
         };
@@ -769,6 +780,25 @@ fn read_config(b: &[u8]) -> Result<ModelConfig, BlobError> {
     Ok(c)
 }
 
+/// The optional answers section (offset and length 0 when absent), validated by
+/// [`crate::answers::AnswerSet::parse`].
+fn parse_answers<'a>(
+    bytes: &'a [u8],
+    config: &ModelConfig,
+    bos_id: u32,
+    eos_id: u32,
+) -> Result<Option<crate::answers::AnswerSet<'a>>, BlobError> {
+    let off = read_u32(bytes, hdr::ANSWERS) as usize;
+    let len = read_u32(bytes, hdr::ANSWERS + 4) as usize;
+    if off == 0 && len == 0 {
+        return Ok(None);
+    }
+    let sec = aligned_region(bytes, "answers section", off, len)?;
+    crate::answers::AnswerSet::parse(sec, config.vocab_size, bos_id, eos_id)
+        .map(Some)
+        .map_err(|e| BlobError::BadAnswers { reason: e.0 })
+}
+
 fn parse_tokenizer<'a>(
     bytes: &'a [u8],
     config: &ModelConfig,
@@ -896,6 +926,8 @@ pub struct BlobSpec {
     pub tokenizer: TokenizerSpec,
     pub template: alloc::string::String,
     pub prompts: PromptsSpec,
+    /// The known answers (None: open generation only).
+    pub answers: Option<crate::answers::AnswersSpec>,
     pub tensors: Vec<TensorSpec>,
 }
 
@@ -966,6 +998,15 @@ impl BlobWriter {
         w.patch_u32(hdr::PROMPTS + 4, Self::u32_of(prompts.len()));
         w.out.extend_from_slice(&prompts);
         w.pad();
+        // Known answers.
+        if let Some(a) = &spec.answers {
+            let off = w.out.len();
+            let bytes = crate::answers::write_answers(a);
+            w.out.extend_from_slice(&bytes);
+            w.patch_u32(hdr::ANSWERS, Self::u32_of(off));
+            w.patch_u32(hdr::ANSWERS + 4, Self::u32_of(bytes.len()));
+            w.pad();
+        }
 
         // Tensor table, then the data it points to.
         let table_off = w.out.len();

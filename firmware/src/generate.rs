@@ -1,7 +1,13 @@
 //! Answering a question: format it with the blob's template, run the prompt through the
 //! engine, then sample until end-of-sequence or the token limit, streaming each piece of text
 //! as soon as it is complete so the console and the speech can follow along.
+//!
+//! With the blob's known answers ([`AnswerSet`]) generation is constrained: each step may only
+//! pick a token that continues some known answer, so the badge says one of them, or, when the
+//! model's confidence along the chosen path is below the blob's threshold, its fallback line.
+//! The constraint reuses the logits of the forward passes open generation makes anyway.
 
+use crate::answers::{AnswerSet, Confidence, ConfidenceMeasure};
 use crate::engine::{Engine, ForwardError};
 use crate::sampler::{Sampler, SamplerConfig};
 use crate::template::PromptTemplate;
@@ -14,6 +20,8 @@ use alloc::vec::Vec;
 pub struct GenerateOptions {
     pub max_new_tokens: usize,
     pub sampler: SamplerConfig,
+    /// Open generation even when the blob has known answers (`--free`).
+    pub free: bool,
 }
 
 impl Default for GenerateOptions {
@@ -21,6 +29,7 @@ impl Default for GenerateOptions {
         GenerateOptions {
             max_new_tokens: 64,
             sampler: SamplerConfig::default(),
+            free: false,
         }
     }
 }
@@ -33,12 +42,53 @@ pub enum StopReason {
     ContextFull,
 }
 
-/// What one answer cost.
+/// How the answer was chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Open generation: any token could follow.
+    Free,
+    /// One of the known answers, with enough confidence.
+    Known,
+    /// The fallback line: the model was not confident enough (or ran out of room).
+    Fallback,
+}
+
+/// What one answer cost, and how it was chosen.
 #[derive(Debug, Clone, Copy)]
 pub struct GenerateStats {
     pub prompt_tokens: usize,
     pub generated_tokens: usize,
     pub stop: StopReason,
+    pub outcome: Outcome,
+    /// The confidence numbers of a constrained answer (None in open generation).
+    pub confidence: Option<Confidence>,
+}
+
+/// Anything that turns (token, position) into next-token logits: the badge's engine, or the
+/// host's f32 checkpoint, so both decode through exactly this code.
+pub trait LogitsModel {
+    type Error;
+    fn vocab_size(&self) -> usize;
+    fn seq_len(&self) -> usize;
+    /// Logits after feeding `token` at `pos` (positions arrive in order from 0).
+    fn forward(&mut self, token: u32, pos: usize) -> Result<&[f32], Self::Error>;
+    /// Feeds a prompt token whose logits are not needed (a model may skip computing them).
+    fn feed(&mut self, token: u32, pos: usize) -> Result<(), Self::Error> {
+        self.forward(token, pos).map(|_| ())
+    }
+}
+
+impl<W: Workers> LogitsModel for Engine<'_, W> {
+    type Error = ForwardError;
+    fn vocab_size(&self) -> usize {
+        self.config().vocab_size as usize
+    }
+    fn seq_len(&self) -> usize {
+        self.config().seq_len as usize
+    }
+    fn forward(&mut self, token: u32, pos: usize) -> Result<&[f32], ForwardError> {
+        Engine::forward(self, token, pos)
+    }
 }
 
 /// Ids of the whole prompt for `question`: BOS, then the formatted question.
@@ -56,81 +106,257 @@ pub fn prompt_ids(
 }
 
 /// Generates the answer to `question`, calling `on_text` with each new piece of answer text
-/// (the separator's leading space removed) and `on_token` with each generated id.
+/// (the separator's leading space removed). With `answers` (and without `opts.free` or the
+/// blob's free flag) the answer is one of the known answers or the fallback line; it is then
+/// emitted once decided, since a fallback can only be known at the end of the path.
 #[allow(clippy::too_many_arguments)]
-pub fn answer<W: Workers>(
-    engine: &mut Engine<'_, W>,
+pub fn answer<M: LogitsModel>(
+    model: &mut M,
     tok: &Tokenizer<'_>,
     template: &PromptTemplate<'_>,
     bos_id: u32,
     eos_id: u32,
     question: &str,
     opts: &GenerateOptions,
+    answers: Option<&AnswerSet<'_>>,
     on_text: &mut dyn FnMut(&str),
-) -> Result<GenerateStats, ForwardError> {
+) -> Result<GenerateStats, M::Error> {
     let prompt = prompt_ids(tok, template, bos_id, question);
-    let seq_len = engine.config().seq_len as usize;
-    let mut sampler = Sampler::new(opts.sampler, engine.config().vocab_size as usize);
-    let mut decoder = StreamDecoder::new();
     // The separator's tail (e.g. the space after "A:") belongs to the answer's first token;
     // it is dropped from the text the user sees.
     let sep_tail = &template.between[template.prompt_suffix().len()..];
-    let mut to_strip = sep_tail;
-    let mut emit = |piece: &str| {
-        let mut p = piece;
-        while !to_strip.is_empty() && !p.is_empty() {
-            let (a, b) = (to_strip.chars().next(), p.chars().next());
-            if a != b {
-                to_strip = "";
-                break;
-            }
-            let n = a.map_or(0, char::len_utf8);
-            to_strip = &to_strip[n..];
-            p = &p[n..];
+    let mut streamer = TextStreamer::new(sep_tail);
+    let stats = decode(model, &prompt, bos_id, eos_id, opts, answers, &mut |id| {
+        streamer.push(tok, id, on_text)
+    })?;
+    streamer.finish(on_text);
+    if stats.outcome == Outcome::Fallback {
+        if let Some(a) = answers {
+            on_text(a.fallback);
         }
-        if !p.is_empty() {
-            to_strip = "";
-            on_text(p);
-        }
-    };
-
-    if prompt.len() >= seq_len {
-        return Ok(GenerateStats {
-            prompt_tokens: prompt.len(),
-            generated_tokens: 0,
-            stop: StopReason::ContextFull,
-        });
     }
-    let mut logits_owned = alloc::vec![0.0f32; engine.config().vocab_size as usize];
+    Ok(stats)
+}
+
+/// The token-level core of [`answer`]: runs `prompt` (BOS included), then generates, calling
+/// `on_token` with each answer token: as it comes in open generation, all at once after the
+/// decision in known-answer mode, and never for a fallback (the caller says the line).
+pub fn decode<M: LogitsModel>(
+    model: &mut M,
+    prompt: &[u32],
+    bos_id: u32,
+    eos_id: u32,
+    opts: &GenerateOptions,
+    answers: Option<&AnswerSet<'_>>,
+    on_token: &mut dyn FnMut(u32),
+) -> Result<GenerateStats, M::Error> {
+    let seq_len = model.seq_len();
+    let vocab = model.vocab_size();
+    let constrained = answers.filter(|a| !opts.free && !a.free_by_default);
+    let mut sampler = Sampler::new(opts.sampler, vocab);
+    let mut stats = GenerateStats {
+        prompt_tokens: prompt.len(),
+        generated_tokens: 0,
+        stop: StopReason::ContextFull,
+        outcome: if constrained.is_some() {
+            Outcome::Fallback
+        } else {
+            Outcome::Free
+        },
+        confidence: None,
+    };
+    if prompt.is_empty() || prompt.len() >= seq_len {
+        return Ok(stats);
+    }
+    let mut logits = alloc::vec![0.0f32; vocab];
     for (pos, &t) in prompt.iter().enumerate() {
-        let logits = engine.forward(t, pos)?;
         if pos + 1 == prompt.len() {
-            logits_owned.copy_from_slice(logits);
+            logits.copy_from_slice(model.forward(t, pos)?);
+        } else {
+            model.feed(t, pos)?;
         }
     }
     let mut pos = prompt.len();
-    let mut generated = 0;
+    let mut generated = Vec::new();
+    let mut node = AnswerSet::ROOT;
+    let mut path = PathConfidence::default();
+    let mut masked = if constrained.is_some() {
+        alloc::vec![f32::NEG_INFINITY; vocab]
+    } else {
+        Vec::new()
+    };
     let stop = loop {
-        if generated >= opts.max_new_tokens {
+        if generated.len() >= opts.max_new_tokens {
             break StopReason::TokenLimit;
         }
-        let next = sampler.sample(&mut logits_owned);
+        let next = match constrained {
+            None => sampler.sample(&mut logits),
+            Some(a) => {
+                let next = pick_known(a, node, eos_id, &logits, &mut masked, &mut sampler);
+                path.step(a, node, eos_id, &logits, next);
+                next
+            }
+        };
         if next == eos_id || next == bos_id {
             break StopReason::EndOfSequence;
         }
-        generated += 1;
-        decoder.push(tok, next, &mut emit);
+        match constrained {
+            Some(a) => {
+                node = a
+                    .children(node)
+                    .find(|&(t, _)| t == next)
+                    .map_or(node, |(_, c)| c)
+            }
+            None => on_token(next),
+        }
+        generated.push(next);
         if pos >= seq_len {
             break StopReason::ContextFull;
         }
-        let logits = engine.forward(next, pos)?;
-        logits_owned.copy_from_slice(logits);
+        logits.copy_from_slice(model.forward(next, pos)?);
         pos += 1;
     };
-    decoder.finish(&mut emit);
-    Ok(GenerateStats {
-        prompt_tokens: prompt.len(),
-        generated_tokens: generated,
-        stop,
-    })
+    stats.generated_tokens = generated.len();
+    stats.stop = stop;
+    if let Some(a) = constrained {
+        let conf = path.finish();
+        stats.confidence = Some(conf);
+        let complete =
+            stop == StopReason::EndOfSequence && a.is_terminal(node) && !a.is_fallback(node);
+        let confident =
+            a.measure == ConfidenceMeasure::None || conf.value(a.measure) >= a.threshold;
+        if complete && confident {
+            stats.outcome = Outcome::Known;
+            generated.iter().for_each(|&t| on_token(t));
+        }
+    }
+    Ok(stats)
+}
+
+/// The allowed token with the best logit (or a sample among the allowed ones): the children
+/// of `node`, and EOS where a known answer ends. `masked` is a vocabulary-sized scratch row
+/// of -inf, restored before returning.
+fn pick_known(
+    a: &AnswerSet<'_>,
+    node: usize,
+    eos_id: u32,
+    logits: &[f32],
+    masked: &mut [f32],
+    sampler: &mut Sampler,
+) -> u32 {
+    let allowed = || {
+        a.children(node)
+            .map(|(t, _)| t)
+            .chain(a.is_terminal(node).then_some(eos_id))
+    };
+    for t in allowed() {
+        masked[t as usize] = logits[t as usize];
+    }
+    let next = sampler.sample(masked);
+    for t in allowed() {
+        masked[t as usize] = f32::NEG_INFINITY;
+    }
+    // Every allowed logit is finite, so the pick is allowed; NaN logits fall back to the first.
+    if allowed().any(|t| t == next) {
+        next
+    } else {
+        allowed().next().unwrap_or(eos_id)
+    }
+}
+
+/// Confidence accumulated along a constrained path.
+#[derive(Debug, Default)]
+struct PathConfidence {
+    log_prob_sum: f32,
+    steps: u32,
+    first_margin: Option<f32>,
+    answer_log_prob: f32,
+}
+
+impl PathConfidence {
+    fn step(&mut self, a: &AnswerSet<'_>, node: usize, eos_id: u32, logits: &[f32], chosen: u32) {
+        let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        let sum: f32 = logits.iter().map(|&v| libm::expf(v - max)).sum();
+        let lse = max + libm::logf(sum);
+        self.log_prob_sum += logits[chosen as usize] - lse;
+        self.steps += 1;
+        // Among the allowed tokens only.
+        let mut n = 0;
+        let (mut best, mut second, mut total) = (0.0f32, 0.0f32, 0.0f32);
+        let chosen_p = libm::expf(logits[chosen as usize] - max);
+        let allowed = a
+            .children(node)
+            .map(|(t, _)| t)
+            .chain(a.is_terminal(node).then_some(eos_id));
+        for t in allowed {
+            let p = libm::expf(logits[t as usize] - max);
+            total += p;
+            n += 1;
+            if p > best {
+                second = best;
+                best = p;
+            } else if p > second {
+                second = p;
+            }
+        }
+        if n >= 2 && total > 0.0 {
+            self.answer_log_prob += libm::logf(chosen_p / total);
+            if self.first_margin.is_none() {
+                self.first_margin = Some((best - second) / total);
+            }
+        }
+    }
+
+    fn finish(&self) -> Confidence {
+        Confidence {
+            mean_log_prob: self.log_prob_sum / self.steps.max(1) as f32,
+            first_branch_margin: self.first_margin.unwrap_or(1.0),
+            answer_log_prob: self.answer_log_prob,
+        }
+    }
+}
+
+/// Streams decoded text, dropping the separator's tail from the front of the answer.
+struct TextStreamer<'s> {
+    decoder: StreamDecoder,
+    to_strip: &'s str,
+}
+
+impl<'s> TextStreamer<'s> {
+    fn new(sep_tail: &'s str) -> Self {
+        TextStreamer {
+            decoder: StreamDecoder::new(),
+            to_strip: sep_tail,
+        }
+    }
+
+    fn push(&mut self, tok: &Tokenizer<'_>, id: u32, on_text: &mut dyn FnMut(&str)) {
+        let to_strip = &mut self.to_strip;
+        self.decoder
+            .push(tok, id, &mut |piece| emit(to_strip, piece, on_text));
+    }
+
+    fn finish(&mut self, on_text: &mut dyn FnMut(&str)) {
+        let to_strip = &mut self.to_strip;
+        self.decoder
+            .finish(&mut |piece| emit(to_strip, piece, on_text));
+    }
+}
+
+fn emit(to_strip: &mut &str, piece: &str, on_text: &mut dyn FnMut(&str)) {
+    let mut p = piece;
+    while !to_strip.is_empty() && !p.is_empty() {
+        let (a, b) = (to_strip.chars().next(), p.chars().next());
+        if a != b {
+            *to_strip = "";
+            break;
+        }
+        let n = a.map_or(0, char::len_utf8);
+        *to_strip = &to_strip[n..];
+        p = &p[n..];
+    }
+    if !p.is_empty() {
+        *to_strip = "";
+        on_text(p);
+    }
 }

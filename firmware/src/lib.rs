@@ -11,6 +11,7 @@
 )]
 extern crate alloc;
 
+pub mod answers;
 pub mod app;
 // The modules that read sizes, offsets and counts from untrusted bytes (a blob, a partition
 // table) do all such arithmetic with checked operations: on the 32-bit badge a wrapped size

@@ -134,32 +134,49 @@ impl Answerer for BlobAnswerer<'_> {
             self.blob.eos_id,
             question,
             &self.options,
+            self.blob.answers.as_ref(),
             on_text,
         )
         .map_err(|e| anyhow!("{e}"))
     }
 }
 
-/// candle running a run's f32 checkpoint, greedy (full re-run per token: slow, exact).
+/// candle running a run's f32 checkpoint, decoded by the badge's own generation code (so
+/// known-answer decoding and the fallback behave exactly as on the badge); each step re-runs
+/// the whole sequence (slow, exact).
 pub struct CandleAnswerer {
     pub model: crate::train::model::Transformer,
     pub tokenizer: BadgeTokenizer,
     pub template: String,
-    pub max_new_tokens: usize,
+    pub options: GenerateOptions,
+    /// The answers section (as the exporter writes it) for known-answer decoding.
+    answers: Option<Vec<u8>>,
     device: Device,
 }
 
 impl CandleAnswerer {
-    /// candle over the weights of an already loaded run (they are shared, not copied).
+    /// candle over the weights of an already loaded run (they are shared, not copied), with
+    /// open generation.
     pub fn from_run(run: &Run, max_new_tokens: usize) -> Result<Self> {
         let device = Device::Cpu;
         Ok(CandleAnswerer {
             model: crate::train::model::build(&run.config.model, &run.params, &device)?,
             tokenizer: run.tokenizer.clone(),
             template: run.config.curriculum.template.clone(),
-            max_new_tokens,
+            options: GenerateOptions {
+                max_new_tokens,
+                ..GenerateOptions::default()
+            },
+            answers: None,
             device,
         })
+    }
+
+    /// Decodes against these known answers (the section bytes of a blob, or built from the
+    /// run by [`crate::answer::known`]).
+    pub fn with_answers(mut self, spec: &badge_firmware::answers::AnswersSpec) -> Self {
+        self.answers = Some(badge_firmware::answers::write_answers(spec));
+        self
     }
 
     /// Next-token logits after `ids` (the last position of one forward pass).
@@ -167,6 +184,33 @@ impl CandleAnswerer {
         let t = Tensor::from_vec(ids.to_vec(), (1, ids.len()), &self.device)?;
         let logits = self.model.forward(&t)?;
         Ok(logits.get(0)?.get(ids.len() - 1)?.to_vec1::<f32>()?)
+    }
+}
+
+/// The f32 model as the generation code sees it: the sequence so far, re-run on each step.
+struct CandleSteps<'m> {
+    answerer: &'m CandleAnswerer,
+    ids: Vec<u32>,
+    logits: Vec<f32>,
+}
+
+impl generate::LogitsModel for CandleSteps<'_> {
+    type Error = anyhow::Error;
+    fn vocab_size(&self) -> usize {
+        self.answerer.model.config.vocab_size as usize
+    }
+    fn seq_len(&self) -> usize {
+        self.answerer.model.config.seq_len as usize
+    }
+    fn forward(&mut self, token: u32, pos: usize) -> Result<&[f32]> {
+        self.feed(token, pos)?;
+        self.logits = self.answerer.next_logits(&self.ids)?;
+        Ok(&self.logits)
+    }
+    fn feed(&mut self, token: u32, pos: usize) -> Result<()> {
+        self.ids.truncate(pos);
+        self.ids.push(token);
+        Ok(())
     }
 }
 
@@ -180,28 +224,40 @@ impl Answerer for CandleAnswerer {
         let (prompt, _) = template.render(question, "");
         let mut ids = vec![self.tokenizer.bos_id()];
         ids.extend(self.tokenizer.encode(&prompt)?);
-        let prompt_len = ids.len();
-        let seq_len = self.model.config.seq_len as usize;
-        let mut stop = generate::StopReason::TokenLimit;
-        while ids.len() - prompt_len < self.max_new_tokens {
-            if ids.len() >= seq_len {
-                stop = generate::StopReason::ContextFull;
-                break;
-            }
-            let next = badge_firmware::sampler::argmax(&self.next_logits(&ids)?);
-            if next == self.tokenizer.eos_id() || next == self.tokenizer.bos_id() {
-                stop = generate::StopReason::EndOfSequence;
-                break;
-            }
-            ids.push(next);
+        let answers = match &self.answers {
+            Some(b) => Some(
+                badge_firmware::answers::AnswerSet::parse(
+                    b,
+                    self.model.config.vocab_size,
+                    self.tokenizer.bos_id(),
+                    self.tokenizer.eos_id(),
+                )
+                .map_err(|e| anyhow!("known answers: {}", e.0))?,
+            ),
+            None => None,
+        };
+        let mut steps = CandleSteps {
+            answerer: self,
+            ids: Vec::new(),
+            logits: Vec::new(),
+        };
+        let mut out = Vec::new();
+        let stats = generate::decode(
+            &mut steps,
+            &ids,
+            self.tokenizer.bos_id(),
+            self.tokenizer.eos_id(),
+            &self.options,
+            answers.as_ref(),
+            &mut |t| out.push(t),
+        )?;
+        if stats.outcome == generate::Outcome::Fallback {
+            on_text(answers.map_or("", |a| a.fallback));
+        } else {
+            let text = self.tokenizer.decode(&out)?;
+            let sep_tail = &template.between[template.prompt_suffix().len()..];
+            on_text(text.strip_prefix(sep_tail).unwrap_or(&text));
         }
-        let text = self.tokenizer.decode(&ids[prompt_len..])?;
-        let sep_tail = &template.between[template.prompt_suffix().len()..];
-        on_text(text.strip_prefix(sep_tail).unwrap_or(&text));
-        Ok(GenerateStats {
-            prompt_tokens: prompt_len,
-            generated_tokens: ids.len() - prompt_len,
-            stop,
-        })
+        Ok(stats)
     }
 }

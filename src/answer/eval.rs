@@ -31,6 +31,8 @@ pub struct Miss {
     pub question: String,
     pub expected: String,
     pub got: String,
+    /// The badge said its fallback line (it did not know).
+    pub fallback: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -38,6 +40,8 @@ pub struct Score {
     pub total: usize,
     pub exact: usize,
     pub normalized: usize,
+    /// Answered with the fallback line (known-answer decoding, low confidence).
+    pub fallback: usize,
 }
 
 impl Score {
@@ -47,6 +51,9 @@ impl Score {
     pub fn normalized_rate(&self) -> f64 {
         self.normalized as f64 / self.total.max(1) as f64
     }
+    pub fn fallback_rate(&self) -> f64 {
+        self.fallback as f64 / self.total.max(1) as f64
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -54,6 +61,30 @@ pub struct EvalReport {
     pub overall: Score,
     pub per_category: BTreeMap<String, Score>,
     pub misses: Vec<Miss>,
+}
+
+/// Asks each off-topic question (one the badge cannot know) and counts the fallbacks; the
+/// other answers are listed.
+pub fn offtopic(model: &mut dyn Answerer, questions: &[String]) -> Result<(Score, Vec<Miss>)> {
+    let mut score = Score::default();
+    let mut answered = Vec::new();
+    for (i, q) in questions.iter().enumerate() {
+        let mut got = String::new();
+        let stats = model.answer_streaming(q, &mut |t| got.push_str(t))?;
+        score.total += 1;
+        if stats.outcome == badge_firmware::generate::Outcome::Fallback {
+            score.fallback += 1;
+        } else {
+            answered.push(Miss {
+                id: format!("offtopic-{:03}", i + 1),
+                question: q.clone(),
+                expected: String::new(),
+                got,
+                fallback: false,
+            });
+        }
+    }
+    Ok((score, answered))
 }
 
 /// Asks every question and scores exact and normalized matches.
@@ -66,13 +97,16 @@ pub fn evaluate(
     let mut per_category: BTreeMap<String, Score> = BTreeMap::new();
     let mut misses = Vec::new();
     for (i, p) in pairs.iter().enumerate() {
-        let got = model.answer(&p.question)?;
+        let mut got = String::new();
+        let stats = model.answer_streaming(&p.question, &mut |t| got.push_str(t))?;
+        let fallback = stats.outcome == badge_firmware::generate::Outcome::Fallback;
         let exact = got.trim() == p.answer.trim();
         let norm = normalize(&got) == normalize(&p.answer);
         for s in [&mut overall, per_category.entry(category(p)).or_default()] {
             s.total += 1;
             s.exact += usize::from(exact);
             s.normalized += usize::from(norm);
+            s.fallback += usize::from(fallback);
         }
         if !exact {
             misses.push(Miss {
@@ -80,6 +114,7 @@ pub fn evaluate(
                 question: p.question.clone(),
                 expected: p.answer.clone(),
                 got,
+                fallback,
             });
         }
         progress(i + 1);
@@ -94,16 +129,17 @@ pub fn evaluate(
 impl EvalReport {
     pub fn table(&self, show_misses: usize) -> String {
         let mut s = format!(
-            "{:<14} {:>6} {:>8} {:>11}\n",
-            "category", "asked", "exact", "normalized"
+            "{:<14} {:>6} {:>8} {:>11} {:>9}\n",
+            "category", "asked", "exact", "normalized", "fallback"
         );
         let row = |name: &str, sc: &Score| {
             format!(
-                "{:<14} {:>6} {:>7.1}% {:>10.1}%\n",
+                "{:<14} {:>6} {:>7.1}% {:>10.1}% {:>8.1}%\n",
                 name,
                 sc.total,
                 100.0 * sc.exact_rate(),
-                100.0 * sc.normalized_rate()
+                100.0 * sc.normalized_rate(),
+                100.0 * sc.fallback_rate()
             )
         };
         for (c, sc) in &self.per_category {
@@ -160,6 +196,8 @@ mod tests {
                 prompt_tokens: 0,
                 generated_tokens: 0,
                 stop: badge_firmware::generate::StopReason::EndOfSequence,
+                outcome: badge_firmware::generate::Outcome::Free,
+                confidence: None,
             })
         }
     }

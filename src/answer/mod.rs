@@ -4,6 +4,7 @@
 
 mod answerers;
 pub mod eval;
+pub mod known;
 pub mod say;
 
 pub use answerers::*;

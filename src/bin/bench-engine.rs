@@ -127,6 +127,7 @@ fn prepare(model: &Path, out: &Path, seed: u64) -> Result<()> {
         voice: Default::default(),
         kv_cache: KvCacheKind::F32,
         group_size: gs,
+        answers: None,
     };
     let (blob, _) = badge::export::build_blob(&inputs, &weights)?;
     std::fs::write(out.join("badge.bin"), &blob)?;

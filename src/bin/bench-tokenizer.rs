@@ -61,6 +61,7 @@ fn main() -> Result<()> {
             voice: Default::default(),
             kv_cache: badge_firmware::config::KvCacheKind::F32,
             group_size: 64,
+            answers: None,
         };
         let (blob_bytes, _) = badge::export::build_blob(&inputs, &weights)?;
         let aligned = badge::util::AlignedBytes::from_slice(&blob_bytes);

@@ -89,6 +89,19 @@ pub fn export(opts: &badge::export::ExportOptions, json: bool, csv: Option<&Path
     if let Some(m) = &r.memory {
         print!("\n{}", m.table());
     }
+    if let Some((n, bytes)) = r.known_answers {
+        println!(
+            "\nknown answers: {n} ({bytes} bytes in the blob){}",
+            if opts.free {
+                "; open generation by default (--free)"
+            } else {
+                ""
+            }
+        );
+    }
+    if let Some(c) = &r.calibration {
+        print!("{}", c.table());
+    }
     match r.kv_cache {
         Some(kv) => println!(
             "\nwrote {} ({} bytes, KV cache {})",
@@ -144,13 +157,25 @@ fn with_answerer(
             .with_context(|| format!("model {}", model.display()))?;
             f(&mut a)
         }
-        "candle" => {
-            let mut a =
-                CandleAnswerer::from_run(&badge::run::Run::load(model, None)?, gen.max_tokens)?;
-            f(&mut a)
-        }
+        "candle" => f(&mut *candle(model, gen.options())?),
         other => bail!("unknown engine `{other}`: use int8 or candle"),
     }
+}
+
+/// The f32 checkpoint of a run: known-answer decoding (calibrated like the blob) unless
+/// `options.free`.
+fn candle(
+    run_dir: &Path,
+    options: badge_firmware::generate::GenerateOptions,
+) -> Result<Box<CandleAnswerer>> {
+    let run = badge::run::Run::load(run_dir, None)?;
+    Ok(Box::new(if options.free {
+        let mut a = CandleAnswerer::from_run(&run, options.max_new_tokens)?;
+        a.options = options;
+        a
+    } else {
+        badge::answer::known::candle_known(&run, options)?
+    }))
 }
 
 fn ask_one(a: &mut dyn Answerer, question: &str) -> Result<String> {
@@ -165,8 +190,23 @@ fn ask_one(a: &mut dyn Answerer, question: &str) -> Result<String> {
     })?;
     println!();
     let secs = t0.elapsed().as_secs_f64();
+    let how = match (stats.outcome, stats.confidence) {
+        (badge_firmware::generate::Outcome::Free, _) => "open generation".to_string(),
+        (o, Some(c)) => format!(
+            "{} (mean log-prob {:.3}, first-branch margin {:.3}, answer log-prob {:.3})",
+            if o == badge_firmware::generate::Outcome::Known {
+                "known answer"
+            } else {
+                "fallback"
+            },
+            c.mean_log_prob,
+            c.first_branch_margin,
+            c.answer_log_prob
+        ),
+        (_, None) => "fallback".to_string(),
+    };
     eprintln!(
-        "[{} prompt + {} generated tokens in {:.3} s: {:.1} tok/s; stop: {:?}]",
+        "[{} prompt + {} generated tokens in {:.3} s: {:.1} tok/s; stop: {:?}; {how}]",
         stats.prompt_tokens,
         stats.generated_tokens,
         secs,
@@ -211,22 +251,53 @@ pub fn chat(model: &Path, gen: &GenArgs, mem: &MemoryArgs) -> Result<()> {
     })
 }
 
-pub fn eval(model: &Path, qa: &Path, misses: usize, json: bool, mem: &MemoryArgs) -> Result<()> {
+/// What `badge eval` reports: the Q&A scores, and the off-topic fallbacks when asked.
+#[derive(serde::Serialize)]
+struct EvalOutput {
+    #[serde(flatten)]
+    qa: badge::answer::eval::EvalReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offtopic: Option<badge::answer::eval::Score>,
+}
+
+pub fn eval(
+    model: &Path,
+    qa: &Path,
+    offtopic: Option<&Path>,
+    free: bool,
+    misses: usize,
+    json: bool,
+    mem: &MemoryArgs,
+) -> Result<()> {
     let pairs = badge::data::read_qa_csv(qa)?;
+    let off = offtopic
+        .map(badge::answer::known::read_questions)
+        .transpose()?;
     let bar = indicatif::ProgressBar::new(pairs.len() as u64);
-    let run = |a: &mut dyn Answerer| -> Result<badge::answer::eval::EvalReport> {
-        badge::answer::eval::evaluate(a, &pairs, |i| bar.set_position(i as u64))
+    let mut off_misses = Vec::new();
+    let mut run = |a: &mut dyn Answerer| -> Result<EvalOutput> {
+        let qa = badge::answer::eval::evaluate(a, &pairs, |i| bar.set_position(i as u64))?;
+        let offtopic = match &off {
+            Some(q) => {
+                let (score, answered) = badge::answer::eval::offtopic(a, q)?;
+                off_misses = answered;
+                Some(score)
+            }
+            None => None,
+        };
+        Ok(EvalOutput { qa, offtopic })
+    };
+    let options = badge_firmware::generate::GenerateOptions {
+        free,
+        ..Default::default()
     };
     let report = if model.is_dir() {
-        run(&mut CandleAnswerer::from_run(
-            &badge::run::Run::load(model, None)?,
-            64,
-        )?)?
+        run(&mut *candle(model, options)?)?
     } else {
         let file = BlobFile::read(model)?;
         let limit = mem.run_state_limit()?;
         run(
-            &mut BlobAnswerer::with_memory_limit(&file, 1, Default::default(), limit)
+            &mut BlobAnswerer::with_memory_limit(&file, 1, options, limit)
                 .with_context(|| format!("model {}", model.display()))?,
         )?
     };
@@ -234,7 +305,18 @@ pub fn eval(model: &Path, qa: &Path, misses: usize, json: bool, mem: &MemoryArgs
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", report.table(misses));
+        print!("{}", report.qa.table(misses));
+        if let Some(o) = &report.offtopic {
+            println!(
+                "\noff-topic: {}/{} answered with the fallback line ({:.1}%)",
+                o.fallback,
+                o.total,
+                100.0 * o.fallback_rate()
+            );
+            for m in off_misses.iter().take(misses) {
+                println!("  {}\n      got: {}", m.question, m.got);
+            }
+        }
         if model.is_dir() {
             if let Ok(s) = std::fs::read_to_string(model.join("summary.json")) {
                 if let Ok(s) = serde_json::from_str::<badge::train::Summary>(&s) {

@@ -89,6 +89,9 @@ enum Command {
         /// Board profile to check the memory plan against.
         #[arg(long, default_value = badge::config::board::DEFAULT_BOARD)]
         board: PathBuf,
+        /// Make open generation the badge's default (the known answers are still stored).
+        #[arg(long)]
+        free: bool,
         #[arg(long)]
         json: bool,
         /// Write the error table as CSV to this file.
@@ -154,6 +157,12 @@ enum Command {
         model: PathBuf,
         #[arg(long)]
         qa: PathBuf,
+        /// Also ask these off-topic questions (one per line) and count the fallbacks.
+        #[arg(long)]
+        offtopic: Option<PathBuf>,
+        /// Open generation instead of the known answers.
+        #[arg(long)]
+        free: bool,
         /// How many misses to list.
         #[arg(long, default_value_t = 20)]
         misses: usize,
@@ -260,6 +269,9 @@ enum Command {
         /// lines `!press` and `!press long` press it too).
         #[arg(long)]
         press: Option<String>,
+        /// Open generation instead of the blob's known answers.
+        #[arg(long)]
+        free: bool,
     },
     /// Print a model's parameter count, sizes and on-device memory.
     Info {
@@ -347,6 +359,9 @@ struct GenArgs {
     /// Matmul workers (2 = the badge's two cores; a thread on the host).
     #[arg(long, default_value_t = 1)]
     workers: usize,
+    /// Open generation instead of the known answers (which the badge uses by default).
+    #[arg(long)]
+    free: bool,
 }
 
 /// How much memory the badge's engine may take on the host.
@@ -390,6 +405,7 @@ impl GenArgs {
                 top_p: self.top_p,
                 seed: self.seed,
             },
+            free: self.free,
         }
     }
 }
@@ -486,6 +502,7 @@ fn run(cli: Cli) -> Result<()> {
             max_rel_error,
             quality,
             board,
+            free,
             json,
             csv,
         } => {
@@ -502,6 +519,7 @@ fn run(cli: Cli) -> Result<()> {
                 max_rel_error,
                 quality_samples: quality,
                 board: Some(board).filter(|b| b.exists()),
+                free,
             };
             commands::export(&opts, json, csv.as_deref())
         }
@@ -547,10 +565,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval {
             model,
             qa,
+            offtopic,
+            free,
             misses,
             json,
             mem,
-        } => commands::eval(&model, &qa, misses, json, &mem),
+        } => commands::eval(&model, &qa, offtopic.as_deref(), free, misses, json, &mem),
         Command::Data(DataCmd::Synth {
             facts,
             templates,
@@ -672,9 +692,11 @@ fn run(cli: Cli) -> Result<()> {
             max_memory,
             simulate_fault,
             press,
+            free,
         } => {
             let mut opts = badge::device::sim::SimOptions::new(image, out.clone());
             opts.board = board;
+            opts.generate.free = free;
             opts.memory_budget = max_memory
                 .map(|m| {
                     usize::try_from(m)

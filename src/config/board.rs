@@ -254,6 +254,8 @@ impl FirmwareSize {
 pub struct MemoryPlan {
     pub board: String,
     pub blob_bytes: u64,
+    /// Bytes of the blob taken by the known answers (trie and fallback line).
+    pub answers_bytes: u64,
     pub partition_bytes: u64,
     pub psram_weights: u64,
     pub kv_cache: u64,
@@ -298,6 +300,7 @@ impl MemoryPlan {
         Ok(MemoryPlan {
             board: board.name.clone(),
             blob_bytes,
+            answers_bytes: 0,
             partition_bytes: part.size,
             psram_weights,
             kv_cache,
@@ -353,11 +356,12 @@ impl MemoryPlan {
     pub fn table(&self) -> String {
         let mb = |b: u64| format!("{:>10} B ({:.2} MB)", b, b as f64 / 1e6);
         format!(
-            "memory plan for {}\n  flash: blob {} in partition {}  headroom {} B\n         firmware {} in partition {} ({})  headroom {} B\n         (measured {} B × {FIRMWARE_MARGIN} for esp-hal and the runtime, firmware/measured-size.toml)\n  PSRAM: weights {}\n         KV cache {}\n         activations {}\n         firmware heap {}  (board profile reserved_psram)\n         of {}  headroom {} B\n",
+            "memory plan for {}\n  flash: blob {} in partition {}  headroom {} B\n         of which known answers {} B\n         firmware {} in partition {} ({})  headroom {} B\n         (measured {} B × {FIRMWARE_MARGIN} for esp-hal and the runtime, firmware/measured-size.toml)\n  PSRAM: weights {}\n         KV cache {}\n         activations {}\n         firmware heap {}  (board profile reserved_psram)\n         of {}  headroom {} B\n",
             self.board,
             mb(self.blob_bytes),
             mb(self.partition_bytes),
             self.flash_headroom,
+            self.answers_bytes,
             mb(self.firmware_estimate),
             mb(self.app_partition_bytes),
             self.app_partition,

@@ -94,6 +94,10 @@ pub enum SourceConfig {
         /// Keep only the first N pairs (0 = all), for quick runs.
         #[serde(default)]
         limit: usize,
+        /// Also train on this many generic paraphrases of each question (data::paraphrase),
+        /// with the same answer, so the model learns the answer rather than one phrasing.
+        #[serde(default)]
+        paraphrases: usize,
     },
     /// Prose and Q&A generated from a facts file by `badge data synth`'s generator.
     Synth {
@@ -186,6 +190,9 @@ pub struct Curriculum {
     /// What the badge's button asks (see `export::button_prompts`).
     #[serde(default)]
     pub buttons: ButtonsSection,
+    /// Known-answer decoding: the fallback line and the questions that calibrate it.
+    #[serde(default)]
+    pub answers: AnswersConfig,
 }
 
 /// The curriculum's `[buttons]` section.
@@ -198,6 +205,39 @@ pub struct ButtonsSection {
     /// Asked in turn by further short presses.
     #[serde(default)]
     pub ask_me_about: Option<Vec<String>>,
+}
+
+/// The `[answers]` table: what the badge says when it does not know, and the off-topic
+/// questions (one per line, `#` comments) that calibrate when it should say so.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnswersConfig {
+    #[serde(default = "default_fallback")]
+    pub fallback: String,
+    /// Off-topic questions for calibrating the confidence threshold at export.
+    #[serde(default)]
+    pub offtopic: Option<PathBuf>,
+    /// Other off-topic questions, never calibrated on, for the figures (demo, benchmark).
+    #[serde(default)]
+    pub offtopic_test: Option<PathBuf>,
+}
+
+/// The fallback line when a curriculum names none.
+pub const DEFAULT_FALLBACK: &str =
+    "Sorry, I don't know that. Ask me about my work, my projects or my hobbies.";
+
+fn default_fallback() -> String {
+    DEFAULT_FALLBACK.to_string()
+}
+
+impl Default for AnswersConfig {
+    fn default() -> Self {
+        AnswersConfig {
+            fallback: default_fallback(),
+            offtopic: None,
+            offtopic_test: None,
+        }
+    }
 }
 
 fn default_template() -> String {
@@ -238,6 +278,11 @@ impl Curriculum {
         if let Some(p) = self.tokenizer.path.as_mut() {
             fix(p);
         }
+        let a = &mut self.answers;
+        a.offtopic
+            .iter_mut()
+            .chain(a.offtopic_test.iter_mut())
+            .for_each(fix);
         for s in self.sources.values_mut() {
             match s {
                 SourceConfig::Stories { train, valid, .. } => {
@@ -265,6 +310,15 @@ impl Curriculum {
         }
         badge_firmware::template::PromptTemplate::parse(&self.template)
             .map_err(|e| anyhow::anyhow!("{at}: field `template`: {e}"))?;
+        let fallback = &self.answers.fallback;
+        if fallback.trim().is_empty()
+            || fallback.len() > badge_firmware::answers::MAX_FALLBACK_BYTES
+        {
+            bail!(
+                "{at}: answers.fallback must be 1 to {} bytes of text",
+                badge_firmware::answers::MAX_FALLBACK_BYTES
+            );
+        }
         if self.tokenizer.vocab_size != model.vocab_size as usize {
             bail!(
                 "{at}: tokenizer.vocab_size is {} but the model's vocab_size is {}: make them equal",

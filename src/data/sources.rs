@@ -231,11 +231,13 @@ pub fn load_source(
             valid,
             loss_on,
             limit,
+            paraphrases,
         } => {
             let mut pairs = read_qa_csv(train)?;
             if *limit > 0 {
                 pairs.truncate(*limit);
             }
+            pairs = with_paraphrases(pairs, *paraphrases);
             let valid_pairs = match valid {
                 Some(v) => read_qa_csv(v)?,
                 None => Vec::new(),
@@ -277,6 +279,31 @@ pub fn load_source(
             })
         }
     }
+}
+
+/// `pairs` followed by up to `n` generic paraphrases of each question (same answer, id with a
+/// `~k` suffix), deterministic for the pair's id.
+fn with_paraphrases(pairs: Vec<QaPair>, n: usize) -> Vec<QaPair> {
+    if n == 0 {
+        return pairs;
+    }
+    let mut extra = Vec::new();
+    for p in &pairs {
+        let seed = crate::data::rng::hash_str(&p.id);
+        for (k, q) in crate::data::paraphrase::paraphrases(&p.question, seed, n)
+            .into_iter()
+            .enumerate()
+        {
+            extra.push(QaPair {
+                id: format!("{}~{}", p.id, k + 1),
+                question: q,
+                ..p.clone()
+            });
+        }
+    }
+    let mut all = pairs;
+    all.extend(extra);
+    all
 }
 
 /// Samples as one token stream: `BOS sample EOS BOS sample EOS ...`, with a loss mask per

@@ -491,6 +491,7 @@ pub fn export_run(run: &Path, board: &Path) -> Result<std::path::PathBuf> {
         kv_cache: None,
         max_rel_error: None,
         quality_samples: 0,
+        free: false,
         board: Some(board.to_path_buf()),
     })?;
     eprintln!("exported {}", out.display());

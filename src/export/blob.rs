@@ -59,6 +59,8 @@ pub struct BlobInputs<'a> {
     pub group_size: usize,
     /// What the button asks ([`crate::export::button_prompts::button_prompts`]).
     pub prompts: badge_firmware::prompts::PromptsSpec,
+    /// The known answers and fallback line (None: open generation only).
+    pub answers: Option<badge_firmware::answers::AnswersSpec>,
 }
 
 /// Quantizes every matrix and assembles the blob; returns its bytes and the error report.
@@ -112,6 +114,7 @@ pub fn build_blob(inputs: &BlobInputs<'_>, weights: &FlatParams) -> Result<(Vec<
         tokenizer: inputs.tokenizer.to_spec()?,
         template: inputs.template.to_string(),
         prompts: inputs.prompts.clone(),
+        answers: inputs.answers.clone(),
         tensors,
     };
     Ok((BlobWriter::write(&spec), QuantReport::new(gs, errors)))
@@ -140,6 +143,8 @@ pub struct ExportOptions {
     pub board: Option<PathBuf>,
     /// Compare f32 and int8 on this many held-out texts and trained questions (0 = skip).
     pub quality_samples: usize,
+    /// Store the known answers but make open generation the badge's default.
+    pub free: bool,
 }
 
 /// What an export produced.
@@ -154,6 +159,10 @@ pub struct ExportResult {
     pub quality: Option<crate::export::quality::QualityReport>,
     /// The KV cache stored in the blob (None for llama2.c files).
     pub kv_cache: Option<KvCacheKind>,
+    /// How many known answers the blob holds, and the bytes of its answers section.
+    pub known_answers: Option<(usize, usize)>,
+    /// The confidence threshold's calibration (None without off-topic questions).
+    pub calibration: Option<crate::answer::known::Calibration>,
 }
 
 /// Picks the KV cache: the requested one, or (`None`) the most precise of f32, f16 and int8
@@ -228,6 +237,8 @@ pub fn export(opts: &ExportOptions) -> Result<ExportResult> {
             memory: None,
             quality: None,
             kv_cache: None,
+            known_answers: None,
+            calibration: None,
         });
     }
     let board = opts
@@ -236,7 +247,16 @@ pub fn export(opts: &ExportOptions) -> Result<ExportResult> {
         .map(crate::config::board::Board::load)
         .transpose()?;
     let prompts = crate::export::button_prompts::button_prompts(&rc)?;
-    let build = |kv_cache| {
+    let taught = crate::answer::known::taught_answers(rc, &run.dir.root.join("synth"))?;
+    let mut answers = crate::answer::known::answers_spec(
+        tokenizer,
+        &rc.curriculum.template,
+        &taught.answers,
+        &rc.curriculum.answers.fallback,
+        // Calibration needs the constrained decoder; the flag is set on the final build.
+        false,
+    )?;
+    let build = |kv_cache, answers: &badge_firmware::answers::AnswersSpec| {
         let inputs = BlobInputs {
             prompts: prompts.clone(),
             config: cfg,
@@ -245,10 +265,11 @@ pub fn export(opts: &ExportOptions) -> Result<ExportResult> {
             voice: rc.curriculum.voice.unwrap_or_default(),
             kv_cache,
             group_size: gs,
+            answers: Some(answers.clone()),
         };
         build_blob(&inputs, &weights)
     };
-    let (mut blob, report) = build(opts.kv_cache.unwrap_or(KvCacheKind::F32))?;
+    let (mut blob, report) = build(opts.kv_cache.unwrap_or(KvCacheKind::F32), &answers)?;
     if let Some(max) = opts.max_rel_error {
         if let Some(t) = report.tensors.iter().find(|t| t.rel_rmse > max) {
             bail!("tensor {} has relative RMSE {:.5}, above --max-rel-error {max}; nothing was written", t.name, t.rel_rmse);
@@ -258,8 +279,29 @@ pub fn export(opts: &ExportOptions) -> Result<ExportResult> {
         choose_kv_cache(board.as_ref(), blob.len() as u64, &cfg, gs, opts.kv_cache)?;
     if kv_cache != opts.kv_cache.unwrap_or(KvCacheKind::F32) {
         // Only the header field differs; rebuilding keeps the writer the one place that knows it.
-        blob = build(kv_cache)?.0;
+        blob = build(kv_cache, &answers)?.0;
     }
+    let calibration = match &rc.curriculum.answers.offtopic {
+        Some(path) if !taught.heldout_questions.is_empty() => {
+            let offtopic = crate::answer::known::read_questions(path)?;
+            let c = calibrate_blob(&blob, &taught.heldout_questions, &offtopic)?;
+            answers.measure = c.measure();
+            answers.threshold = c.threshold();
+            Some(c)
+        }
+        _ => None,
+    };
+    answers.free_by_default = opts.free;
+    if calibration.is_some() || opts.free {
+        blob = build(kv_cache, &answers)?.0;
+    }
+    let note = match (note, calibration.is_none()) {
+        (n, true) => Some(
+            n.map_or(String::new(), |n| format!("{n}; "))
+                + "no off-topic questions ([answers] offtopic) or held-out synth questions to calibrate on: the badge never says its fallback line",
+        ),
+        (n, false) => n,
+    };
     let note = match (note, kv_note) {
         (Some(a), Some(b)) => Some(format!("{a}; {b}")),
         (a, b) => a.or(b),
@@ -269,7 +311,14 @@ pub fn export(opts: &ExportOptions) -> Result<ExportResult> {
         0 => None,
         n => Some(crate::export::quality::measure(&run, &opts.out, n, n)?),
     };
+    let answers_bytes = badge_firmware::answers::write_answers(&answers).len();
+    let memory = memory.map(|mut m| {
+        m.answers_bytes = answers_bytes as u64;
+        m
+    });
     Ok(ExportResult {
+        known_answers: Some((taught.answers.len(), answers_bytes)),
+        calibration,
         kv_cache: Some(kv_cache),
         quality,
         out: opts.out.clone(),
@@ -279,4 +328,21 @@ pub fn export(opts: &ExportOptions) -> Result<ExportResult> {
         report,
         memory,
     })
+}
+
+/// Asks the blob (known-answer decoding, never falling back) the held-out in-domain and the
+/// off-topic questions, and fits the confidence threshold on their confidences.
+fn calibrate_blob(
+    blob: &[u8],
+    known: &[String],
+    offtopic: &[String],
+) -> Result<crate::answer::known::Calibration> {
+    use crate::answer::known::{calibrate, confidences};
+    let file = crate::answer::BlobFile {
+        bytes: crate::util::AlignedBytes::from_slice(blob),
+    };
+    let mut badge = crate::answer::BlobAnswerer::new(&file, 1, Default::default())?;
+    let k = confidences(&mut badge, known)?;
+    let o = confidences(&mut badge, offtopic)?;
+    Ok(calibrate(&k, &o))
 }

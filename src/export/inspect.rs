@@ -31,10 +31,23 @@ pub struct Inspection {
     pub merges: usize,
     pub template: String,
     pub tensors: Vec<TensorRow>,
+    pub answers: Option<AnswersRow>,
     pub run_state_bytes: usize,
     pub memory: Option<crate::config::board::MemoryPlan>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub report: Option<QuantReport>,
+}
+
+/// The blob's known answers, as `inspect` reports them.
+#[derive(Debug, Clone, Serialize)]
+pub struct AnswersRow {
+    pub answers: usize,
+    pub trie_nodes: usize,
+    pub bytes: usize,
+    pub fallback: String,
+    pub measure: &'static str,
+    pub threshold: f32,
+    pub free_by_default: bool,
 }
 
 fn tensor_name(t: &badge_firmware::format::TensorView<'_>) -> String {
@@ -68,12 +81,25 @@ pub fn inspect(path: &Path, board: Option<&Path>, against: Option<&Path>) -> Res
     }
     let state =
         badge_firmware::engine::RunStateSize::of(&blob.config, blob.group_size, blob.kv_cache);
+    let answers = blob.answers.map(|a| AnswersRow {
+        answers: a.answer_count,
+        trie_nodes: a.node_count(),
+        bytes: a.byte_len(),
+        fallback: a.fallback.to_string(),
+        measure: a.measure.name(),
+        threshold: a.threshold,
+        free_by_default: a.free_by_default,
+    });
     let memory = match board {
-        Some(b) => Some(crate::config::board::MemoryPlan::new(
-            &crate::config::board::Board::load(b)?,
-            blob.bytes.len() as u64,
-            state,
-        )?),
+        Some(b) => {
+            let mut plan = crate::config::board::MemoryPlan::new(
+                &crate::config::board::Board::load(b)?,
+                blob.bytes.len() as u64,
+                state,
+            )?;
+            plan.answers_bytes = answers.as_ref().map_or(0, |a| a.bytes as u64);
+            Some(plan)
+        }
         None => None,
     };
     let report = match against {
@@ -93,6 +119,7 @@ pub fn inspect(path: &Path, board: Option<&Path>, against: Option<&Path>) -> Res
         merges: blob.tokenizer.n_merges,
         template: blob.template.to_string(),
         tensors,
+        answers,
         run_state_bytes: state.total(),
         memory,
         report,
@@ -147,6 +174,21 @@ impl Inspection {
                 t.offset,
                 t.bytes
             );
+        }
+        match &self.answers {
+            Some(a) => {
+                s += &format!(
+                    "\nknown answers: {} ({} trie nodes, {} bytes); {}; fallback below {} {:.4}: {:?}\n",
+                    a.answers,
+                    a.trie_nodes,
+                    a.bytes,
+                    if a.free_by_default { "open generation by default" } else { "known-answer decoding by default" },
+                    a.measure,
+                    a.threshold,
+                    a.fallback
+                );
+            }
+            None => s += "\nknown answers: none (open generation only)\n",
         }
         if let Some(m) = &self.memory {
             s += "\n";

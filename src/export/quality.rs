@@ -135,7 +135,12 @@ pub fn measure(
     }
 
     let pairs: Vec<_> = trained_pairs(rc)?.into_iter().take(max_questions).collect();
-    let mut int8_model = BlobAnswerer::new(&file, 1, Default::default())?;
+    // Both in open generation: this measures what quantization changes, not the decoding.
+    let free = badge_firmware::generate::GenerateOptions {
+        free: true,
+        ..Default::default()
+    };
+    let mut int8_model = BlobAnswerer::new(&file, 1, free)?;
     let (mut f32_right, mut int8_right) = (0, 0);
     for p in &pairs {
         f32_right += usize::from(f32_model.answer(&p.question)?.trim() == p.answer.trim());

@@ -73,7 +73,7 @@ pub fn random_blob(
     seed: u64,
     kv: badge_firmware::config::KvCacheKind,
 ) -> (Vec<u8>, badge::run::FlatParams) {
-    random_blob_with_prompts(c, seed, kv, badge_firmware::prompts::PromptsSpec::default())
+    random_blob_full(c, seed, kv, Default::default(), |_| None)
 }
 
 /// [`random_blob`] with the given button prompts.
@@ -82,6 +82,42 @@ pub fn random_blob_with_prompts(
     seed: u64,
     kv: badge_firmware::config::KvCacheKind,
     prompts: badge_firmware::prompts::PromptsSpec,
+) -> (Vec<u8>, badge::run::FlatParams) {
+    random_blob_full(c, seed, kv, prompts, |_| None)
+}
+
+/// The answers of the bundled example owner's Q&A file (distinct, in file order).
+pub fn example_answers() -> Vec<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    badge::data::read_qa_csv(&repo().join("data/profile/qa.csv"))
+        .unwrap()
+        .into_iter()
+        .map(|p| p.answer)
+        .filter(|a| seen.insert(a.clone()))
+        .collect()
+}
+
+/// [`random_blob`] with the answers section `answers` builds from the blob's tokenizer.
+pub fn random_blob_with(
+    c: &ModelConfig,
+    seed: u64,
+    kv: badge_firmware::config::KvCacheKind,
+    answers: impl FnOnce(
+        &badge::data::tokenizer::BadgeTokenizer,
+    ) -> Option<badge_firmware::answers::AnswersSpec>,
+) -> (Vec<u8>, badge::run::FlatParams) {
+    random_blob_full(c, seed, kv, Default::default(), answers)
+}
+
+/// [`random_blob`] with button prompts and an answers section.
+pub fn random_blob_full(
+    c: &ModelConfig,
+    seed: u64,
+    kv: badge_firmware::config::KvCacheKind,
+    prompts: badge_firmware::prompts::PromptsSpec,
+    answers: impl FnOnce(
+        &badge::data::tokenizer::BadgeTokenizer,
+    ) -> Option<badge_firmware::answers::AnswersSpec>,
 ) -> (Vec<u8>, badge::run::FlatParams) {
     let tok = small_tokenizer(c.vocab_size as usize);
     let w = random_weights(c, seed);
@@ -95,6 +131,7 @@ pub fn random_blob_with_prompts(
         voice: Default::default(),
         kv_cache: kv,
         group_size: gs,
+        answers: answers(&tok),
     };
     let (blob, _) = badge::export::build_blob(&inputs, &w).unwrap();
     (blob, w)

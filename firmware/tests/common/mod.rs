@@ -134,6 +134,7 @@ pub fn spec(c: ModelConfig, group_size: u32, kv: KvCacheKind, seed: u64) -> Blob
         template: "Q: {question}\nA: {answer}".to_string(),
         tensors: tensors(&c, group_size as usize, seed),
         prompts: Default::default(),
+        answers: None,
     }
 }
 

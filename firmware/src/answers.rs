@@ -1,0 +1,420 @@
+//! The known answers: every answer the model was taught, as a trie of token ids, with the
+//! confidence threshold below which the badge says its fallback line instead. Stored in the
+//! blob's answers section (layout in `firmware/FORMAT.md`), read in place like the rest.
+//!
+//! Known-answer decoding walks this trie: at each step only a token that continues some known
+//! answer (or EOS where a whole answer ends) may be chosen, so the badge can only ever say one
+//! of its answers, or the fallback. The trie is canonical (breadth-first, edge `k` leads to
+//! node `k + 1`, children sorted by token), which makes it a tree by construction and lets the
+//! loader check it in one linear pass with checked arithmetic.
+
+use alloc::vec::Vec;
+
+/// Bytes of the section header.
+pub const ANSWERS_HEADER_SIZE: usize = 32;
+/// Bytes of one node entry: first edge, edge count, flags.
+pub const NODE_SIZE: usize = 12;
+/// Bytes of one edge entry: token id, child node.
+pub const EDGE_SIZE: usize = 8;
+/// Section flag: the badge generates freely by default (`badge export --free`).
+pub const FLAG_FREE: u32 = 1;
+/// Node flag: a known answer ends here (EOS may follow).
+pub const NODE_TERMINAL: u32 = 1;
+/// Node flag (with [`NODE_TERMINAL`]): the answer ending here is the fallback line itself,
+/// taught for off-topic questions; choosing it counts as not knowing.
+pub const NODE_FALLBACK: u32 = 2;
+/// Most nodes a section may hold (far above any owner's answers; keeps sizes in u32).
+pub const MAX_NODES: usize = 1 << 20;
+/// Longest fallback line in bytes.
+pub const MAX_FALLBACK_BYTES: usize = 1024;
+
+/// Which number along the chosen path measures the model's confidence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum ConfidenceMeasure {
+    /// Never fall back.
+    None = 0,
+    /// Mean log-probability (whole vocabulary) of the chosen tokens, EOS included.
+    MeanLogProb = 1,
+    /// Probability margin between the best and second-best branch at the first token where
+    /// known answers diverge (probabilities renormalised over the allowed tokens).
+    FirstBranchMargin = 2,
+    /// Log-probability of the whole answer among the known answers (allowed tokens
+    /// renormalised at every branch point).
+    AnswerLogProb = 3,
+}
+
+impl ConfidenceMeasure {
+    pub const ALL: [ConfidenceMeasure; 3] = [
+        Self::MeanLogProb,
+        Self::FirstBranchMargin,
+        Self::AnswerLogProb,
+    ];
+    pub fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            0 => Some(Self::None),
+            1 => Some(Self::MeanLogProb),
+            2 => Some(Self::FirstBranchMargin),
+            3 => Some(Self::AnswerLogProb),
+            _ => None,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::MeanLogProb => "mean-log-prob",
+            Self::FirstBranchMargin => "first-branch-margin",
+            Self::AnswerLogProb => "answer-log-prob",
+        }
+    }
+}
+
+/// The confidence numbers of one constrained answer (all measured in the same pass).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Confidence {
+    pub mean_log_prob: f32,
+    /// 1.0 when the path never branches (only one answer could follow the question).
+    pub first_branch_margin: f32,
+    pub answer_log_prob: f32,
+}
+
+impl Confidence {
+    pub fn value(&self, m: ConfidenceMeasure) -> f32 {
+        match m {
+            ConfidenceMeasure::None => f32::INFINITY,
+            ConfidenceMeasure::MeanLogProb => self.mean_log_prob,
+            ConfidenceMeasure::FirstBranchMargin => self.first_branch_margin,
+            ConfidenceMeasure::AnswerLogProb => self.answer_log_prob,
+        }
+    }
+}
+
+/// Why the answers section was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnswersError(pub &'static str);
+
+/// The answers section, borrowed from the blob.
+#[derive(Debug, Clone, Copy)]
+pub struct AnswerSet<'a> {
+    nodes: &'a [u8],
+    edges: &'a [u8],
+    pub fallback: &'a str,
+    pub measure: ConfidenceMeasure,
+    pub threshold: f32,
+    /// The badge generates freely unless asked for known answers.
+    pub free_by_default: bool,
+    pub answer_count: usize,
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+impl<'a> AnswerSet<'a> {
+    /// Validates a section: `vocab_size`, `bos` and `eos` bound the tokens it may name.
+    pub fn parse(sec: &'a [u8], vocab_size: u32, bos: u32, eos: u32) -> Result<Self, AnswersError> {
+        let bad = AnswersError;
+        if sec.len() < ANSWERS_HEADER_SIZE {
+            return Err(bad("section shorter than its 32-byte header"));
+        }
+        let flags = u32_at(sec, 0);
+        if flags & !FLAG_FREE != 0 {
+            return Err(bad("unknown flags"));
+        }
+        let n_nodes = u32_at(sec, 4) as usize;
+        let n_edges = u32_at(sec, 8) as usize;
+        let answer_count = u32_at(sec, 12) as usize;
+        let measure = ConfidenceMeasure::from_u32(u32_at(sec, 16))
+            .ok_or(bad("unknown confidence measure"))?;
+        let threshold = f32::from_bits(u32_at(sec, 20));
+        let fallback_len = u32_at(sec, 24) as usize;
+        if u32_at(sec, 28) != 0 {
+            return Err(bad("reserved header field is not zero"));
+        }
+        if threshold.is_nan() {
+            return Err(bad("confidence threshold is NaN"));
+        }
+        if !(2..=MAX_NODES).contains(&n_nodes) {
+            return Err(bad(
+                "node count must be 2 ..= 2^20 (a root and at least one answer)",
+            ));
+        }
+        if n_edges != n_nodes - 1 {
+            return Err(bad("edge count must be node count - 1 (a tree)"));
+        }
+        if fallback_len > MAX_FALLBACK_BYTES {
+            return Err(bad("fallback line longer than 1024 bytes"));
+        }
+        // n_nodes ≤ 2^20, so these products and sums fit in 32 bits.
+        let nodes_len = n_nodes * NODE_SIZE;
+        let edges_len = n_edges * EDGE_SIZE;
+        let fallback_off = ANSWERS_HEADER_SIZE + nodes_len + edges_len;
+        let end = fallback_off
+            .checked_add(fallback_len)
+            .ok_or(bad("section size overflows"))?;
+        if end > sec.len() {
+            return Err(bad("nodes, edges or fallback line run past the section"));
+        }
+        let fallback = core::str::from_utf8(&sec[fallback_off..end])
+            .map_err(|_| bad("fallback line is not UTF-8"))?;
+        if fallback.trim().is_empty() {
+            return Err(bad("fallback line is empty"));
+        }
+        let set = AnswerSet {
+            nodes: &sec[ANSWERS_HEADER_SIZE..ANSWERS_HEADER_SIZE + nodes_len],
+            edges: &sec[ANSWERS_HEADER_SIZE + nodes_len..fallback_off],
+            fallback,
+            measure,
+            threshold,
+            free_by_default: flags & FLAG_FREE != 0,
+            answer_count,
+        };
+        let mut next_edge = 0usize;
+        let mut terminals = 0usize;
+        for i in 0..n_nodes {
+            let (first, count, nflags) = set.node(i);
+            if nflags & !(NODE_TERMINAL | NODE_FALLBACK) != 0 {
+                return Err(bad("unknown node flags"));
+            }
+            if nflags & NODE_FALLBACK != 0 && nflags & NODE_TERMINAL == 0 {
+                return Err(bad("a fallback node must end an answer"));
+            }
+            if first != next_edge || count > n_edges - first {
+                return Err(bad(
+                    "node edges are not the next contiguous run of the edge list",
+                ));
+            }
+            next_edge = first + count;
+            let terminal = nflags & NODE_TERMINAL != 0;
+            terminals += usize::from(terminal);
+            if i == 0 && terminal {
+                return Err(bad("the empty answer is not an answer"));
+            }
+            if count == 0 && !terminal {
+                return Err(bad("a leaf node ends no answer"));
+            }
+            let mut prev = None;
+            for k in first..first + count {
+                let (token, child) = set.edge(k);
+                if token >= vocab_size || token == bos || token == eos {
+                    return Err(bad(
+                        "an edge names a token outside the vocabulary, or BOS/EOS",
+                    ));
+                }
+                if prev.is_some_and(|p| p >= token) {
+                    return Err(bad("a node's edges are not sorted by token"));
+                }
+                prev = Some(token);
+                if child as usize != k + 1 || child as usize <= i {
+                    return Err(bad("edge k must lead to node k + 1, after its parent"));
+                }
+            }
+        }
+        if terminals != answer_count {
+            return Err(bad("answer count differs from the terminal nodes"));
+        }
+        Ok(set)
+    }
+
+    /// `(first edge, edge count, flags)` of node `i`.
+    fn node(&self, i: usize) -> (usize, usize, u32) {
+        let e = &self.nodes[i * NODE_SIZE..][..NODE_SIZE];
+        (u32_at(e, 0) as usize, u32_at(e, 4) as usize, u32_at(e, 8))
+    }
+
+    /// `(token, child)` of edge `k`.
+    fn edge(&self, k: usize) -> (u32, u32) {
+        let e = &self.edges[k * EDGE_SIZE..][..EDGE_SIZE];
+        (u32_at(e, 0), u32_at(e, 4))
+    }
+
+    /// The root node (before the answer's first token).
+    pub const ROOT: usize = 0;
+
+    /// Whether a known answer ends at `node`.
+    pub fn is_terminal(&self, node: usize) -> bool {
+        self.node(node).2 & NODE_TERMINAL != 0
+    }
+
+    /// Whether the answer ending at `node` is the fallback line (taught for off-topic
+    /// questions).
+    pub fn is_fallback(&self, node: usize) -> bool {
+        self.node(node).2 & NODE_FALLBACK != 0
+    }
+
+    /// The tokens that may follow `node`, with the node each leads to, in token order.
+    pub fn children(&self, node: usize) -> impl Iterator<Item = (u32, usize)> + '_ {
+        let (first, count, _) = self.node(node);
+        (first..first + count).map(move |k| {
+            let (t, c) = self.edge(k);
+            (t, c as usize)
+        })
+    }
+
+    pub fn node_count(&self) -> usize {
+        self.nodes.len() / NODE_SIZE
+    }
+
+    /// Bytes the section occupies in the blob (header, nodes, edges, fallback line).
+    pub fn byte_len(&self) -> usize {
+        ANSWERS_HEADER_SIZE + self.nodes.len() + self.edges.len() + self.fallback.len()
+    }
+
+    /// Every known answer's token ids, in trie order (for reports and tests).
+    pub fn all_answers(&self) -> Vec<Vec<u32>> {
+        let mut out = Vec::new();
+        let mut stack: Vec<(usize, Vec<u32>)> = alloc::vec![(Self::ROOT, Vec::new())];
+        while let Some((n, path)) = stack.pop() {
+            if self.is_terminal(n) {
+                out.push(path.clone());
+            }
+            let kids: Vec<(u32, usize)> = self.children(n).collect();
+            for (t, c) in kids.into_iter().rev() {
+                let mut p = path.clone();
+                p.push(t);
+                stack.push((c, p));
+            }
+        }
+        out
+    }
+}
+
+/// What the writer stores: the answers as token ids, and the fallback settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnswersSpec {
+    /// Token ids of each known answer as the model produces it (separator tail included),
+    /// without EOS. Duplicates are merged; order does not matter.
+    pub answers: Vec<Vec<u32>>,
+    /// The fallback line's tokens when it was taught as an answer (off-topic questions).
+    pub fallback_ids: Option<Vec<u32>>,
+    pub fallback: alloc::string::String,
+    pub measure: ConfidenceMeasure,
+    pub threshold: f32,
+    pub free_by_default: bool,
+}
+
+/// Serialises an answers section (deterministic: the same answers give the same bytes).
+pub fn write_answers(spec: &AnswersSpec) -> Vec<u8> {
+    // Build the trie with sorted children, then number it breadth-first.
+    struct Node {
+        kids: alloc::collections::BTreeMap<u32, usize>,
+        terminal: bool,
+        fallback: bool,
+    }
+    let mut tree = alloc::vec![Node {
+        kids: Default::default(),
+        terminal: false,
+        fallback: false,
+    }];
+    let answers = spec.answers.iter().map(|a| (a, false));
+    for (a, is_fallback) in answers.chain(spec.fallback_ids.iter().map(|a| (a, true))) {
+        let mut n = 0;
+        for &t in a {
+            n = match tree[n].kids.get(&t) {
+                Some(&c) => c,
+                None => {
+                    let c = tree.len();
+                    tree.push(Node {
+                        kids: Default::default(),
+                        terminal: false,
+                        fallback: false,
+                    });
+                    tree[n].kids.insert(t, c);
+                    c
+                }
+            };
+        }
+        tree[n].terminal |= n != 0;
+        tree[n].fallback |= n != 0 && is_fallback;
+    }
+    let mut order = alloc::vec![0usize];
+    let mut i = 0;
+    while i < order.len() {
+        order.extend(tree[order[i]].kids.values().copied());
+        i += 1;
+    }
+    let mut nodes = Vec::new();
+    let mut edges = Vec::new();
+    let mut next_edge = 0u32;
+    let mut answers = 0u32;
+    for &n in &order {
+        let node = &tree[n];
+        let count = node.kids.len() as u32;
+        let flags = u32::from(node.terminal) | if node.fallback { NODE_FALLBACK } else { 0 };
+        for v in [next_edge, count, flags] {
+            nodes.extend_from_slice(&v.to_le_bytes());
+        }
+        answers += u32::from(node.terminal);
+        for &t in node.kids.keys() {
+            next_edge += 1;
+            edges.extend_from_slice(&t.to_le_bytes());
+            // Breadth-first numbering: the k-th edge (0-based) leads to node k + 1.
+            edges.extend_from_slice(&next_edge.to_le_bytes());
+        }
+    }
+    let mut out = Vec::new();
+    let flags = if spec.free_by_default { FLAG_FREE } else { 0 };
+    for v in [
+        flags,
+        order.len() as u32,
+        next_edge,
+        answers,
+        spec.measure as u32,
+        spec.threshold.to_bits(),
+        spec.fallback.len() as u32,
+        0,
+    ] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.extend_from_slice(&nodes);
+    out.extend_from_slice(&edges);
+    out.extend_from_slice(spec.fallback.as_bytes());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(answers: &[&[u32]]) -> AnswersSpec {
+        AnswersSpec {
+            answers: answers.iter().map(|a| a.to_vec()).collect(),
+            fallback_ids: None,
+            fallback: "Sorry.".into(),
+            measure: ConfidenceMeasure::MeanLogProb,
+            threshold: -1.5,
+            free_by_default: false,
+        }
+    }
+
+    #[test]
+    fn round_trips_answers_in_token_order() {
+        let bytes = write_answers(&spec(&[&[9, 5, 7], &[9, 5], &[4], &[9, 6], &[4]]));
+        let set = AnswerSet::parse(&bytes, 16, 1, 2).unwrap();
+        assert_eq!(
+            set.all_answers(),
+            vec![vec![4], vec![9, 5], vec![9, 5, 7], vec![9, 6]]
+        );
+        assert_eq!(set.answer_count, 4);
+        assert_eq!((set.fallback, set.threshold), ("Sorry.", -1.5));
+        assert_eq!(set.byte_len(), bytes.len());
+    }
+
+    #[test]
+    fn rejects_tokens_outside_the_vocabulary_and_cycles() {
+        let bytes = write_answers(&spec(&[&[9, 5], &[3]]));
+        assert!(
+            AnswerSet::parse(&bytes, 9, 1, 2).is_err(),
+            "token 9 ≥ vocab 9"
+        );
+        assert!(
+            AnswerSet::parse(&bytes, 16, 1, 5).is_err(),
+            "EOS inside an answer"
+        );
+        // Point the first edge back at the root.
+        let edges_at = ANSWERS_HEADER_SIZE + 4 * NODE_SIZE;
+        let mut b = bytes.clone();
+        b[edges_at + 4..edges_at + 8].copy_from_slice(&0u32.to_le_bytes());
+        assert!(AnswerSet::parse(&b, 16, 1, 2).is_err());
+    }
+}

@@ -1,0 +1,303 @@
+//! Known answers on the host: the set of answers a run was taught (its Q&A and synthetic Q&A
+//! sources), tokenized exactly as training saw them, for the blob's answers section; the
+//! off-topic question lists; and the calibration of the confidence threshold.
+
+use crate::config::{ResolvedCurriculum, SourceConfig};
+use crate::data::tokenizer::BadgeTokenizer;
+use anyhow::{bail, Context, Result};
+use badge_firmware::answers::{AnswersSpec, Confidence, ConfidenceMeasure};
+use badge_firmware::template::PromptTemplate;
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::path::Path;
+
+/// The taught answers and the questions held out of training, gathered from a curriculum.
+#[derive(Debug, Clone, Default)]
+pub struct TaughtAnswers {
+    /// Every distinct answer text of the training Q&A (human and synthetic), sorted.
+    pub answers: Vec<String>,
+    /// Held-out questions (the Q&A source's `valid` file and the synth holdout, never
+    /// trained on): the in-domain side of calibration.
+    pub heldout_questions: Vec<String>,
+}
+
+/// Reads the Q&A and synth sources of a run's curriculum. `synth_root` is where the run's
+/// synthetic data lives (`RUN/synth`); it is regenerated there deterministically.
+pub fn taught_answers(rc: &ResolvedCurriculum, synth_root: &Path) -> Result<TaughtAnswers> {
+    let template = PromptTemplate::parse(&rc.curriculum.template).map_err(anyhow::Error::msg)?;
+    let mut answers = BTreeSet::new();
+    let mut heldout = Vec::new();
+    for (name, cfg) in &rc.curriculum.sources {
+        if !matches!(cfg, SourceConfig::Qa { .. } | SourceConfig::Synth { .. }) {
+            continue;
+        }
+        let d = crate::data::load_source(cfg, &template, &synth_root.join(name), false)
+            .with_context(|| format!("source `{name}`"))?;
+        answers.extend(d.train_pairs.iter().map(|p| p.answer.trim().to_string()));
+        heldout.extend(d.valid_pairs.iter().map(|p| p.question.clone()));
+    }
+    answers.retain(|a| !a.is_empty());
+    Ok(TaughtAnswers {
+        answers: answers.into_iter().collect(),
+        heldout_questions: heldout,
+    })
+}
+
+/// The answers section for `answers`: each answer tokenized as training did (the separator's
+/// tail, e.g. the space after "A:", is part of the answer's first token).
+pub fn answers_spec(
+    tokenizer: &BadgeTokenizer,
+    template: &str,
+    answers: &[String],
+    fallback: &str,
+    free_by_default: bool,
+) -> Result<AnswersSpec> {
+    let template = PromptTemplate::parse(template).map_err(anyhow::Error::msg)?;
+    if answers.is_empty() {
+        bail!("the curriculum teaches no answers (no Q&A or synth source): export with --free");
+    }
+    let encode = |a: &str| tokenizer.encode(&template.render("", a).1);
+    // The fallback line among the answers was taught for off-topic questions: the trie marks
+    // it, so choosing it counts as not knowing.
+    let ids = answers
+        .iter()
+        .filter(|a| a.trim() != fallback.trim())
+        .map(|a| encode(a))
+        .collect::<Result<Vec<_>>>()?;
+    let fallback_ids = answers
+        .iter()
+        .any(|a| a.trim() == fallback.trim())
+        .then(|| encode(fallback.trim()))
+        .transpose()?;
+    if ids.is_empty() {
+        bail!("the curriculum teaches no answer besides the fallback line");
+    }
+    Ok(AnswersSpec {
+        answers: ids,
+        fallback_ids,
+        fallback: fallback.to_string(),
+        measure: ConfidenceMeasure::None,
+        threshold: 0.0,
+        free_by_default,
+    })
+}
+
+/// Reads a question list: one question per line, `#` starts a comment line.
+pub fn read_questions(path: &Path) -> Result<Vec<String>> {
+    let text = crate::util::read_to_string(path)?;
+    let q: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect();
+    if q.is_empty() {
+        bail!(
+            "{}: no questions (one per line, # for comments)",
+            path.display()
+        );
+    }
+    Ok(q)
+}
+
+/// One measure's best threshold on the calibration questions.
+#[derive(Debug, Clone, Serialize)]
+pub struct MeasureFit {
+    pub measure: &'static str,
+    pub threshold: f32,
+    /// Share of in-domain questions answered (confidence ≥ threshold).
+    pub known_kept: f64,
+    /// Share of off-topic questions that get the fallback.
+    pub offtopic_fallback: f64,
+}
+
+/// Share of in-domain calibration questions the threshold must keep answering.
+pub const KEEP_KNOWN: f64 = 0.9;
+
+impl MeasureFit {
+    /// Better: keeps at least [`KEEP_KNOWN`] of the in-domain questions, then refuses the
+    /// most off-topic ones, then keeps the most in-domain ones.
+    fn key(&self) -> (bool, f64, f64) {
+        (
+            self.known_kept >= KEEP_KNOWN - 1e-9,
+            self.offtopic_fallback,
+            self.known_kept,
+        )
+    }
+    fn better_than(&self, other: &MeasureFit) -> bool {
+        self.key().partial_cmp(&other.key()) == Some(std::cmp::Ordering::Greater)
+    }
+}
+
+/// The comparison of every measure, and the one chosen for the blob.
+#[derive(Debug, Clone, Serialize)]
+pub struct Calibration {
+    pub known_questions: usize,
+    pub offtopic_questions: usize,
+    pub fits: Vec<MeasureFit>,
+    pub chosen: usize,
+}
+
+impl Calibration {
+    pub fn measure(&self) -> ConfidenceMeasure {
+        ConfidenceMeasure::ALL[self.chosen]
+    }
+    pub fn threshold(&self) -> f32 {
+        self.fits[self.chosen].threshold
+    }
+
+    pub fn table(&self) -> String {
+        let mut s = format!(
+            "confidence calibration on {} held-out in-domain and {} off-topic questions:\n{:<22} {:>10} {:>11} {:>18}\n",
+            self.known_questions, self.offtopic_questions, "measure", "threshold", "answered", "off-topic fallback"
+        );
+        for (i, f) in self.fits.iter().enumerate() {
+            s += &format!(
+                "{:<22} {:>10.4} {:>10.1}% {:>17.1}%{}\n",
+                f.measure,
+                f.threshold,
+                100.0 * f.known_kept,
+                100.0 * f.offtopic_fallback,
+                if i == self.chosen { "  <- chosen" } else { "" }
+            );
+        }
+        s
+    }
+}
+
+/// For every measure, the threshold that refuses the most off-topic questions while still
+/// answering at least [`KEEP_KNOWN`] of the in-domain ones (the targets: at most 10%
+/// fallback on known questions, as many off-topic refusals as that allows); ties go to the
+/// lower threshold. The chosen measure refuses the most off-topic questions under that rule.
+pub fn calibrate(known: &[Confidence], offtopic: &[Confidence]) -> Calibration {
+    let fits: Vec<MeasureFit> = ConfidenceMeasure::ALL
+        .iter()
+        .map(|&m| fit(m, known, offtopic))
+        .collect();
+    let chosen = (0..fits.len()).fold(0, |b, i| if fits[i].better_than(&fits[b]) { i } else { b });
+    Calibration {
+        known_questions: known.len(),
+        offtopic_questions: offtopic.len(),
+        fits,
+        chosen,
+    }
+}
+
+fn fit(m: ConfidenceMeasure, known: &[Confidence], offtopic: &[Confidence]) -> MeasureFit {
+    let k: Vec<f32> = known.iter().map(|c| c.value(m)).collect();
+    let o: Vec<f32> = offtopic.iter().map(|c| c.value(m)).collect();
+    let rate = |xs: &[f32], pred: &dyn Fn(f32) -> bool| {
+        xs.iter().filter(|&&x| pred(x)).count() as f64 / xs.len().max(1) as f64
+    };
+    // Candidates: just above each observed value, and below all of them (never fall back).
+    let mut cands: Vec<f32> = k.iter().chain(&o).map(|&x| next_up(x)).collect();
+    cands.push(k.iter().chain(&o).fold(f32::INFINITY, |a, &b| a.min(b)));
+    cands.retain(|c| c.is_finite());
+    cands.sort_by(f32::total_cmp);
+    let mut best: Option<MeasureFit> = None;
+    for &t in &cands {
+        let f = MeasureFit {
+            measure: m.name(),
+            threshold: t,
+            known_kept: rate(&k, &|x| x >= t),
+            offtopic_fallback: rate(&o, &|x| x < t),
+        };
+        if best.as_ref().is_none_or(|b| f.better_than(b)) {
+            best = Some(f);
+        }
+    }
+    best.unwrap_or(MeasureFit {
+        measure: m.name(),
+        threshold: f32::NEG_INFINITY,
+        known_kept: 1.0,
+        offtopic_fallback: 0.0,
+    })
+}
+
+/// The smallest f32 above `x` (so `x` itself falls below a threshold placed there).
+fn next_up(x: f32) -> f32 {
+    if x.is_nan() || x == f32::INFINITY {
+        return x;
+    }
+    if x == 0.0 {
+        return f32::from_bits(1);
+    }
+    let b = x.to_bits();
+    f32::from_bits(if x > 0.0 { b + 1 } else { b - 1 })
+}
+
+/// The confidence of each constrained answer `answerer` gives to `questions` (an answerer in
+/// open generation gives none).
+pub fn confidences(
+    answerer: &mut dyn crate::answer::Answerer,
+    questions: &[String],
+) -> Result<Vec<Confidence>> {
+    let mut out = Vec::new();
+    for q in questions {
+        out.extend(answerer.answer_streaming(q, &mut |_| {})?.confidence);
+    }
+    Ok(out)
+}
+
+/// The f32 checkpoint of `run` decoding against the run's known answers, with its own
+/// threshold calibrated the way `badge export` calibrates the blob's (when the curriculum has
+/// off-topic questions), so both engines are compared in the same mode.
+pub fn candle_known(
+    run: &crate::run::Run,
+    options: badge_firmware::generate::GenerateOptions,
+) -> Result<crate::answer::CandleAnswerer> {
+    let rc = &run.config;
+    let taught = taught_answers(rc, &run.dir.root.join("synth"))?;
+    let mut spec = answers_spec(
+        &run.tokenizer,
+        &rc.curriculum.template,
+        &taught.answers,
+        &rc.curriculum.answers.fallback,
+        false,
+    )?;
+    let mut a = crate::answer::CandleAnswerer::from_run(run, options.max_new_tokens)?;
+    a.options = options;
+    let mut a = a.with_answers(&spec);
+    if let Some(path) = &rc.curriculum.answers.offtopic {
+        if !taught.heldout_questions.is_empty() {
+            let k = confidences(&mut a, &taught.heldout_questions)?;
+            let o = confidences(&mut a, &read_questions(path)?)?;
+            let c = calibrate(&k, &o);
+            spec.measure = c.measure();
+            spec.threshold = c.threshold();
+            a = a.with_answers(&spec);
+        }
+    }
+    Ok(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conf(v: f32) -> Confidence {
+        Confidence {
+            mean_log_prob: v,
+            first_branch_margin: 0.5,
+            answer_log_prob: -v,
+        }
+    }
+
+    #[test]
+    fn calibration_separates_and_picks_the_measure_that_separates() {
+        let known: Vec<_> = [-0.1, -0.2, -0.3, -0.9].map(conf).to_vec();
+        let off: Vec<_> = [-1.0, -1.5, -0.25].map(conf).to_vec();
+        let c = calibrate(&known, &off);
+        assert_eq!(c.measure(), ConfidenceMeasure::MeanLogProb);
+        let f = &c.fits[c.chosen];
+        // Keeping 90% of four means keeping all four: the threshold sits just above -1.0,
+        // which refuses -1.0 and -1.5 but not -0.25.
+        assert_eq!((f.known_kept, f.offtopic_fallback), (1.0, 2.0 / 3.0));
+        assert!(f.threshold > -1.0 && f.threshold < -0.9);
+        // The constant measure cannot refuse anything while keeping the in-domain questions.
+        assert_eq!(
+            (c.fits[1].known_kept, c.fits[1].offtopic_fallback),
+            (1.0, 0.0)
+        );
+    }
+}
