@@ -3,7 +3,9 @@
 
 pub mod download;
 mod sources;
+pub mod stream;
 pub mod synth;
+pub mod token_cache;
 pub mod tokenizer;
 
 pub use sources::*;
