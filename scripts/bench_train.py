@@ -145,10 +145,16 @@ def load_config(name):
     return c
 
 
-def bench(name, attn, steps, warmup, batch, seq):
+def sync(device):
+    """A GPU runs asynchronously: wait for its queued kernels before reading the clock."""
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize(device)
+
+
+def bench(name, attn, steps, warmup, batch, seq, device="cpu"):
     c = load_config(name)
     torch.manual_seed(0)
-    model = Transformer(c, attn == "sdpa")
+    model = Transformer(c, attn == "sdpa").to(device)
     decay = [p for p in model.parameters() if p.dim() > 1]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW(
@@ -157,9 +163,10 @@ def bench(name, attn, steps, warmup, batch, seq):
     )
     rates, loss = [], float("nan")
     for step in range(warmup + steps):
-        ids = torch.randint(0, c["vocab_size"], (batch, seq))
-        tg = torch.randint(0, c["vocab_size"], (batch, seq))
-        m = torch.ones(batch, seq)
+        ids = torch.randint(0, c["vocab_size"], (batch, seq), device=device)
+        tg = torch.randint(0, c["vocab_size"], (batch, seq), device=device)
+        m = torch.ones(batch, seq, device=device)
+        sync(device)
         t0 = time.perf_counter()
         l = model(ids, tg, m)
         opt.zero_grad(set_to_none=True)
@@ -167,6 +174,7 @@ def bench(name, attn, steps, warmup, batch, seq):
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         loss = l.item()
+        sync(device)
         dt = time.perf_counter() - t0
         if step >= warmup:
             rates.append(batch * seq / dt)
@@ -182,14 +190,15 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seq", type=int, default=256)
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.set_num_interop_threads(1)
     for name in a.model or ["badge-1m", "badge-6m"]:
-        med, loss, rates = bench(name, a.attn, a.steps, a.warmup, a.batch, a.seq)
+        med, loss, rates = bench(name, a.attn, a.steps, a.warmup, a.batch, a.seq, a.device)
         if a.json:
-            print(json.dumps({"impl": "torch-" + a.attn, "model": name, "threads": a.threads,
+            print(json.dumps({"impl": "torch-" + a.attn, "device": a.device, "model": name, "threads": a.threads,
                               "batch": a.batch, "seq": a.seq, "steps": a.steps,
                               "tokens_per_sec": med, "samples": rates, "final_loss": loss}))
         else:

@@ -32,6 +32,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     tmp.as_file()
         .sync_all()
         .with_context(|| format!("syncing {}", path.display()))?;
+    persist_with_usual_mode(tmp, path)
+}
+
+/// Renames a finished temporary file onto `path`, with the mode a newly created file gets
+/// (`tempfile` makes its files owner-only, 0600).
+pub fn persist_with_usual_mode(tmp: tempfile::NamedTempFile, path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))
+            .with_context(|| format!("setting the mode of {}", path.display()))?;
+    }
     tmp.persist(path)
         .map_err(|e| e.error)
         .with_context(|| format!("renaming into {}", path.display()))?;

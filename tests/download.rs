@@ -40,6 +40,12 @@ fn tinystories_is_read_from_the_hf_hub_cache() {
     let tpl =
         badge_firmware::template::PromptTemplate::parse(badge::config::DEFAULT_TEMPLATE).unwrap();
     let data = badge::data::load_source(&source, &tpl, home.path(), true).unwrap();
-    assert_eq!(data.train.len(), 400);
+    // The train file is streamed from disk (tokenized into the run's cache), not held.
+    let file = data.stories.as_ref().expect("a streamed stories file");
+    assert_eq!(file.path, train);
+    assert_eq!(
+        badge::data::stream::count_stories(&file.path, 0).unwrap(),
+        400
+    );
     assert_eq!(data.valid.len(), 40);
 }

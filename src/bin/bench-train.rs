@@ -7,7 +7,7 @@
 
 use anyhow::{bail, Context, Result};
 use badge::train::{model, optim::AdamW};
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::path::PathBuf;
@@ -21,6 +21,7 @@ struct Args {
     batch: usize,
     seq: usize,
     json: bool,
+    device: String,
 }
 
 fn parse() -> Result<Args> {
@@ -32,6 +33,7 @@ fn parse() -> Result<Args> {
         batch: 16,
         seq: 256,
         json: false,
+        device: "cpu".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -44,10 +46,11 @@ fn parse() -> Result<Args> {
             "--batch" => a.batch = val("--batch")?.parse()?,
             "--seq" => a.seq = val("--seq")?.parse()?,
             "--json" => a.json = true,
+            "--device" => a.device = val("--device")?,
             "-h" | "--help" => {
                 println!(
                     "bench-train [--model badge-1m|badge-6m|PATH.toml]... [--threads 2] \
-                     [--steps 10] [--warmup 2] [--batch 16] [--seq 256] [--json]"
+                     [--steps 10] [--warmup 2] [--batch 16] [--seq 256] [--device cpu|cuda[:N]] [--json]"
                 );
                 std::process::exit(0);
             }
@@ -75,7 +78,7 @@ fn config_path(name: &str) -> PathBuf {
 
 fn bench(name: &str, a: &Args) -> Result<(f64, f64, Vec<f64>)> {
     let cfg = badge::config::load_model_config(&config_path(name))?;
-    let device = Device::Cpu;
+    let device = badge::train::parse_device(&a.device)?;
     let params = model::init_params(&cfg, 1, &device)?;
     let m = model::build(&cfg, &params, &device)?;
     let mut opt = AdamW::new(&params)?;
@@ -95,6 +98,8 @@ fn bench(name: &str, a: &Args) -> Result<(f64, f64, Vec<f64>)> {
         let grads = loss.backward()?;
         opt.step(&params, &grads, 1e-3, 0.1, 1.0)?;
         last_loss = f64::from(loss.to_scalar::<f32>()?);
+        // A GPU runs asynchronously: the step ends when its last kernel does.
+        device.synchronize()?;
         let dt = t0.elapsed().as_secs_f64();
         if step >= a.warmup {
             times.push(n as f64 / dt);
@@ -117,6 +122,7 @@ fn main() -> Result<()> {
                 "{}",
                 serde_json::json!({
                     "impl": "candle",
+                    "device": a.device,
                     "model": name,
                     "threads": a.threads,
                     "batch": a.batch,

@@ -1,6 +1,6 @@
 //! Argument parsing (clap derive) and dispatch to the stages. No logic beyond that.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 mod commands;
 use badge::train::{self, TrainOptions};
@@ -438,23 +438,6 @@ impl KvArg {
     }
 }
 
-pub fn parse_device(s: &str) -> Result<candle_core::Device> {
-    match s {
-        "cpu" => Ok(candle_core::Device::Cpu),
-        "metal" => {
-            candle_core::Device::new_metal(0).context("metal device (build with --features metal)")
-        }
-        s if s == "cuda" || s.starts_with("cuda:") => {
-            let n = s
-                .strip_prefix("cuda:")
-                .map_or(Ok(0), str::parse)
-                .with_context(|| format!("bad device {s}"))?;
-            candle_core::Device::new_cuda(n).context("cuda device (build with --features cuda)")
-        }
-        other => anyhow::bail!("unknown device `{other}`: use cpu, cuda, cuda:N or metal"),
-    }
-}
-
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train {
@@ -474,7 +457,7 @@ fn run(cli: Cli) -> Result<()> {
                 curriculum,
                 out: resume.clone().unwrap_or(out),
                 resume: resume.is_some(),
-                device: parse_device(&device)?,
+                device: train::parse_device(&device)?,
                 seed,
                 download,
                 strict,

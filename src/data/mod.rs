@@ -9,7 +9,9 @@ pub mod init;
 pub mod paraphrase;
 mod rng;
 mod sources;
+pub mod stream;
 pub mod synth;
+pub mod token_cache;
 pub mod tokenizer;
 
 pub use sources::*;

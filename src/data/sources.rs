@@ -13,6 +13,10 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::stream::{self, StoryReader};
+use super::token_cache::{self, CachedStories};
 
 /// One Q&A pair from a CSV file.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -69,28 +73,53 @@ pub fn read_qa_csv(path: &Path) -> Result<Vec<QaPair>> {
 }
 
 /// Reads stories: a text file with stories separated by lines equal to `<|endoftext|>`, or a
-/// JSON array of objects with a `story` field.
+/// JSON array of objects with a `story` field. Holds them all; training streams big text files
+/// instead (see [`StoriesFile`]).
 pub fn read_stories(path: &Path) -> Result<Vec<String>> {
-    let text = crate::util::read_to_string(path)?;
-    let stories: Vec<String> = if text.trim_start().starts_with('[') {
+    let stories: Vec<String> = if stream::is_json(path)? {
         #[derive(serde::Deserialize)]
         struct Story {
             story: String,
         }
+        let text = crate::util::read_to_string(path)?;
         let v: Vec<Story> = serde_json::from_str(&text).with_context(|| {
             format!("{}: not a JSON array of {{\"story\": ...}}", path.display())
         })?;
-        v.into_iter().map(|s| s.story).collect()
-    } else {
-        text.split("<|endoftext|>")
-            .map(|s| s.trim().to_string())
+        v.into_iter()
+            .map(|s| s.story.trim().to_string())
+            .filter(|s| !s.is_empty())
             .collect()
+    } else {
+        StoryReader::open(path, 0)?.collect::<Result<_>>()?
     };
-    let stories: Vec<String> = stories.into_iter().filter(|s| !s.is_empty()).collect();
     if stories.is_empty() {
         bail!("{}: no stories found", path.display());
     }
     Ok(stories)
+}
+
+/// The first `n` stories of a file (held-out stories: only a few are evaluated).
+fn first_stories(path: &Path, n: usize) -> Result<Vec<String>> {
+    let stories: Vec<String> = if stream::is_json(path)? {
+        read_stories(path)?.into_iter().take(n).collect()
+    } else {
+        StoryReader::open(path, n)?.collect::<Result<_>>()?
+    };
+    if stories.is_empty() {
+        bail!("{}: no stories found", path.display());
+    }
+    Ok(stories)
+}
+
+/// A stories text file used for training without holding it: its texts are streamed (for the
+/// tokenizer) and its tokens come from the run's token cache, attached by
+/// [`attach_token_caches`].
+#[derive(Debug, Clone)]
+pub struct StoriesFile {
+    pub path: PathBuf,
+    /// At most this many stories (0 = all).
+    pub limit: usize,
+    pub cache: Option<Arc<CachedStories>>,
 }
 
 /// Reads every `.txt`/`.md` file of a folder (sorted by name); paragraphs are separated by
@@ -154,6 +183,63 @@ pub struct SourceData {
     /// The Q&A pairs behind the training samples (for exact-match checks).
     pub train_pairs: Vec<QaPair>,
     pub valid_pairs: Vec<QaPair>,
+    /// A stories file streamed instead of `train` (which is then empty).
+    pub stories: Option<StoriesFile>,
+}
+
+impl SourceData {
+    /// Whether the source has nothing to train on.
+    pub fn has_no_train(&self) -> bool {
+        self.train.is_empty() && self.stories.is_none()
+    }
+
+    /// The text of every training sample in order, streamed from disk for a stories file.
+    pub fn train_texts(&self) -> Result<Box<dyn Iterator<Item = Result<String>> + Send + '_>> {
+        Ok(match &self.stories {
+            Some(f) => Box::new(StoryReader::open(&f.path, f.limit)?),
+            None => Box::new(self.train.iter().map(|x| Ok(x.text()))),
+        })
+    }
+
+    /// The training token stream (`repeat` times each sample, shuffled with `seed` when
+    /// repeated). A stories file with `repeat = 1` reads straight from its token cache.
+    pub fn train_stream(
+        &self,
+        tok: &BadgeTokenizer,
+        repeat: usize,
+        seed: u64,
+    ) -> Result<TokenStream> {
+        let Some(f) = &self.stories else {
+            return TokenStream::build(tok, &self.train, repeat, seed);
+        };
+        let cache = f
+            .cache
+            .as_ref()
+            .with_context(|| format!("{}: the token cache was not built", f.path.display()))?;
+        let stream = TokenStream::from_cache(Arc::clone(cache));
+        Ok(if repeat > 1 {
+            stream.repeated(repeat, seed)
+        } else {
+            stream
+        })
+    }
+}
+
+/// Tokenizes every stories file among `sources` once into `dir` (or finds it there) and
+/// attaches the cache to its source.
+pub fn attach_token_caches(
+    sources: &mut std::collections::BTreeMap<String, SourceData>,
+    dir: &Path,
+    tok: &BadgeTokenizer,
+) -> Result<()> {
+    for (name, d) in sources.iter_mut() {
+        if let Some(f) = &mut d.stories {
+            let c = token_cache::load_or_build(dir, name, &f.path, f.limit, tok)
+                .with_context(|| format!("tokenizing data source `{name}`"))?;
+            f.cache = Some(Arc::new(c));
+        }
+    }
+    Ok(())
 }
 
 fn split_holdout<T: Clone>(items: &[T], holdout: f64) -> (Vec<T>, Vec<T>) {
@@ -204,17 +290,35 @@ pub fn load_source(
             let Some(train_path) = train_path else {
                 bail!("a stories source has no `train` file; give one, or run with --download");
             };
-            let mut stories = read_stories(&train_path)?;
-            if *limit > 0 {
-                stories.truncate(*limit);
-            }
             let valid = match valid_path {
-                Some(v) => read_stories(&v)?.into_iter().take(200).collect(),
+                Some(v) => first_stories(&v, 200)?
+                    .into_iter()
+                    .map(Sample::Text)
+                    .collect(),
                 None => Vec::new(),
             };
+            if stream::is_json(&train_path)? {
+                let mut stories = read_stories(&train_path)?;
+                if *limit > 0 {
+                    stories.truncate(*limit);
+                }
+                return Ok(SourceData {
+                    train: stories.into_iter().map(Sample::Text).collect(),
+                    valid,
+                    ..Default::default()
+                });
+            }
+            // Fail early, with the file's name, on a file that cannot be read or has no stories.
+            if StoryReader::open(&train_path, 1)?.next_story()?.is_none() {
+                bail!("{}: no stories found", train_path.display());
+            }
             Ok(SourceData {
-                train: stories.into_iter().map(Sample::Text).collect(),
-                valid: valid.into_iter().map(Sample::Text).collect(),
+                valid,
+                stories: Some(StoriesFile {
+                    path: train_path,
+                    limit: *limit,
+                    cache: None,
+                }),
                 ..Default::default()
             })
         }
@@ -247,6 +351,7 @@ pub fn load_source(
                 valid: qa_samples(&valid_pairs, *loss_on),
                 train_pairs: pairs,
                 valid_pairs,
+                stories: None,
             })
         }
         SourceConfig::Synth {
@@ -276,6 +381,7 @@ pub fn load_source(
                 valid,
                 train_pairs: qt,
                 valid_pairs: qv,
+                stories: None,
             })
         }
     }
@@ -313,6 +419,20 @@ pub struct TokenStream {
     pub tokens: Vec<u32>,
     pub loss_mask: Vec<u8>,
     pub starts: Vec<usize>,
+    /// Stories read from a token cache instead: `tokens` and `loss_mask` are then empty, and
+    /// the mask is 0 on each story's BOS and 1 elsewhere, as `build` makes it for text.
+    cached: Option<Arc<CachedStories>>,
+}
+
+/// The order samples go into a stream: each `repeat` times, shuffled with `seed` when repeated.
+fn sample_order(samples: usize, repeat: usize, seed: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..samples)
+        .flat_map(|i| std::iter::repeat_n(i, repeat))
+        .collect();
+    if repeat > 1 {
+        order.shuffle(&mut StdRng::seed_from_u64(seed));
+    }
+    order
 }
 
 impl TokenStream {
@@ -351,14 +471,8 @@ impl TokenStream {
             mask.push(1);
             encoded.push((ids, mask));
         }
-        let mut order: Vec<usize> = (0..encoded.len())
-            .flat_map(|i| std::iter::repeat_n(i, repeat))
-            .collect();
-        if repeat > 1 {
-            order.shuffle(&mut StdRng::seed_from_u64(seed));
-        }
         let mut out = TokenStream::default();
-        for i in order {
+        for i in sample_order(encoded.len(), repeat, seed) {
             out.starts.push(out.tokens.len());
             out.tokens.extend_from_slice(&encoded[i].0);
             out.loss_mask.extend_from_slice(&encoded[i].1);
@@ -366,16 +480,58 @@ impl TokenStream {
         Ok(out)
     }
 
+    /// The stories of a token cache, in file order.
+    pub fn from_cache(cache: Arc<CachedStories>) -> Self {
+        TokenStream {
+            starts: cache.starts.clone(),
+            cached: Some(cache),
+            ..Default::default()
+        }
+    }
+
+    /// This stream's samples, each `repeat` times, shuffled with `seed` (held in memory, as
+    /// `build` makes it).
+    pub fn repeated(&self, repeat: usize, seed: u64) -> Self {
+        let mut out = TokenStream::default();
+        let (mut t, mut m) = (Vec::new(), Vec::new());
+        for i in sample_order(self.starts.len(), repeat, seed) {
+            let end = self.starts.get(i + 1).copied().unwrap_or(self.len());
+            t.clear();
+            m.clear();
+            self.window(self.starts[i], end - self.starts[i], &mut t, &mut m);
+            out.starts.push(out.tokens.len());
+            out.tokens.extend_from_slice(&t);
+            out.loss_mask.extend_from_slice(&m);
+        }
+        out
+    }
+
+    /// Number of tokens.
+    pub fn len(&self) -> usize {
+        self.cached.as_ref().map_or(self.tokens.len(), |c| c.len())
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.tokens.is_empty()
+        self.len() == 0
     }
 
     /// A window of `len` tokens starting at `start`, wrapping around the end of the stream.
     pub fn window(&self, start: usize, len: usize, tokens: &mut Vec<u32>, mask: &mut Vec<u8>) {
-        let n = self.tokens.len();
-        for i in 0..len {
-            tokens.push(self.tokens[(start + i) % n]);
-            mask.push(self.loss_mask[(start + i) % n]);
+        let n = self.len();
+        match &self.cached {
+            None => {
+                for i in 0..len {
+                    tokens.push(self.tokens[(start + i) % n]);
+                    mask.push(self.loss_mask[(start + i) % n]);
+                }
+            }
+            Some(c) => {
+                for i in 0..len {
+                    let p = (start + i) % n;
+                    tokens.push(c.token(p));
+                    mask.push(u8::from(self.starts.binary_search(&p).is_err()));
+                }
+            }
         }
     }
 }

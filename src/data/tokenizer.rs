@@ -71,14 +71,21 @@ impl BadgeTokenizer {
     /// [`BadgeTokenizer::train`], optionally splitting numbers into single digits (phone
     /// numbers and years then share the digit tokens instead of memorised chunks).
     pub fn train_with(texts: &[String], vocab_size: usize, split_digits: bool) -> Result<Self> {
+        Self::train_streamed(texts.iter().cloned().map(Ok), vocab_size, split_digits)
+    }
+
+    /// [`BadgeTokenizer::train_with`] over texts that arrive one at a time (a stories file
+    /// streamed from disk): only the word counts are held, never the corpus.
+    pub fn train_streamed(
+        texts: impl Iterator<Item = Result<String>> + Send,
+        vocab_size: usize,
+        split_digits: bool,
+    ) -> Result<Self> {
         if vocab_size < RESERVED_TOKENS + 1 {
             bail!(
                 "vocab size {vocab_size} is too small: it needs at least {} (3 special tokens, 256 byte tokens and one more)",
                 RESERVED_TOKENS + 1
             );
-        }
-        if texts.iter().all(|t| t.trim().is_empty()) {
-            bail!("the tokenizer corpus is empty: give it at least one file with text");
         }
         let mut specials: Vec<AddedToken> = [UNK, BOS, EOS]
             .iter()
@@ -102,8 +109,30 @@ impl BadgeTokenizer {
             .map_err(|e| anyhow!("building an empty BPE model: {e}"))?;
         let mut tk = Tokenizer::new(model);
         tk.with_pre_tokenizer(Some(pre_tokenizer(split_digits)));
-        tk.train(&mut trainer, texts.iter())
-            .map_err(|e| anyhow!("training the tokenizer: {e}"))?;
+        // The first read error ends the stream and is reported once training returns.
+        let failed = std::sync::Mutex::new(None);
+        let any_text = std::sync::atomic::AtomicBool::new(false);
+        let texts = texts
+            .map_while(|t| match t {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    *failed.lock().unwrap() = Some(e);
+                    None
+                }
+            })
+            .inspect(|t| {
+                if !t.trim().is_empty() {
+                    any_text.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        let trained = tk.train(&mut trainer, texts);
+        if let Some(e) = failed.into_inner().unwrap() {
+            return Err(e.context("reading the tokenizer corpus"));
+        }
+        if !any_text.into_inner() {
+            bail!("the tokenizer corpus is empty: give it at least one file with text");
+        }
+        trained.map_err(|e| anyhow!("training the tokenizer: {e}"))?;
         // Rebuild with only the three specials as added tokens: the byte tokens were given to
         // the trainer only to fix their ids; as added tokens they would match literal "<0x41>".
         let json: serde_json::Value =

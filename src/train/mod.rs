@@ -11,3 +11,22 @@ pub mod plot;
 mod trainer;
 
 pub use trainer::*;
+
+/// The candle device a `--device` name means: cpu, cuda, cuda:N or metal.
+pub fn parse_device(s: &str) -> anyhow::Result<candle_core::Device> {
+    use anyhow::Context;
+    match s {
+        "cpu" => Ok(candle_core::Device::Cpu),
+        "metal" => {
+            candle_core::Device::new_metal(0).context("metal device (build with --features metal)")
+        }
+        s if s == "cuda" || s.starts_with("cuda:") => {
+            let n = s
+                .strip_prefix("cuda:")
+                .map_or(Ok(0), str::parse)
+                .with_context(|| format!("bad device {s}"))?;
+            candle_core::Device::new_cuda(n).context("cuda device (build with --features cuda)")
+        }
+        other => anyhow::bail!("unknown device `{other}`: use cpu, cuda, cuda:N or metal"),
+    }
+}

@@ -96,10 +96,13 @@ pub fn prepare(rc: &ResolvedCurriculum, run: &RunDir, download: bool) -> Result<
             let s = sources
                 .get(n)
                 .with_context(|| format!("tokenizer.train_on names unknown source `{n}`"))?;
-            texts.extend(s.train.iter().map(|x| x.text()));
+            texts.push(s.train_texts()?);
         }
-        let t =
-            BadgeTokenizer::train_with(&texts, c.tokenizer.vocab_size, c.tokenizer.split_digits)?;
+        let t = BadgeTokenizer::train_streamed(
+            texts.into_iter().flatten(),
+            c.tokenizer.vocab_size,
+            c.tokenizer.split_digits,
+        )?;
         t.save(&run.tokenizer())?;
         t
     };
@@ -110,6 +113,7 @@ pub fn prepare(rc: &ResolvedCurriculum, run: &RunDir, download: bool) -> Result<
             rc.model.vocab_size
         );
     }
+    data::attach_token_caches(&mut sources, &run.root.join("tokens"), &tokenizer)?;
     let mut valid_streams = BTreeMap::new();
     for (name, d) in &sources {
         if !d.valid.is_empty() {
@@ -322,7 +326,7 @@ pub fn run(opts: &TrainOptions) -> Result<Summary> {
             .iter()
             .map(|m| {
                 let d = &prep.sources[&m.source];
-                if d.train.is_empty() {
+                if d.has_no_train() {
                     bail!(
                         "phase `{}`: source `{}` has no training samples",
                         phase.name,
@@ -330,7 +334,7 @@ pub fn run(opts: &TrainOptions) -> Result<Summary> {
                     );
                 }
                 Ok((
-                    TokenStream::build(&prep.tokenizer, &d.train, m.repeat, c.seed ^ pi as u64)?,
+                    d.train_stream(&prep.tokenizer, m.repeat, c.seed ^ pi as u64)?,
                     m.weight,
                 ))
             })
