@@ -1,6 +1,6 @@
 //! Argument parsing (clap derive) and dispatch to the stages. No logic beyond that.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 mod commands;
 use badge::train::{self, TrainOptions};

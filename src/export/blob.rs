@@ -246,7 +246,7 @@ pub fn export(opts: &ExportOptions) -> Result<ExportResult> {
         .as_deref()
         .map(crate::config::board::Board::load)
         .transpose()?;
-    let prompts = crate::export::button_prompts::button_prompts(&rc)?;
+    let prompts = crate::export::button_prompts::button_prompts(rc)?;
     let taught = crate::answer::known::taught_answers(rc, &run.dir.root.join("synth"))?;
     let mut answers = crate::answer::known::answers_spec(
         tokenizer,
