@@ -29,7 +29,7 @@ impl fmt::Display for Scalar {
     }
 }
 
-/// The whole file. Field names are the TOML keys (see [`SCHEMA`]).
+/// The whole file. Field names are the TOML keys (see `SCHEMA` below).
 #[derive(Deserialize, Default, Debug)]
 pub struct Facts {
     pub name: Option<String>,
