@@ -78,9 +78,20 @@ pub struct InitReport {
     pub curriculum: PathBuf,
 }
 
-/// The files of the curriculum, which `--force` regenerates.
+/// The files of the curriculum, which `--force` regenerates (with the off-topic questions).
 const CURRICULUM: &str = "badge.toml";
 const MODEL: &str = "model.toml";
+/// The curriculum's off-topic questions (`[answers]`), written beside it.
+const OFFTOPIC_FILES: [(&str, &str); 2] = [
+    (
+        "offtopic/calibrate.txt",
+        include_str!("../../data/offtopic/calibrate.txt"),
+    ),
+    (
+        "offtopic/test.txt",
+        include_str!("../../data/offtopic/test.txt"),
+    ),
+];
 /// The owner's files, never overwritten.
 const OWNER_FILES: [&str; 3] = ["facts.toml", "qa.csv", "prose"];
 
@@ -116,6 +127,11 @@ pub fn run(opts: &InitOptions) -> Result<InitReport> {
     let (curriculum, model) = opts.size.configs();
     put(MODEL, model)?;
     put(CURRICULUM, &owner_curriculum(curriculum, opts)?)?;
+    // The off-topic questions that calibrate "I don't know" belong to the curriculum, not to
+    // the owner: they are the same for anyone, so `--force` writes them too.
+    for (rel, text) in OFFTOPIC_FILES {
+        put(rel, text)?;
+    }
     if existing.is_empty() {
         let name = opts
             .name
@@ -220,6 +236,16 @@ fn owner_curriculum(base: &str, opts: &InitOptions) -> Result<String> {
             _ => {}
         }
     }
+    if let Some(answers) = c.get_mut("answers").and_then(|a| a.as_table_mut()) {
+        for (key, (rel, _)) in ["offtopic", "offtopic_test"]
+            .into_iter()
+            .zip(OFFTOPIC_FILES)
+        {
+            if answers.contains_key(key) {
+                answers.insert(key.into(), rel.into());
+            }
+        }
+    }
     // An owner's facts live mostly in facts.toml, not in a long qa.csv: the last phase
     // memorises both.
     if let Some(last) = c
@@ -250,7 +276,7 @@ fn owner_curriculum(base: &str, opts: &InitOptions) -> Result<String> {
     let body = toml::to_string(&c).map_err(|e| anyhow!("cannot write the curriculum: {e}"))?;
     Ok(format!(
         "# The curriculum of this badge, written by `badge init` (paths are relative to this\n\
-         # file). `badge init DIR --force` rewrites it and {MODEL}, and nothing else.\n\n{body}"
+         # file). `badge init DIR --force` rewrites it, {MODEL} and offtopic/, and nothing else.\n\n{body}"
     ))
 }
 
