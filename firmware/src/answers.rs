@@ -375,6 +375,7 @@ pub fn write_answers(spec: &AnswersSpec) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::vec;
 
     fn spec(answers: &[&[u32]]) -> AnswersSpec {
         AnswersSpec {
