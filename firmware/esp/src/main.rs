@@ -42,7 +42,7 @@ use esp_hal::i2s::master::{
 use esp_hal::psram::{Psram, PsramConfig, PsramMode};
 use esp_hal::system::{AppCoreGuard, CpuControl, Stack};
 use esp_hal::time::{Instant, Rate};
-use esp_hal::usb::usb_serial_jtag::UsbSerialJtag;
+use esp_hal::usb::usb_serial_jtag::{UsbSerialJtag, UsbSerialJtagRx};
 use esp_hal::Blocking;
 use esp_println::println;
 use esp_storage::FlashStorage;
@@ -309,6 +309,43 @@ impl Clock for Millis {
     }
 }
 
+/// The console's receiving half with one byte of look-ahead. esp-hal's USB-Serial-JTAG
+/// receiver reads without blocking (`drain_rx_fifo`) but has no `embedded_io::ReadReady`,
+/// which the main loop needs to poll the console between button checks.
+struct ConsoleIn<'d> {
+    rx: UsbSerialJtagRx<'d, Blocking>,
+    pending: Option<u8>,
+}
+
+impl app::embedded_io::ErrorType for ConsoleIn<'_> {
+    type Error = <UsbSerialJtagRx<'static, Blocking> as app::embedded_io::ErrorType>::Error;
+}
+
+impl app::embedded_io::ReadReady for ConsoleIn<'_> {
+    fn read_ready(&mut self) -> Result<bool, Self::Error> {
+        if self.pending.is_none() {
+            let mut byte = [0u8; 1];
+            if self.rx.drain_rx_fifo(&mut byte) == 1 {
+                self.pending = Some(byte[0]);
+            }
+        }
+        Ok(self.pending.is_some())
+    }
+}
+
+impl app::embedded_io::Read for ConsoleIn<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, Self::Error> {
+        match (self.pending.take(), buf.first_mut()) {
+            (_, None) => Ok(0),
+            (Some(b), Some(first)) => {
+                *first = b;
+                Ok(1)
+            }
+            (None, Some(_)) => app::embedded_io::Read::read(&mut self.rx, buf),
+        }
+    }
+}
+
 #[esp_hal::main]
 fn main() -> ! {
     let p = esp_hal::init(esp_hal::Config::default().with_cpu_clock(CpuClock::max()));
@@ -368,7 +405,7 @@ fn main() -> ! {
         delay: Delay::new(),
     };
     let mut io = Peripherals {
-        console_in: rx,
+        console_in: ConsoleIn { rx, pending: None },
         console_out: tx,
         speaker: I2sSpeaker {
             audio: Audio::Idle(i2s_tx, ring),
