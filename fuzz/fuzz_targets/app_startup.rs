@@ -28,6 +28,25 @@ impl app::embedded_io::Write for Console {
     }
 }
 
+/// One typed question, always ready (the main loop polls the console between button checks).
+struct Typed(&'static [u8]);
+impl app::embedded_io::ErrorType for Typed {
+    type Error = core::convert::Infallible;
+}
+impl app::embedded_io::Read for Typed {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, Self::Error> {
+        let n = buf.len().min(self.0.len());
+        buf[..n].copy_from_slice(&self.0[..n]);
+        self.0 = &self.0[n..];
+        Ok(n)
+    }
+}
+impl app::embedded_io::ReadReady for Typed {
+    fn read_ready(&mut self) -> Result<bool, Self::Error> {
+        Ok(true)
+    }
+}
+
 struct Quiet;
 impl Pcm16Sink for Quiet {
     fn write_pcm16(&mut self, _samples: &[i16]) {}
@@ -63,10 +82,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let mut io = Peripherals {
-        console_in: &b"who are you?\n"[..],
+        console_in: Typed(b"who are you?\n"),
         console_out: Console,
         speaker: Quiet,
         clock: Still,
+        buttons: app::NoButtons,
     };
     let _ = app::run(&mut flash, SingleWorker, &mut io, &cfg, &mut |_| {});
 });

@@ -32,9 +32,9 @@ use core::ptr::addr_of_mut;
 use core::sync::atomic::{AtomicU8, Ordering};
 use esp_backtrace as _;
 use esp_hal::clock::CpuClock;
+use esp_hal::delay::Delay;
 use esp_hal::dma::DmaTxStreamBuf;
 use esp_hal::dma_tx_stream_buffer;
-use esp_hal::delay::Delay;
 use esp_hal::gpio::{AnyPin, Input, InputConfig, Pull};
 use esp_hal::i2s::master::{
     Channels as I2sChannels, DataFormat, I2s, I2sTx, I2sTxDmaTransfer, TdmConfig,
