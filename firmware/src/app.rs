@@ -77,8 +77,10 @@ pub trait Buttons {
     /// Called after every utterance: drop presses made while the badge was busy
     /// ([`crate::buttons::Debouncer::drop_pending`]).
     fn drop_pending(&mut self) {}
-    /// Nothing to do: wait, in low power, until the next poll is due (a few milliseconds).
-    fn wait(&mut self) {}
+    /// Nothing to do: wait until the next poll is due. `now` is [`Clock::millis`] and
+    /// `quiet_since` when the last interaction (a press, a typed line, an answer) ended; the
+    /// badge uses them to choose between a short delay and a light sleep ([`crate::idle`]).
+    fn wait(&mut self, _now: u64, _quiet_since: u64) {}
 }
 
 /// A board without buttons (and a host session that only reads the console).
@@ -98,8 +100,8 @@ impl<T: Buttons + ?Sized> Buttons for &mut T {
     fn drop_pending(&mut self) {
         (**self).drop_pending()
     }
-    fn wait(&mut self) {
-        (**self).wait()
+    fn wait(&mut self, now: u64, quiet_since: u64) {
+        (**self).wait(now, quiet_since)
     }
 }
 
@@ -1022,7 +1024,14 @@ where
     );
     say(&mut io.console_out, &st.msg)?;
     let mut prompted = false;
+    // When the last interaction ended: every pass that did something (a press, a line) comes
+    // back to the top of the loop with `active` set.
+    let mut quiet_since = io.clock.millis();
+    let mut active = false;
     loop {
+        if core::mem::take(&mut active) {
+            quiet_since = io.clock.millis();
+        }
         if !prompted {
             say(&mut io.console_out, "> ")?;
             prompted = true;
@@ -1031,6 +1040,7 @@ where
             say(&mut io.console_out, "\r\n")?;
             st.press(model, io, cfg, press, on_answer)?;
             prompted = false;
+            active = true;
             continue;
         }
         let ready = io
@@ -1038,10 +1048,11 @@ where
             .read_ready()
             .map_err(|e| SessionError::ConsoleRead(embedded_io::Error::kind(&e)))?;
         if !ready && !reader.has_buffered() {
-            io.buttons.wait();
+            io.buttons.wait(io.clock.millis(), quiet_since);
             continue;
         }
         prompted = false;
+        active = true;
         let echo = cfg.echo.then_some(&mut io.console_out);
         let status =
             reader.next_line(&mut io.console_in, echo, cfg.max_question_chars, &mut line)?;

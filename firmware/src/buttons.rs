@@ -135,6 +135,12 @@ impl Debouncer {
         Some(press)
     }
 
+    /// The button is up and has been for the debounce time: no press is in progress or
+    /// about to be reported (the idle loop may sleep; see [`crate::idle`]).
+    pub fn is_released(&self) -> bool {
+        !self.raw && !self.stable
+    }
+
     /// Drops any press not finished yet: one in progress, or one that will turn out to have
     /// begun before this call (the button is still held). The next press counts only after
     /// the button has been seen released.
@@ -231,6 +237,20 @@ mod tests {
         // Polled every 10 ms (the badge's idle tick) the same press is still one press.
         let mut d = Debouncer::new();
         assert_eq!(drive(&mut d, 0, 2000, 10, level).len(), 1);
+    }
+
+    #[test]
+    fn released_only_when_up_and_settled() {
+        let mut d = Debouncer::new();
+        assert!(d.is_released());
+        d.sample(true, 100);
+        assert!(!d.is_released(), "a press may be starting: no sleep now");
+        d.sample(true, 100 + DEBOUNCE_MS);
+        assert!(!d.is_released(), "held");
+        d.sample(false, 500);
+        assert!(!d.is_released(), "the release has not settled yet");
+        assert!(d.sample(false, 500 + DEBOUNCE_MS).is_some());
+        assert!(d.is_released());
     }
 
     #[test]

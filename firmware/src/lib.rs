@@ -26,6 +26,7 @@ pub mod format;
 pub mod generate;
 pub mod half;
 #[deny(clippy::arithmetic_side_effects)]
+pub mod idle;
 pub mod image;
 pub mod kernel;
 #[deny(clippy::arithmetic_side_effects)]

@@ -10,12 +10,18 @@
 //! - workers: core 1 started with `CpuControl`, taking half of each matmul's rows;
 //! - clock: `esp_hal::time::Instant`;
 //! - buttons: the board profile's button pin, read with esp-hal's GPIO `Input` on every poll
-//!   and debounced by `badge_firmware::buttons::Debouncer` (no GPIO interrupt); between polls
-//!   the main loop waits `BUTTON_POLL_MS`.
+//!   and debounced by `badge_firmware::buttons::Debouncer`;
+//! - idle: `badge_firmware::idle` decides; between polls the main loop waits
+//!   `idle::POLL_MS` with a delay, or light-sleeps (`LowPower::sleep_light`) until the button's
+//!   level or a timer wakes it, when nobody used the badge for a while and no USB host is
+//!   attached (light sleep would cut the console). Core 1 is parked (stalled) whenever no
+//!   matmul rows are posted to it, so it never spins while the badge waits.
 //!
 //! PIE (the int8 dot-product unit, coprocessor 3) runs only in the matmul jobs, never in an
 //! interrupt handler: interrupt entry does not save its registers. This program installs no
-//! interrupt handlers at all (I2S and the console are polled).
+//! interrupt handlers (I2S and the console are polled). The button's pin listens for its level
+//! only during a light sleep, as esp-hal's wake source; if esp-hal's own GPIO handler then
+//! runs, it runs on core 0 in the idle wait, where no PIE code is in flight.
 
 #![no_std]
 #![no_main]
@@ -25,6 +31,7 @@ extern crate alloc;
 
 use badge_firmware::app::{self, AppConfig, Buttons, Clock, Peripherals, Speaker, Utterance};
 use badge_firmware::buttons::{Debouncer, Press};
+use badge_firmware::idle::{self, IdleStep, UsbHost};
 use badge_firmware::sam::{Channels, Pcm16Sink, Volume};
 use badge_firmware::workers::{split_point, RowJob, Workers};
 use core::cell::{RefCell, UnsafeCell};
@@ -35,13 +42,15 @@ use esp_hal::clock::CpuClock;
 use esp_hal::delay::Delay;
 use esp_hal::dma::DmaTxStreamBuf;
 use esp_hal::dma_tx_stream_buffer;
-use esp_hal::gpio::{AnyPin, Input, InputConfig, Pull};
+use esp_hal::gpio::{AnyPin, Event, Input, InputConfig, Pull};
 use esp_hal::i2s::master::{
     Channels as I2sChannels, DataFormat, I2s, I2sTx, I2sTxDmaTransfer, TdmConfig,
 };
 use esp_hal::psram::{Psram, PsramConfig, PsramMode};
-use esp_hal::system::{AppCoreGuard, CpuControl, Stack};
-use esp_hal::time::{Instant, Rate};
+use esp_hal::peripherals::USB_DEVICE;
+use esp_hal::rtc_cntl::sleep::{LowPower, RtcSleepConfig};
+use esp_hal::system::{AppCoreGuard, Cpu, CpuControl, Stack};
+use esp_hal::time::{Duration, Instant, Rate};
 use esp_hal::usb::usb_serial_jtag::{UsbSerialJtag, UsbSerialJtagRx};
 use esp_hal::Blocking;
 use esp_println::println;
@@ -74,8 +83,6 @@ const MODEL_PARTITION: &str = env!("BADGE_MODEL_PARTITION");
 const BUTTON_GPIO: u8 = board_u32(env!("BADGE_BUTTON_GPIO")) as u8;
 const BUTTON_ACTIVE_LOW: bool = board_bool(env!("BADGE_BUTTON_ACTIVE_LOW"));
 const BUTTON_PULL_UP: bool = board_bool(env!("BADGE_BUTTON_PULL_UP"));
-/// How often the idle main loop samples the button (well under the 30 ms debounce).
-const BUTTON_POLL_MS: u32 = 10;
 
 /// `true` or `false` from the board profile, at compile time.
 const fn board_bool(s: &str) -> bool {
@@ -151,11 +158,31 @@ fn core1_loop() {
     }
 }
 
-/// The board's button, sampled on each poll.
+/// The board's button, sampled on each poll, and the idle wait between polls.
 struct PinButton {
     pin: Input<'static>,
     debouncer: Debouncer,
     delay: Delay,
+    low_power: LowPower<'static>,
+    usb: UsbHost,
+}
+
+impl PinButton {
+    /// Light sleep until the button reaches its active level or `max_ms` pass. esp-hal moves
+    /// `Instant` on by the time slept, so the millisecond clock stays right.
+    fn light_sleep(&mut self, max_ms: u32) {
+        let deadline = Instant::now() + Duration::from_millis(u64::from(max_ms));
+        self.low_power.set_wakeup_deadline(deadline);
+        self.pin.listen(if BUTTON_ACTIVE_LOW {
+            Event::LowLevel
+        } else {
+            Event::HighLevel
+        });
+        self.low_power.sleep_light(RtcSleepConfig::default());
+        self.pin.unlisten();
+        self.pin.clear_interrupt();
+        self.low_power.clear_wakeup_deadline();
+    }
 }
 
 impl Buttons for PinButton {
@@ -166,16 +193,24 @@ impl Buttons for PinButton {
     fn drop_pending(&mut self) {
         self.debouncer.drop_pending();
     }
-    /// A plain delay: this program installs no interrupt handlers, so `waiti` would have
-    /// nothing to wake it, and light sleep stops the USB-Serial-JTAG console. See the README
-    /// ("Buttons and idle") for what this costs and what is left to do.
-    fn wait(&mut self) {
-        self.delay.delay_millis(BUTTON_POLL_MS);
+    /// A delay while awake; a light sleep once `idle::next_step` allows it. (`waiti` is not
+    /// used: with no interrupt handlers nothing would wake the core.) The USB host is seen
+    /// through the start-of-frame counter, read on every wait.
+    fn wait(&mut self, now: u64, quiet_since: u64) {
+        let frame = USB_DEVICE::regs().fram_num().read().sof_frame_index().bits();
+        self.usb.sample(u32::from(frame), now);
+        let released = self.debouncer.is_released();
+        match idle::next_step(now, quiet_since, released, self.usb.present(now)) {
+            IdleStep::Poll { ms } => self.delay.delay_millis(ms),
+            IdleStep::LightSleep { max_ms } => self.light_sleep(max_ms),
+        }
     }
 }
 
 /// Both cores. Core 1 starts on the first matmul, after the model has been read from flash,
-/// so no flash read (which stops the cache) ever runs while it executes.
+/// so no flash read (which stops the cache) ever runs while it executes. After each job core 0
+/// parks it (the RTC controller stalls it) and unparks it for the next: core 1 only runs while
+/// it has rows to compute, and never spins through the badge's idle time.
 struct DualCore {
     control: RefCell<Option<CpuControl<'static>>>,
     guard: RefCell<Option<AppCoreGuard<'static>>>,
@@ -187,16 +222,22 @@ impl Workers for DualCore {
         if mid == 0 {
             return job(0, out);
         }
+        let mut control_slot = self.control.borrow_mut();
+        let Some(control) = control_slot.as_mut() else {
+            return job(0, out); // core 1 failed to start: everything here
+        };
         if self.guard.borrow().is_none() {
-            let Some(mut control) = self.control.borrow_mut().take() else {
-                return job(0, out); // core 1 failed to start: everything here
-            };
             // SAFETY: the stack is used by core 1 only, and only started once.
             let stack = unsafe { &mut *addr_of_mut!(CORE1_STACK) };
             match control.start_app_core(stack, core1_loop) {
                 Ok(g) => *self.guard.borrow_mut() = Some(g),
-                Err(_) => return job(0, out),
+                Err(_) => {
+                    *control_slot = None;
+                    return job(0, out);
+                }
             }
+        } else {
+            control.unpark_core(Cpu::AppCpu);
         }
         let (first, second) = out.split_at_mut(mid);
         // SAFETY: lifetime erasure only; this function waits for state 2 before returning.
@@ -217,6 +258,9 @@ impl Workers for DualCore {
             core::hint::spin_loop();
         }
         MAILBOX.state.store(0, Ordering::Relaxed);
+        // SAFETY: this is core 0 parking core 1, which holds no lock and only waits for the
+        // next job (it has stored state 2); `unpark_core` above resumes it where it stopped.
+        unsafe { control.park_core(Cpu::AppCpu) };
     }
     fn count(&self) -> usize {
         2
@@ -403,6 +447,8 @@ fn main() -> ! {
         pin: Input::new(button_pin, InputConfig::default().with_pull(pull)),
         debouncer: Debouncer::new(),
         delay: Delay::new(),
+        low_power: LowPower::new(p.LPWR),
+        usb: UsbHost::new(),
     };
     let mut io = Peripherals {
         console_in: ConsoleIn { rx, pending: None },
