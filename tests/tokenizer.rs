@@ -36,6 +36,13 @@ fn check_same(tok: &BadgeTokenizer, fw: &badge_firmware::tokenizer::Tokenizer<'_
     let host = tok.encode(text).unwrap();
     let badge = fw.encode(text);
     assert_eq!(host, badge, "ids differ for {text:?}");
+    // The token cache's word-by-word encoding, twice (the second time from the memo).
+    let hash = badge::data::token_cache::tokenizer_hash(tok).unwrap();
+    for _ in 0..2 {
+        let mut memo = Vec::new();
+        badge::data::word_memo::encode_into(tok, hash, text, &mut memo).unwrap();
+        assert_eq!(memo, host, "word-by-word ids differ for {text:?}");
+    }
     assert_eq!(
         tok.decode(&host).unwrap(),
         text,
@@ -102,6 +109,11 @@ proptest! {
         // U+2581 itself stands for the space inside the vocabulary: see the README.
         prop_assume!(!text.contains('\u{2581}'));
         let tok = tok512();
+        let mut memo = Vec::new();
+        let hash = badge::data::token_cache::tokenizer_hash(tok).unwrap();
+        let with_mark = format!("{text} a\u{2581}b");
+        badge::data::word_memo::encode_into(tok, hash, &with_mark, &mut memo).unwrap();
+        prop_assert_eq!(memo, tok.encode(&with_mark).unwrap());
         static BYTES: OnceLock<badge::util::AlignedBytes> = OnceLock::new();
         let bytes = BYTES.get_or_init(|| firmware_blob(tok512()));
         let blob = badge_firmware::format::Blob::parse(bytes.as_slice()).unwrap();

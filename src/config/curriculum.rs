@@ -48,10 +48,22 @@ pub struct TokenizerSection {
     pub split_digits: bool,
     /// Sources whose text trains the tokenizer (default: all).
     pub train_on: Option<Vec<String>>,
+    /// The most text, in bytes, that each source gives the tokenizer's training (its
+    /// beginning). A 512- or 1024-piece vocabulary is settled long before 2 GB of stories:
+    /// counting every word of the full TinyStories would take minutes and change nothing.
+    #[serde(default = "default_sample_bytes")]
+    pub sample_bytes: u64,
 }
 
 fn default_vocab() -> usize {
     512
+}
+
+/// 100 MB: about 110,000 TinyStories, far more than the bundled sample.
+pub const DEFAULT_TOKENIZER_SAMPLE_BYTES: u64 = 100_000_000;
+
+fn default_sample_bytes() -> u64 {
+    DEFAULT_TOKENIZER_SAMPLE_BYTES
 }
 
 /// Which tokens of a Q&A sample carry loss.

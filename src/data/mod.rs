@@ -13,5 +13,6 @@ pub mod stream;
 pub mod synth;
 pub mod token_cache;
 pub mod tokenizer;
+pub mod word_memo;
 
 pub use sources::*;

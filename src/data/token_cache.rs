@@ -28,6 +28,7 @@
 
 use crate::data::stream::StoryReader;
 use crate::data::tokenizer::BadgeTokenizer;
+use crate::data::word_memo;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
@@ -271,7 +272,10 @@ pub fn build(
     while let Some(batch) = reader.next_batch(BATCH_BYTES)? {
         let encoded: Vec<Vec<u32>> = batch
             .par_iter()
-            .map(|s| tok.encode(s))
+            .map(|s| {
+                let mut ids = Vec::with_capacity(s.len() / 3);
+                word_memo::encode_into(tok, key.tokenizer_hash, s, &mut ids).map(|()| ids)
+            })
             .collect::<Result<_>>()?;
         drop(batch);
         for ids in encoded {

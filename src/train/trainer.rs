@@ -91,18 +91,27 @@ pub fn prepare(rc: &ResolvedCurriculum, run: &RunDir, download: bool) -> Result<
             .train_on
             .clone()
             .unwrap_or_else(|| sources.keys().cloned().collect());
+        let bar = ProgressBar::new_spinner().with_style(
+            ProgressStyle::with_template("training the tokenizer: {bytes} of text {elapsed}")
+                .expect("valid template"),
+        );
         let mut texts = Vec::new();
         for n in &names {
             let s = sources
                 .get(n)
                 .with_context(|| format!("tokenizer.train_on names unknown source `{n}`"))?;
-            texts.push(s.train_texts()?);
+            texts.push(first_bytes(
+                s.train_texts()?,
+                c.tokenizer.sample_bytes,
+                &bar,
+            ));
         }
         let t = BadgeTokenizer::train_streamed(
             texts.into_iter().flatten(),
             c.tokenizer.vocab_size,
             c.tokenizer.split_digits,
         )?;
+        bar.finish_and_clear();
         t.save(&run.tokenizer())?;
         t
     };
@@ -128,6 +137,28 @@ pub fn prepare(rc: &ResolvedCurriculum, run: &RunDir, download: bool) -> Result<
         sources,
         valid_streams,
     })
+}
+
+/// The texts of `texts` up to the one that reaches `max_bytes` in all, counted on `bar`.
+fn first_bytes<'a>(
+    texts: impl Iterator<Item = Result<String>> + Send + 'a,
+    max_bytes: u64,
+    bar: &'a ProgressBar,
+) -> impl Iterator<Item = Result<String>> + Send + 'a {
+    let mut taken = 0u64;
+    texts
+        .take_while(move |t| {
+            let more = taken < max_bytes;
+            if let Ok(t) = t {
+                taken = taken.saturating_add(t.len() as u64);
+            }
+            more
+        })
+        .inspect(|t| {
+            if let Ok(t) = t {
+                bar.inc(t.len() as u64);
+            }
+        })
 }
 
 /// The deterministic batch of (phase, step): the RNG is derived from them, so a resumed run
@@ -555,4 +586,26 @@ pub fn summary_table(s: &Summary) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tokenizer_sample_stops_after_the_text_that_reaches_the_limit() {
+        let texts = ["aaaa", "bbbb", "cccc", "dddd"].map(|t| Ok(t.to_string()));
+        let bar = ProgressBar::hidden();
+        let got: Vec<String> = first_bytes(texts.into_iter(), 6, &bar)
+            .collect::<Result<_>>()
+            .unwrap();
+        assert_eq!(
+            got,
+            ["aaaa", "bbbb"],
+            "4 < 6 bytes after one text, 8 after two"
+        );
+        assert_eq!(bar.position(), 8);
+        let all = ["x"].map(|t| Ok(t.to_string()));
+        assert_eq!(first_bytes(all.into_iter(), 0, &bar).count(), 0);
+    }
 }
