@@ -5,7 +5,9 @@
 #   scripts/fuzz.sh [TARGET...]            (default: every target)
 #   FUZZ_SECONDS=600 scripts/fuzz.sh blob_engine
 #
-# FUZZ_SECONDS (default 60): wall-clock time per target. FUZZ_JOBS (default 1): parallel
+# FUZZ_SECONDS (default 60): wall-clock time per target. FUZZ_RUNS: stop each target after
+# this many executions instead (the long run: FUZZ_RUNS=10000000; FUZZ_SECONDS then only caps
+# it, default 24 h). FUZZ_JOBS (default 1): parallel
 # fuzzing processes per target. Targets run one after the other. Needs the nightly toolchain and
 # cargo-fuzz (`cargo install cargo-fuzz`). Seeds: valid blobs, the badge's partition table and
 # short texts (firmware/examples/fuzz_seeds.rs), and the repository's config files for the host
@@ -14,7 +16,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SECONDS_PER_TARGET=${FUZZ_SECONDS:-60}
+RUNS=${FUZZ_RUNS:-}
+if [ -n "$RUNS" ]; then
+    SECONDS_PER_TARGET=${FUZZ_SECONDS:-86400}
+    limit=(-runs="$RUNS")
+else
+    SECONDS_PER_TARGET=${FUZZ_SECONDS:-60}
+    limit=()
+fi
 JOBS=${FUZZ_JOBS:-1}
 FIRMWARE_TARGETS=(blob_engine app_startup partition_table tokenizer template sam)
 ALL_TARGETS=("${FIRMWARE_TARGETS[@]}" host_readers)
@@ -43,7 +52,7 @@ rows=()
 for t in "${targets[@]}"; do
     features=()
     [ "$t" = host_readers ] && features=(--features host)
-    echo "== $t (${SECONDS_PER_TARGET}s) ==" >&2
+    echo "== $t (${RUNS:+$RUNS runs, }${SECONDS_PER_TARGET}s at most) ==" >&2
     mkdir -p "fuzz/artifacts/$t"
     before=$(find "fuzz/artifacts/$t" -type f | wc -l)
     (cd fuzz && cargo +nightly fuzz build --debug-assertions "${features[@]}" "$t") >"$logs/$t.build" 2>&1 ||
@@ -53,7 +62,7 @@ for t in "${targets[@]}"; do
     start=$(date +%s)
     set +e
     (cd fuzz && cargo +nightly fuzz run --debug-assertions "${features[@]}" "$t" "corpus/$t" -- \
-        -max_total_time="$SECONDS_PER_TARGET" "${parallel[@]}" \
+        -max_total_time="$SECONDS_PER_TARGET" "${limit[@]}" "${parallel[@]}" \
         -rss_limit_mb=4096 -timeout=20 -print_final_stats=1) >"$logs/$t.log" 2>&1
     rc=$?
     set -e
