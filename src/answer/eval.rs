@@ -17,14 +17,6 @@ pub fn normalize(s: &str) -> String {
         .join(" ")
 }
 
-/// The category of a pair: its `category` column, else the id's prefix before the first `-`.
-pub fn category(p: &QaPair) -> String {
-    match &p.category {
-        Some(c) if !c.is_empty() => c.clone(),
-        _ => p.id.split_once('-').map_or("all", |(c, _)| c).to_string(),
-    }
-}
-
 #[derive(Debug, Clone, Serialize)]
 pub struct Miss {
     pub id: String,
@@ -102,7 +94,7 @@ pub fn evaluate(
         let fallback = stats.outcome == badge_firmware::generate::Outcome::Fallback;
         let exact = got.trim() == p.answer.trim();
         let norm = normalize(&got) == normalize(&p.answer);
-        for s in [&mut overall, per_category.entry(category(p)).or_default()] {
+        for s in [&mut overall, per_category.entry(p.category_name()).or_default()] {
             s.total += 1;
             s.exact += usize::from(exact);
             s.normalized += usize::from(norm);

@@ -119,14 +119,6 @@ pub fn run(path: &Path) -> Result<CheckReport> {
     Ok(analyse(&file.display().to_string(), &rows, absent))
 }
 
-/// A pair's category: its `category` column, else the id's prefix before `-`.
-fn category(p: &QaPair) -> String {
-    p.category
-        .clone()
-        .filter(|c| !c.is_empty())
-        .unwrap_or_else(|| p.id.split('-').next().unwrap_or("").to_string())
-}
-
 fn analyse(
     curriculum: &str,
     rows: &[(QaPair, Origin)],
@@ -138,7 +130,7 @@ fn analyse(
     // Phrasings are counted once per distinct (normalised) question per answer.
     let mut counted: BTreeSet<(String, String)> = BTreeSet::new();
     for (p, origin) in rows {
-        let cat = category(p);
+        let cat = p.category_name();
         let q = normalize(&p.question);
         let entry = categories.entry(cat.clone()).or_default();
         let ph = entry.answers.entry(p.answer.clone()).or_default();

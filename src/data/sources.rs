@@ -28,6 +28,23 @@ pub struct QaPair {
     pub category: Option<String>,
 }
 
+impl QaPair {
+    /// The kind of fact this pair teaches, one rule for every report and list: the `category`
+    /// column when it is filled in, else the id without a trailing `-NNN` (`work-history-012`
+    /// is `work-history`), else the whole id.
+    pub fn category_name(&self) -> String {
+        if let Some(c) = self.category.as_deref().map(str::trim).filter(|c| !c.is_empty()) {
+            return c.to_string();
+        }
+        match self.id.rsplit_once('-') {
+            Some((head, tail)) if !tail.is_empty() && tail.bytes().all(|b| b.is_ascii_digit()) => {
+                head.to_string()
+            }
+            _ => self.id.clone(),
+        }
+    }
+}
+
 /// Reads a Q&A CSV (header `id,question,answer`, optional `category`). A malformed row stops
 /// with an error naming the file and line.
 pub fn read_qa_csv(path: &Path) -> Result<Vec<QaPair>> {
@@ -540,6 +557,22 @@ impl TokenStream {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn categories_from_ids_or_the_column() {
+        let pair = |id: &str, column: Option<&str>| QaPair {
+            id: id.into(),
+            question: String::new(),
+            answer: String::new(),
+            category: column.map(String::from),
+        };
+        assert_eq!(pair("contact-001", None).category_name(), "contact");
+        assert_eq!(pair("work-history-12", None).category_name(), "work-history");
+        assert_eq!(pair("odd", None).category_name(), "odd");
+        assert_eq!(pair("x-1a", None).category_name(), "x-1a");
+        assert_eq!(pair("skills-synth-003", Some(" skills ")).category_name(), "skills");
+        assert_eq!(pair("hobby-002", Some("  ")).category_name(), "hobby");
+    }
 
     #[test]
     fn malformed_csv_row_names_file_and_line() {

@@ -16,19 +16,6 @@ use anyhow::{bail, Result};
 use badge_firmware::app::MAX_QUESTION_CHARS;
 use badge_firmware::prompts::{PromptsSpec, DEFAULT_INTRO, MAX_PROMPTS};
 
-/// A Q&A row's category: the `category` column, or its id without a trailing `-NNN`.
-fn category(id: &str, column: Option<&str>) -> String {
-    if let Some(c) = column.filter(|c| !c.trim().is_empty()) {
-        return c.trim().to_string();
-    }
-    match id.rsplit_once('-') {
-        Some((head, tail)) if !tail.is_empty() && tail.bytes().all(|b| b.is_ascii_digit()) => {
-            head.to_string()
-        }
-        _ => id.to_string(),
-    }
-}
-
 /// The first question of each category of the curriculum's Q&A training files, in order.
 fn default_questions(rc: &ResolvedCurriculum) -> Result<Vec<String>> {
     let mut seen = Vec::<String>::new();
@@ -36,7 +23,7 @@ fn default_questions(rc: &ResolvedCurriculum) -> Result<Vec<String>> {
     for src in rc.curriculum.sources.values() {
         if let SourceConfig::Qa { train, .. } = src {
             for pair in crate::data::read_qa_csv(train)? {
-                let cat = category(&pair.id, pair.category.as_deref());
+                let cat = pair.category_name();
                 if !seen.contains(&cat) {
                     seen.push(cat);
                     out.push(pair.question.trim().to_string());
@@ -96,15 +83,7 @@ pub fn button_prompts(rc: &ResolvedCurriculum) -> Result<PromptsSpec> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn categories_from_ids_or_the_column() {
-        assert_eq!(category("contact-001", None), "contact");
-        assert_eq!(category("work-history-12", None), "work-history");
-        assert_eq!(category("odd", None), "odd");
-        assert_eq!(category("x-1a", None), "x-1a");
-        assert_eq!(category("skills-synth-003", Some("skills")), "skills");
-    }
+    use crate::data::QaPair;
 
     #[test]
     fn the_tiny_curriculum_asks_one_question_per_category() {
@@ -113,7 +92,7 @@ mod tests {
         let p = button_prompts(&rc).unwrap();
         assert_eq!(p.intro, "Who are you?");
         let qa = crate::data::read_qa_csv(&root.join("data/profile/qa.csv")).unwrap();
-        let mut cats: Vec<String> = qa.iter().map(|r| category(&r.id, None)).collect();
+        let mut cats: Vec<String> = qa.iter().map(QaPair::category_name).collect();
         cats.dedup();
         assert_eq!(p.ask.len(), cats.len());
         assert_eq!(p.ask[0], qa[0].question);
