@@ -349,4 +349,26 @@ mod tests {
         assert_eq!(f.known_kept, 0.5, "{f:?}");
         assert!(f.threshold <= -0.4, "{f:?}");
     }
+
+    /// The bundled off-topic lists stay apart: the questions taught to say the fallback,
+    /// those that calibrate the threshold and those behind the figures share none.
+    #[test]
+    fn bundled_offtopic_lists_are_disjoint() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/offtopic");
+        let norm = crate::answer::eval::normalize;
+        let read = |f: &str| -> BTreeSet<String> {
+            let q = read_questions(&dir.join(f)).unwrap();
+            q.iter().map(|q| norm(q)).collect()
+        };
+        let (train, cal, test) = (read("train.txt"), read("calibrate.txt"), read("test.txt"));
+        assert!(train.len() >= 100 && cal.len() >= 20 && test.len() >= 20);
+        for (a, b, what) in [
+            (&train, &cal, "train/calibrate"),
+            (&train, &test, "train/test"),
+            (&cal, &test, "calibrate/test"),
+        ] {
+            let both: Vec<_> = a.intersection(b).collect();
+            assert!(both.is_empty(), "{what} share {both:?}");
+        }
+    }
 }
