@@ -7,9 +7,8 @@
 #   scripts/bench_quality.sh RUN_DIR BLOB [QA_TRAIN] [QA_HELDOUT] [OFFTOPIC]
 #
 # Defaults: data/profile/qa.csv, data/profile/qa-heldout.csv, data/offtopic/test.txt.
-# "garbled" counts answers that are neither an answer of QA_TRAIN nor the fallback line (the
-# bundled owner's synthetic Q&A teaches the same answers; for another owner it is an upper
-# bound). Targets for the tiny demo config: held-out ≥ 70% exact, trained 100%, no garbled
+# "garbled" counts answers that are none of the taught answers (QA_TRAIN's and the run's
+# synthetic Q&A in RUN_DIR/synth) and not the fallback line: babble the badge would speak. Targets for the tiny demo config: held-out ≥ 70% exact, trained 100%, no garbled
 # answer in known-answer mode, off-topic → fallback ≥ 80%, fallback on ≤ 10% of held-out.
 set -euo pipefail
 
@@ -34,16 +33,19 @@ for model in blob f32; do
     for mode in known free; do
         flag=()
         [[ $mode == free ]] && flag=(--free)
-        "$BADGE" eval --model "$path" --qa "$TRAIN" "${flag[@]}" --json >"$OUT/$model-$mode-trained.json"
-        "$BADGE" eval --model "$path" --qa "$HELDOUT" --offtopic "$OFFTOPIC" "${flag[@]}" --json \
+        "$BADGE" eval --model "$path" --qa "$TRAIN" "${flag[@]}" --misses 100000 --json >"$OUT/$model-$mode-trained.json"
+        "$BADGE" eval --model "$path" --qa "$HELDOUT" --offtopic "$OFFTOPIC" "${flag[@]}" --misses 100000 --json \
             >"$OUT/$model-$mode-heldout.json"
     done
 done
 
-python3 - "$OUT" "$TRAIN" <<'PY'
-import csv, json, sys
-out, train = sys.argv[1], sys.argv[2]
-known = {r["answer"].strip() for r in csv.DictReader(open(train))}
+python3 - "$OUT" "$TRAIN" "$RUN" <<'PY'
+import csv, glob, json, sys
+out, train, run = sys.argv[1:4]
+known = set()
+for f in [train] + glob.glob(f"{run}/synth/*/qa-synth.csv"):
+    known |= {r["answer"].strip() for r in csv.DictReader(open(f))}
+known.add(json.load(open(f"{run}/config.json"))["curriculum"]["answers"]["fallback"].strip())
 for model, name in [("blob", "Q8_0 blob (badge engine)"), ("f32", "f32 checkpoint (candle)")]:
     for mode in ["known", "free"]:
         t = json.load(open(f"{out}/{model}-{mode}-trained.json"))

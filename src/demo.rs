@@ -130,19 +130,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport> {
 
     step("3/4 asking the badge (int8 engine, the same code as on the chip)");
     let rc = crate::run::run_config(&crate::train::checkpoint::RunDir::new(&run_dir))?;
-    let qa_source = rc.curriculum.sources.values().find_map(|s| match s {
-        crate::config::SourceConfig::Qa { train, valid, .. } => {
-            Some((train.clone(), valid.clone()))
-        }
-        _ => None,
-    });
-    let (train_csv, valid_csv) =
-        qa_source.context("the curriculum has no Q&A source to ask from")?;
-    let trained = read_qa_csv(&train_csv)?;
-    let heldout = match valid_csv {
-        Some(v) => read_qa_csv(&v)?,
-        None => Vec::new(),
-    };
+    let (trained, heldout) = owner_questions(&rc.curriculum)?;
     let file = BlobFile::read(&blob_path)?;
     let mut badge = BlobAnswerer::new(&file, 1, GenerateOptions::default())?;
     let voice = badge.blob.voice;
@@ -193,6 +181,28 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport> {
         print_epilogue(&report, &wav_dir);
     }
     Ok(report)
+}
+
+/// The trained and held-out questions of the curriculum's Q&A source about the owner: the
+/// first one that teaches something besides the fallback line (a source of off-topic
+/// questions taught to say the fallback is not asked here; the off-topic test list is).
+fn owner_questions(c: &crate::config::Curriculum) -> Result<(Vec<QaPair>, Vec<QaPair>)> {
+    let fallback = c.answers.fallback.trim();
+    for s in c.sources.values() {
+        let crate::config::SourceConfig::Qa { train, valid, .. } = s else {
+            continue;
+        };
+        let trained = read_qa_csv(train)?;
+        if trained.iter().all(|p| p.answer.trim() == fallback) {
+            continue;
+        }
+        let heldout = match valid {
+            Some(v) => read_qa_csv(v)?,
+            None => Vec::new(),
+        };
+        return Ok((trained, heldout));
+    }
+    anyhow::bail!("the curriculum has no Q&A source about the owner to ask from")
 }
 
 fn print_epilogue(r: &DemoReport, wav_dir: &Path) {

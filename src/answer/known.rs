@@ -6,18 +6,22 @@ use crate::config::{ResolvedCurriculum, SourceConfig};
 use crate::data::tokenizer::BadgeTokenizer;
 use anyhow::{bail, Context, Result};
 use badge_firmware::answers::{AnswersSpec, Confidence, ConfidenceMeasure};
+use badge_firmware::generate::Outcome;
 use badge_firmware::template::PromptTemplate;
 use serde::Serialize;
 use std::collections::BTreeSet;
 use std::path::Path;
+
+pub use crate::data::read_questions;
 
 /// The taught answers and the questions held out of training, gathered from a curriculum.
 #[derive(Debug, Clone, Default)]
 pub struct TaughtAnswers {
     /// Every distinct answer text of the training Q&A (human and synthetic), sorted.
     pub answers: Vec<String>,
-    /// Held-out questions (the Q&A source's `valid` file and the synth holdout, never
-    /// trained on): the in-domain side of calibration.
+    /// Held-out questions, never trained on: the in-domain side of calibration. The synth
+    /// holdout with a noisy copy of each, or the Q&A source's `valid` file where the
+    /// curriculum holds no synth out.
     pub heldout_questions: Vec<String>,
 }
 
@@ -26,16 +30,33 @@ pub struct TaughtAnswers {
 pub fn taught_answers(rc: &ResolvedCurriculum, synth_root: &Path) -> Result<TaughtAnswers> {
     let template = PromptTemplate::parse(&rc.curriculum.template).map_err(anyhow::Error::msg)?;
     let mut answers = BTreeSet::new();
-    let mut heldout = Vec::new();
+    let (mut synth_heldout, mut qa_heldout) = (Vec::new(), Vec::new());
     for (name, cfg) in &rc.curriculum.sources {
-        if !matches!(cfg, SourceConfig::Qa { .. } | SourceConfig::Synth { .. }) {
-            continue;
-        }
+        let heldout = match cfg {
+            SourceConfig::Synth { .. } => &mut synth_heldout,
+            SourceConfig::Qa { .. } | SourceConfig::Offtopic { .. } => &mut qa_heldout,
+            _ => continue,
+        };
         let d = crate::data::load_source(cfg, &template, &synth_root.join(name), false)
             .with_context(|| format!("source `{name}`"))?;
         answers.extend(d.train_pairs.iter().map(|p| p.answer.trim().to_string()));
         heldout.extend(d.valid_pairs.iter().map(|p| p.question.clone()));
     }
+    // The synth holdout calibrates; a Q&A `valid` file only when there is none, since it is
+    // the set the figures are measured on (calibrating on it would flatter them).
+    // Strangers use words the owner never wrote: a noisy copy of each generated question
+    // (one word dropped, made up or misspelt) stands for them, so the threshold is not set
+    // on phrasings as close to training as the templates' own.
+    let heldout = if synth_heldout.is_empty() {
+        qa_heldout
+    } else {
+        let noisy: Vec<String> = synth_heldout
+            .iter()
+            .flat_map(|q| crate::data::noise::noisy_copies(q, 0, 1))
+            .collect();
+        synth_heldout.extend(noisy);
+        synth_heldout
+    };
     answers.retain(|a| !a.is_empty());
     Ok(TaughtAnswers {
         answers: answers.into_iter().collect(),
@@ -82,24 +103,6 @@ pub fn answers_spec(
     })
 }
 
-/// Reads a question list: one question per line, `#` starts a comment line.
-pub fn read_questions(path: &Path) -> Result<Vec<String>> {
-    let text = crate::util::read_to_string(path)?;
-    let q: Vec<String> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(String::from)
-        .collect();
-    if q.is_empty() {
-        bail!(
-            "{}: no questions (one per line, # for comments)",
-            path.display()
-        );
-    }
-    Ok(q)
-}
-
 /// One measure's best threshold on the calibration questions.
 #[derive(Debug, Clone, Serialize)]
 pub struct MeasureFit {
@@ -115,17 +118,17 @@ pub struct MeasureFit {
 pub const KEEP_KNOWN: f64 = 0.9;
 
 impl MeasureFit {
-    /// Better: keeps at least [`KEEP_KNOWN`] of the in-domain questions, then refuses the
-    /// most off-topic ones, then keeps the most in-domain ones.
-    fn key(&self) -> (bool, f64, f64) {
+    /// Better: keeps at least `need` of the in-domain questions, then refuses the most
+    /// off-topic ones, then keeps the most in-domain ones.
+    fn key(&self, need: f64) -> (bool, f64, f64) {
         (
-            self.known_kept >= KEEP_KNOWN - 1e-9,
+            self.known_kept >= need - 1e-9,
             self.offtopic_fallback,
             self.known_kept,
         )
     }
-    fn better_than(&self, other: &MeasureFit) -> bool {
-        self.key().partial_cmp(&other.key()) == Some(std::cmp::Ordering::Greater)
+    fn better_than(&self, other: &MeasureFit, need: f64) -> bool {
+        self.key(need).partial_cmp(&other.key(need)) == Some(std::cmp::Ordering::Greater)
     }
 }
 
@@ -169,12 +172,24 @@ impl Calibration {
 /// answering at least [`KEEP_KNOWN`] of the in-domain ones (the targets: at most 10%
 /// fallback on known questions, as many off-topic refusals as that allows); ties go to the
 /// lower threshold. The chosen measure refuses the most off-topic questions under that rule.
-pub fn calibrate(known: &[Confidence], offtopic: &[Confidence]) -> Calibration {
+///
+/// A `None` is an answer the model already refused (it chose the taught fallback line): it
+/// counts as a fallback whatever the threshold, so the known questions it costs come out of
+/// the same 10% budget. Where those alone exceed it, the threshold refuses nothing more.
+pub fn calibrate(known: &[Option<Confidence>], offtopic: &[Option<Confidence>]) -> Calibration {
+    let answerable = known.iter().filter(|c| c.is_some()).count() as f64;
+    let need = KEEP_KNOWN.min(answerable / known.len().max(1) as f64);
     let fits: Vec<MeasureFit> = ConfidenceMeasure::ALL
         .iter()
-        .map(|&m| fit(m, known, offtopic))
+        .map(|&m| fit(m, known, offtopic, need))
         .collect();
-    let chosen = (0..fits.len()).fold(0, |b, i| if fits[i].better_than(&fits[b]) { i } else { b });
+    let chosen = (0..fits.len()).fold(0, |b, i| {
+        if fits[i].better_than(&fits[b], need) {
+            i
+        } else {
+            b
+        }
+    });
     Calibration {
         known_questions: known.len(),
         offtopic_questions: offtopic.len(),
@@ -183,15 +198,22 @@ pub fn calibrate(known: &[Confidence], offtopic: &[Confidence]) -> Calibration {
     }
 }
 
-fn fit(m: ConfidenceMeasure, known: &[Confidence], offtopic: &[Confidence]) -> MeasureFit {
-    let k: Vec<f32> = known.iter().map(|c| c.value(m)).collect();
-    let o: Vec<f32> = offtopic.iter().map(|c| c.value(m)).collect();
+fn fit(
+    m: ConfidenceMeasure,
+    known: &[Option<Confidence>],
+    offtopic: &[Option<Confidence>],
+    need: f64,
+) -> MeasureFit {
+    let value = |c: &Option<Confidence>| c.map_or(f32::NEG_INFINITY, |c| c.value(m));
+    let k: Vec<f32> = known.iter().map(value).collect();
+    let o: Vec<f32> = offtopic.iter().map(value).collect();
     let rate = |xs: &[f32], pred: &dyn Fn(f32) -> bool| {
         xs.iter().filter(|&&x| pred(x)).count() as f64 / xs.len().max(1) as f64
     };
     // Candidates: just above each observed value, and below all of them (never fall back).
-    let mut cands: Vec<f32> = k.iter().chain(&o).map(|&x| next_up(x)).collect();
-    cands.push(k.iter().chain(&o).fold(f32::INFINITY, |a, &b| a.min(b)));
+    let finite = || k.iter().chain(&o).copied().filter(|x| x.is_finite());
+    let mut cands: Vec<f32> = finite().map(next_up).collect();
+    cands.push(finite().fold(f32::INFINITY, f32::min));
     cands.retain(|c| c.is_finite());
     cands.sort_by(f32::total_cmp);
     let mut best: Option<MeasureFit> = None;
@@ -202,7 +224,7 @@ fn fit(m: ConfidenceMeasure, known: &[Confidence], offtopic: &[Confidence]) -> M
             known_kept: rate(&k, &|x| x >= t),
             offtopic_fallback: rate(&o, &|x| x < t),
         };
-        if best.as_ref().is_none_or(|b| f.better_than(b)) {
+        if best.as_ref().is_none_or(|b| f.better_than(b, need)) {
             best = Some(f);
         }
     }
@@ -226,15 +248,20 @@ fn next_up(x: f32) -> f32 {
     f32::from_bits(if x > 0.0 { b + 1 } else { b - 1 })
 }
 
-/// The confidence of each constrained answer `answerer` gives to `questions` (an answerer in
-/// open generation gives none).
+/// The confidence of each constrained answer `answerer` gives to `questions`: `None` where it
+/// chose the taught fallback line (or no whole answer), which no threshold can turn into an
+/// answer. Ask with the measure `None`, so that no threshold has decided yet; an answerer in
+/// open generation gives nothing.
 pub fn confidences(
     answerer: &mut dyn crate::answer::Answerer,
     questions: &[String],
-) -> Result<Vec<Confidence>> {
+) -> Result<Vec<Option<Confidence>>> {
     let mut out = Vec::new();
     for q in questions {
-        out.extend(answerer.answer_streaming(q, &mut |_| {})?.confidence);
+        let stats = answerer.answer_streaming(q, &mut |_| {})?;
+        if let Some(c) = stats.confidence {
+            out.push((stats.outcome == Outcome::Known).then_some(c));
+        }
     }
     Ok(out)
 }
@@ -275,12 +302,12 @@ pub fn candle_known(
 mod tests {
     use super::*;
 
-    fn conf(v: f32) -> Confidence {
-        Confidence {
+    fn conf(v: f32) -> Option<Confidence> {
+        Some(Confidence {
             mean_log_prob: v,
             first_branch_margin: 0.5,
             answer_log_prob: -v,
-        }
+        })
     }
 
     #[test]
@@ -299,5 +326,49 @@ mod tests {
             (c.fits[1].known_kept, c.fits[1].offtopic_fallback),
             (1.0, 0.0)
         );
+    }
+
+    #[test]
+    fn a_taught_fallback_spends_the_budget_and_counts_as_a_refusal() {
+        // Ten in-domain questions, one already answered with the fallback line: the
+        // threshold may refuse no other, so it sits at or below the lowest of the nine.
+        let mut known: Vec<_> = (0..9).map(|i| conf(-0.1 * i as f32)).collect();
+        known.push(None);
+        let off = vec![None, conf(-0.85), conf(-0.05)];
+        let c = calibrate(&known, &off);
+        let f = &c.fits[0];
+        assert_eq!(f.measure, "mean-log-prob");
+        assert!((f.known_kept - 0.9).abs() < 1e-9, "{f:?}");
+        assert!((f.offtopic_fallback - 2.0 / 3.0).abs() < 1e-9, "{f:?}");
+        assert!(f.threshold > -0.85 && f.threshold <= -0.8, "{f:?}");
+        // Where the taught fallback alone spends more than the budget, nothing more is
+        // refused: the threshold sits at the lowest confidence.
+        let known = vec![None, None, conf(-0.2), conf(-0.4)];
+        let c = calibrate(&known, &off);
+        let f = &c.fits[0];
+        assert_eq!(f.known_kept, 0.5, "{f:?}");
+        assert!(f.threshold <= -0.4, "{f:?}");
+    }
+
+    /// The bundled off-topic lists stay apart: the questions taught to say the fallback,
+    /// those that calibrate the threshold and those behind the figures share none.
+    #[test]
+    fn bundled_offtopic_lists_are_disjoint() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/offtopic");
+        let norm = crate::answer::eval::normalize;
+        let read = |f: &str| -> BTreeSet<String> {
+            let q = read_questions(&dir.join(f)).unwrap();
+            q.iter().map(|q| norm(q)).collect()
+        };
+        let (train, cal, test) = (read("train.txt"), read("calibrate.txt"), read("test.txt"));
+        assert!(train.len() >= 100 && cal.len() >= 20 && test.len() >= 20);
+        for (a, b, what) in [
+            (&train, &cal, "train/calibrate"),
+            (&train, &test, "train/test"),
+            (&cal, &test, "calibrate/test"),
+        ] {
+            let both: Vec<_> = a.intersection(b).collect();
+            assert!(both.is_empty(), "{what} share {both:?}");
+        }
     }
 }

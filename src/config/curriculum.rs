@@ -110,6 +110,27 @@ pub enum SourceConfig {
         /// with the same answer, so the model learns the answer rather than one phrasing.
         #[serde(default)]
         paraphrases: usize,
+        /// Also train on this many noisy copies of each question (data::noise: one word
+        /// dropped, made up or misspelt), so one unfamiliar word does not derail the answer.
+        #[serde(default)]
+        noise: usize,
+    },
+    /// Questions the badge cannot answer from its owner's facts (one per line, `#` comments),
+    /// each taught with the `[answers]` fallback line as its answer, so that the model learns
+    /// to say it rather than a fact. Keep them apart from the `[answers]` calibration and test
+    /// lists.
+    Offtopic {
+        questions: PathBuf,
+        /// Generic paraphrases per question, as for a Q&A source.
+        #[serde(default)]
+        paraphrases: usize,
+        /// Noisy copies per question, as for a Q&A source.
+        #[serde(default)]
+        noise: usize,
+        /// The answer taught: always the `[answers]` fallback line, set when the curriculum
+        /// loads (a value written here is replaced), so the two never drift apart.
+        #[serde(default)]
+        answer: String,
     },
     /// Prose and Q&A generated from a facts file by `badge data synth`'s generator.
     Synth {
@@ -121,6 +142,12 @@ pub enum SourceConfig {
         holdout: f64,
         #[serde(default)]
         loss_on: LossOn,
+        /// Generic paraphrases per generated question, as for a Q&A source.
+        #[serde(default)]
+        paraphrases: usize,
+        /// Noisy copies per generated question, as for a Q&A source.
+        #[serde(default)]
+        noise: usize,
     },
 }
 
@@ -310,6 +337,12 @@ impl Curriculum {
                 } => {
                     fix(facts);
                     fix(templates);
+                }
+                SourceConfig::Offtopic {
+                    questions, answer, ..
+                } => {
+                    fix(questions);
+                    answer.clone_from(&self.answers.fallback);
                 }
             }
         }

@@ -81,8 +81,9 @@ pub struct InitReport {
 /// The files of the curriculum, which `--force` regenerates (with the off-topic questions).
 const CURRICULUM: &str = "badge.toml";
 const MODEL: &str = "model.toml";
-/// The curriculum's off-topic questions (`[answers]`), written beside it.
-const OFFTOPIC_FILES: [(&str, &str); 2] = [
+/// The curriculum's off-topic questions (`[answers]` and the off-topic source), written
+/// beside it.
+const OFFTOPIC_FILES: [(&str, &str); 3] = [
     (
         "offtopic/calibrate.txt",
         include_str!("../../data/offtopic/calibrate.txt"),
@@ -90,6 +91,10 @@ const OFFTOPIC_FILES: [(&str, &str); 2] = [
     (
         "offtopic/test.txt",
         include_str!("../../data/offtopic/test.txt"),
+    ),
+    (
+        "offtopic/train.txt",
+        include_str!("../../data/offtopic/train.txt"),
     ),
 ];
 /// The owner's files, never overwritten.
@@ -233,6 +238,9 @@ fn owner_curriculum(base: &str, opts: &InitOptions) -> Result<String> {
                 src.insert("train".into(), "qa.csv".into());
                 src.remove("valid");
             }
+            Some("offtopic") => {
+                src.insert("questions".into(), OFFTOPIC_FILES[2].0.into());
+            }
             _ => {}
         }
     }
@@ -255,15 +263,27 @@ fn owner_curriculum(base: &str, opts: &InitOptions) -> Result<String> {
         .and_then(|p| p.as_table_mut())
     {
         if let Some(mix) = last.get_mut("mix").and_then(|m| m.as_array_mut()) {
-            let has_synth = mix
-                .iter()
-                .any(|m| m.get("source").and_then(|s| s.as_str()) == Some("synth"));
-            if !has_synth {
-                let mut entry = toml::Table::new();
-                entry.insert("source".into(), "synth".into());
-                entry.insert("weight".into(), SYNTH_WEIGHT_IN_QA.into());
-                entry.insert("repeat".into(), 10.into());
-                mix.push(entry.into());
+            let synth = mix
+                .iter_mut()
+                .filter_map(|m| m.as_table_mut())
+                .find(|m| m.get("source").and_then(|s| s.as_str()) == Some("synth"));
+            match synth {
+                // The bundled owner's long qa.csv outweighs its synth; an owner's short one
+                // must not.
+                Some(entry) => {
+                    let w = entry
+                        .get("weight")
+                        .and_then(|w| w.as_float())
+                        .unwrap_or(0.0);
+                    entry.insert("weight".into(), w.max(SYNTH_WEIGHT_IN_QA).into());
+                }
+                None => {
+                    let mut entry = toml::Table::new();
+                    entry.insert("source".into(), "synth".into());
+                    entry.insert("weight".into(), SYNTH_WEIGHT_IN_QA.into());
+                    entry.insert("repeat".into(), 10.into());
+                    mix.push(entry.into());
+                }
             }
         }
     }

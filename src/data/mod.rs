@@ -6,6 +6,7 @@ pub mod check;
 pub mod download;
 pub mod facts;
 pub mod init;
+pub mod noise;
 pub mod paraphrase;
 mod rng;
 mod sources;

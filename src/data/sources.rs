@@ -89,6 +89,24 @@ pub fn read_qa_csv(path: &Path) -> Result<Vec<QaPair>> {
     Ok(out)
 }
 
+/// Reads a question list: one question per line, `#` starts a comment line.
+pub fn read_questions(path: &Path) -> Result<Vec<String>> {
+    let text = crate::util::read_to_string(path)?;
+    let q: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect();
+    if q.is_empty() {
+        bail!(
+            "{}: no questions (one per line, # for comments)",
+            path.display()
+        );
+    }
+    Ok(q)
+}
+
 /// Reads stories: a text file with stories separated by lines equal to `<|endoftext|>`, or a
 /// JSON array of objects with a `story` field. Holds them all; training streams big text files
 /// instead (see [`StoriesFile`]).
@@ -353,12 +371,13 @@ pub fn load_source(
             loss_on,
             limit,
             paraphrases,
+            noise,
         } => {
             let mut pairs = read_qa_csv(train)?;
             if *limit > 0 {
                 pairs.truncate(*limit);
             }
-            pairs = with_paraphrases(pairs, *paraphrases);
+            pairs = augmented(pairs, *paraphrases, *noise);
             let valid_pairs = match valid {
                 Some(v) => read_qa_csv(v)?,
                 None => Vec::new(),
@@ -371,12 +390,37 @@ pub fn load_source(
                 stories: None,
             })
         }
+        SourceConfig::Offtopic {
+            questions,
+            paraphrases,
+            noise,
+            answer,
+        } => {
+            let pairs: Vec<QaPair> = read_questions(questions)?
+                .into_iter()
+                .enumerate()
+                .map(|(i, question)| QaPair {
+                    id: format!("offtopic-{:03}", i + 1),
+                    question,
+                    answer: answer.clone(),
+                    category: None,
+                })
+                .collect();
+            let pairs = augmented(pairs, *paraphrases, *noise);
+            Ok(SourceData {
+                train: qa_samples(&pairs, LossOn::Answer),
+                train_pairs: pairs,
+                ..Default::default()
+            })
+        }
         SourceConfig::Synth {
             facts,
             templates,
             seed,
             holdout,
             loss_on,
+            paraphrases,
+            noise,
         } => {
             let report = crate::data::synth::run(&crate::data::synth::SynthOptions {
                 facts: facts.clone(),
@@ -388,6 +432,8 @@ pub fn load_source(
             let pairs = read_qa_csv(&synth_dir.join("qa-synth.csv"))?;
             let (pt, pv) = split_holdout(&prose, *holdout);
             let (qt, qv) = split_holdout(&pairs, *holdout);
+            // Held-out pairs stay clean: they calibrate and measure, they do not train.
+            let qt = augmented(qt, *paraphrases, *noise);
             let _ = report;
             let mut train: Vec<Sample> = pt.into_iter().map(Sample::Text).collect();
             train.extend(qa_samples(&qt, *loss_on));
@@ -404,19 +450,19 @@ pub fn load_source(
     }
 }
 
-/// `pairs` followed by up to `n` generic paraphrases of each question (same answer, id with a
-/// `~k` suffix), deterministic for the pair's id.
-fn with_paraphrases(pairs: Vec<QaPair>, n: usize) -> Vec<QaPair> {
-    if n == 0 {
+/// `pairs` followed by up to `paraphrases` generic paraphrases and `noise` noisy copies of
+/// each question (same answer, id with a `~k` suffix), deterministic for the pair's id.
+fn augmented(pairs: Vec<QaPair>, paraphrases: usize, noise: usize) -> Vec<QaPair> {
+    if paraphrases == 0 && noise == 0 {
         return pairs;
     }
     let mut extra = Vec::new();
     for p in &pairs {
         let seed = crate::data::rng::hash_str(&p.id);
-        for (k, q) in crate::data::paraphrase::paraphrases(&p.question, seed, n)
+        let forms = crate::data::paraphrase::paraphrases(&p.question, seed, paraphrases)
             .into_iter()
-            .enumerate()
-        {
+            .chain(crate::data::noise::noisy_copies(&p.question, seed, noise));
+        for (k, q) in forms.enumerate() {
             extra.push(QaPair {
                 id: format!("{}~{}", p.id, k + 1),
                 question: q,
@@ -600,6 +646,40 @@ mod tests {
         let j = dir.path().join("s.json");
         std::fs::write(&j, r#"[{"story":"A."},{"story":"B."}]"#).unwrap();
         assert_eq!(read_stories(&j).unwrap(), vec!["A.", "B."]);
+    }
+
+    #[test]
+    fn offtopic_questions_are_taught_the_fallback_line_with_noisy_copies() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = dir.path().join("train.txt");
+        std::fs::write(
+            &q,
+            "# weather\nWill it rain on Sunday?\n\nWhat is nine plus one?\n",
+        )
+        .unwrap();
+        let cfg = SourceConfig::Offtopic {
+            questions: q,
+            paraphrases: 0,
+            noise: 2,
+            answer: "I don't know.".into(),
+        };
+        let tpl = PromptTemplate::parse("Q: {question}\nA: {answer}").unwrap();
+        let d = load_source(&cfg, &tpl, dir.path(), false).unwrap();
+        assert_eq!(
+            d.train_pairs.len(),
+            6,
+            "two questions, two noisy copies each"
+        );
+        assert_eq!(d.train_pairs[0].question, "Will it rain on Sunday?");
+        assert!(d.train_pairs.iter().all(|p| p.answer == "I don't know."));
+        assert!(d.valid_pairs.is_empty());
+        assert!(matches!(
+            d.train[0],
+            Sample::Qa {
+                loss_on: LossOn::Answer,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -1,0 +1,139 @@
+//! Noise on the question side: copies of a training question with one word dropped, one word
+//! replaced by a made-up word, or one word misspelt, all paired with the same answer.
+//!
+//! Strangers use words the owner never wrote ("reside" for "live"). A small model that saw
+//! only clean questions leans on every token, so one unfamiliar word throws it to a random
+//! fact. Trained on copies where one word is missing or meaningless, it learns to answer from
+//! the words it does know and to shrug off the rest. Only questions get noise; answers stay
+//! exact, because the badge must say them exactly. Deterministic: the same question, seed and
+//! count give the same copies on every machine.
+
+use super::rng::{hash_str, Rng};
+
+/// Letters made-up words are drawn from (lower case, so they read as ordinary words).
+const LETTERS: &[u8] = b"abcdefghijklmnopqrstuvwxyz";
+
+/// Up to `n` distinct noisy copies of `question`, none equal to it, chosen for `seed`. A
+/// question of fewer than three words gets none: too little is left to answer from.
+pub fn noisy_copies(question: &str, seed: u64, n: usize) -> Vec<String> {
+    let original = question.trim();
+    let words: Vec<&str> = original.split_whitespace().collect();
+    if words.len() < 3 || n == 0 {
+        return Vec::new();
+    }
+    let mut rng = Rng::new(seed ^ hash_str(original).rotate_left(17));
+    let mut out: Vec<String> = Vec::new();
+    // A few tries per copy: some edits coincide or change nothing.
+    for _ in 0..n * 4 {
+        if out.len() == n {
+            break;
+        }
+        let copy = one_edit(&words, &mut rng);
+        if copy != original && !out.contains(&copy) {
+            out.push(copy);
+        }
+    }
+    out
+}
+
+/// `words` with one random edit, joined again.
+fn one_edit(words: &[&str], rng: &mut Rng) -> String {
+    let i = rng.below(words.len());
+    let (core, tail) = split_punctuation(words[i]);
+    let mut w: Vec<String> = words.iter().map(|s| s.to_string()).collect();
+    match rng.below(3) {
+        // Drop the word (its closing punctuation moves to the word before).
+        0 => {
+            w.remove(i);
+            if !tail.is_empty() {
+                if let Some(prev) = i.checked_sub(1).and_then(|p| w.get_mut(p)) {
+                    prev.push_str(tail);
+                }
+            }
+        }
+        // A made-up word in its place: a word the model cannot know.
+        1 => w[i] = made_up_word(rng) + tail,
+        // A typo: one letter dropped, doubled or swapped with the next.
+        _ => w[i] = misspell(core, rng) + tail,
+    }
+    let mut s = w.join(" ");
+    // Keep a capital at the start, as the questions people type have.
+    if let Some(first) = s.chars().next().filter(|c| c.is_lowercase()) {
+        if i == 0 {
+            s = first.to_uppercase().collect::<String>() + &s[first.len_utf8()..];
+        }
+    }
+    s
+}
+
+/// A word's letters and its closing punctuation ("email?" -> ("email", "?")).
+fn split_punctuation(word: &str) -> (&str, &str) {
+    let cut = word
+        .char_indices()
+        .rev()
+        .take_while(|(_, c)| c.is_ascii_punctuation())
+        .last()
+        .map_or(word.len(), |(i, _)| i);
+    word.split_at(cut)
+}
+
+fn made_up_word(rng: &mut Rng) -> String {
+    let len = 3 + rng.below(5);
+    (0..len)
+        .map(|_| LETTERS[rng.below(LETTERS.len())] as char)
+        .collect()
+}
+
+fn misspell(word: &str, rng: &mut Rng) -> String {
+    let chars: Vec<char> = word.chars().collect();
+    if chars.len() < 3 {
+        return word.to_string();
+    }
+    let i = rng.below(chars.len() - 1);
+    let mut c = chars.clone();
+    match rng.below(3) {
+        0 => {
+            c.remove(i);
+        }
+        1 => c.insert(i, chars[i]),
+        _ => c.swap(i, i + 1),
+    }
+    c.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_differ_from_the_question_by_one_edit() {
+        let q = "Where do you live these days?";
+        let copies = noisy_copies(q, 7, 6);
+        assert_eq!(copies.len(), 6);
+        for c in &copies {
+            assert_ne!(c, q);
+            let (a, b) = (q.split_whitespace().count(), c.split_whitespace().count());
+            assert!(b == a || b + 1 == a, "{c}: one word dropped at most");
+            assert!(c.ends_with('?'), "{c}: the question mark stays");
+            assert!(c.starts_with(char::is_uppercase), "{c}: capital kept");
+        }
+        // Deterministic, and the seed matters.
+        assert_eq!(copies, noisy_copies(q, 7, 6));
+        assert_ne!(copies, noisy_copies(q, 8, 6));
+    }
+
+    #[test]
+    fn short_questions_get_no_noise() {
+        assert!(noisy_copies("Who are you?", 1, 3).len() == 3);
+        assert!(noisy_copies("Hobbies?", 1, 3).is_empty());
+        assert!(noisy_copies("Your name?", 1, 3).is_empty());
+        assert!(noisy_copies("What is your name?", 1, 0).is_empty());
+    }
+
+    #[test]
+    fn punctuation_is_split_off() {
+        assert_eq!(split_punctuation("email?"), ("email", "?"));
+        assert_eq!(split_punctuation("you"), ("you", ""));
+        assert_eq!(split_punctuation("?!"), ("", "?!"));
+    }
+}
