@@ -109,6 +109,17 @@ fn every_command_runs_from_the_command_line() {
     ]);
     assert_eq!(int8["kv_cache"], "int8");
 
+    // Export says what each button press makes the badge say, as `ask` would.
+    let buttons = export["buttons"].as_array().unwrap();
+    assert_eq!(buttons[0]["press"], "intro");
+    assert_eq!(buttons[0]["question"], "Who are you?");
+    assert!(
+        buttons.len() >= 2,
+        "the default list asks one question per category"
+    );
+    let asked = ok(&["ask", "--model", &d("m.bin"), "Who are you?"]);
+    assert_eq!(buttons[0]["answer"].as_str().unwrap(), asked.trim());
+
     let inspect = json(&[
         "inspect",
         &d("m.bin"),

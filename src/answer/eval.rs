@@ -94,7 +94,10 @@ pub fn evaluate(
         let fallback = stats.outcome == badge_firmware::generate::Outcome::Fallback;
         let exact = got.trim() == p.answer.trim();
         let norm = normalize(&got) == normalize(&p.answer);
-        for s in [&mut overall, per_category.entry(p.category_name()).or_default()] {
+        for s in [
+            &mut overall,
+            per_category.entry(p.category_name()).or_default(),
+        ] {
             s.total += 1;
             s.exact += usize::from(exact);
             s.normalized += usize::from(norm);

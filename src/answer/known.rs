@@ -52,7 +52,7 @@ pub fn taught_answers(rc: &ResolvedCurriculum, synth_root: &Path) -> Result<Taug
     } else {
         let noisy: Vec<String> = synth_heldout
             .iter()
-            .flat_map(|q| crate::data::noise::noisy_copies(q, 0, 1))
+            .flat_map(|q| crate::data::noise::noisy_copies(q, 0, 1, crate::data::noise::Edits::Any))
             .collect();
         synth_heldout.extend(noisy);
         synth_heldout

@@ -102,6 +102,7 @@ pub fn export(opts: &badge::export::ExportOptions, json: bool, csv: Option<&Path
     if let Some(c) = &r.calibration {
         print!("{}", c.table());
     }
+    print_button_answers(&r.buttons);
     match r.kv_cache {
         Some(kv) => println!(
             "\nwrote {} ({} bytes, KV cache {})",
@@ -112,6 +113,25 @@ pub fn export(opts: &badge::export::ExportOptions, json: bool, csv: Option<&Path
         None => println!("\nwrote {} ({} bytes)", r.out.display(), r.bytes),
     }
     Ok(())
+}
+
+/// The button's presses and what the badge answers them, with a warning for each press that
+/// gets the fallback line (a visitor pressing the button would hear "I don't know").
+fn print_button_answers(buttons: &[badge::export::button_prompts::ButtonAnswer]) {
+    if buttons.is_empty() {
+        return;
+    }
+    println!("\nbutton presses:");
+    for b in buttons {
+        println!("  {:<7} {}  ->  {}", b.press, b.question, b.answer);
+    }
+    for b in buttons.iter().filter(|b| b.fallback) {
+        eprintln!(
+            "warning: the button's {} ({:?}) gets the fallback line: add that question to the \
+             Q&A, or set [buttons] in the curriculum to questions the badge answers",
+            b.press, b.question
+        );
+    }
 }
 
 pub fn inspect(

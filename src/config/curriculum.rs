@@ -124,7 +124,8 @@ pub enum SourceConfig {
         /// Generic paraphrases per question, as for a Q&A source.
         #[serde(default)]
         paraphrases: usize,
-        /// Noisy copies per question, as for a Q&A source.
+        /// Noisy copies per question, misspellings only: dropping or replacing a word could
+        /// leave a question about the owner, taught the fallback.
         #[serde(default)]
         noise: usize,
         /// The answer taught: always the `[answers]` fallback line, set when the curriculum

@@ -13,9 +13,21 @@ use super::rng::{hash_str, Rng};
 /// Letters made-up words are drawn from (lower case, so they read as ordinary words).
 const LETTERS: &[u8] = b"abcdefghijklmnopqrstuvwxyz";
 
+/// Which edits a noisy copy may make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Edits {
+    /// Drop a word, put a made-up word in its place, or misspell it: for questions about the
+    /// owner, whose answer the words that are left still name.
+    Any,
+    /// Misspell a word only: for off-topic questions, taught the fallback line. Their content
+    /// words are what makes them off-topic, so dropping or replacing one can leave a question
+    /// about the owner ("Who is your hero?" without "hero"), and teach the fallback for it.
+    TyposOnly,
+}
+
 /// Up to `n` distinct noisy copies of `question`, none equal to it, chosen for `seed`. A
 /// question of fewer than three words gets none: too little is left to answer from.
-pub fn noisy_copies(question: &str, seed: u64, n: usize) -> Vec<String> {
+pub fn noisy_copies(question: &str, seed: u64, n: usize, edits: Edits) -> Vec<String> {
     let original = question.trim();
     let words: Vec<&str> = original.split_whitespace().collect();
     if words.len() < 3 || n == 0 {
@@ -28,7 +40,7 @@ pub fn noisy_copies(question: &str, seed: u64, n: usize) -> Vec<String> {
         if out.len() == n {
             break;
         }
-        let copy = one_edit(&words, &mut rng);
+        let copy = one_edit(&words, &mut rng, edits);
         if copy != original && !out.contains(&copy) {
             out.push(copy);
         }
@@ -37,11 +49,15 @@ pub fn noisy_copies(question: &str, seed: u64, n: usize) -> Vec<String> {
 }
 
 /// `words` with one random edit, joined again.
-fn one_edit(words: &[&str], rng: &mut Rng) -> String {
+fn one_edit(words: &[&str], rng: &mut Rng, edits: Edits) -> String {
     let i = rng.below(words.len());
     let (core, tail) = split_punctuation(words[i]);
     let mut w: Vec<String> = words.iter().map(|s| s.to_string()).collect();
-    match rng.below(3) {
+    let edit = match edits {
+        Edits::Any => rng.below(3),
+        Edits::TyposOnly => 2,
+    };
+    match edit {
         // Drop the word (its closing punctuation moves to the word before).
         0 => {
             w.remove(i);
@@ -108,7 +124,7 @@ mod tests {
     #[test]
     fn copies_differ_from_the_question_by_one_edit() {
         let q = "Where do you live these days?";
-        let copies = noisy_copies(q, 7, 6);
+        let copies = noisy_copies(q, 7, 6, Edits::Any);
         assert_eq!(copies.len(), 6);
         for c in &copies {
             assert_ne!(c, q);
@@ -118,16 +134,37 @@ mod tests {
             assert!(c.starts_with(char::is_uppercase), "{c}: capital kept");
         }
         // Deterministic, and the seed matters.
-        assert_eq!(copies, noisy_copies(q, 7, 6));
-        assert_ne!(copies, noisy_copies(q, 8, 6));
+        assert_eq!(copies, noisy_copies(q, 7, 6, Edits::Any));
+        assert_ne!(copies, noisy_copies(q, 8, 6, Edits::Any));
     }
 
     #[test]
     fn short_questions_get_no_noise() {
-        assert!(noisy_copies("Who are you?", 1, 3).len() == 3);
-        assert!(noisy_copies("Hobbies?", 1, 3).is_empty());
-        assert!(noisy_copies("Your name?", 1, 3).is_empty());
-        assert!(noisy_copies("What is your name?", 1, 0).is_empty());
+        assert!(noisy_copies("Who are you?", 1, 3, Edits::Any).len() == 3);
+        assert!(noisy_copies("Hobbies?", 1, 3, Edits::Any).is_empty());
+        assert!(noisy_copies("Your name?", 1, 3, Edits::Any).is_empty());
+        assert!(noisy_copies("What is your name?", 1, 0, Edits::Any).is_empty());
+    }
+
+    #[test]
+    fn typo_copies_keep_every_word_but_one_letter() {
+        let q = "Who is the mayor of this city?";
+        let copies = noisy_copies(q, 3, 5, Edits::TyposOnly);
+        assert!(copies.len() >= 3, "{copies:?}");
+        for c in &copies {
+            let (a, b): (Vec<_>, Vec<_>) = (
+                q.split_whitespace().collect(),
+                c.split_whitespace().collect(),
+            );
+            assert_eq!(a.len(), b.len(), "{c}: no word dropped");
+            let changed: Vec<_> = a.iter().zip(&b).filter(|(x, y)| x != y).collect();
+            assert_eq!(changed.len(), 1, "{c}: one word changed");
+            let (x, y) = changed[0];
+            assert!(
+                x.len().abs_diff(y.len()) <= 1,
+                "{c}: a typo, not a made-up word"
+            );
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@ use rand::SeedableRng;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::noise::Edits;
 use super::stream::{self, StoryReader};
 use super::token_cache::{self, CachedStories};
 
@@ -33,7 +34,12 @@ impl QaPair {
     /// column when it is filled in, else the id without a trailing `-NNN` (`work-history-012`
     /// is `work-history`), else the whole id.
     pub fn category_name(&self) -> String {
-        if let Some(c) = self.category.as_deref().map(str::trim).filter(|c| !c.is_empty()) {
+        if let Some(c) = self
+            .category
+            .as_deref()
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+        {
             return c.to_string();
         }
         match self.id.rsplit_once('-') {
@@ -377,7 +383,7 @@ pub fn load_source(
             if *limit > 0 {
                 pairs.truncate(*limit);
             }
-            pairs = augmented(pairs, *paraphrases, *noise);
+            pairs = augmented(pairs, *paraphrases, *noise, Edits::Any);
             let valid_pairs = match valid {
                 Some(v) => read_qa_csv(v)?,
                 None => Vec::new(),
@@ -406,7 +412,7 @@ pub fn load_source(
                     category: None,
                 })
                 .collect();
-            let pairs = augmented(pairs, *paraphrases, *noise);
+            let pairs = augmented(pairs, *paraphrases, *noise, Edits::TyposOnly);
             Ok(SourceData {
                 train: qa_samples(&pairs, LossOn::Answer),
                 train_pairs: pairs,
@@ -433,7 +439,7 @@ pub fn load_source(
             let (pt, pv) = split_holdout(&prose, *holdout);
             let (qt, qv) = split_holdout(&pairs, *holdout);
             // Held-out pairs stay clean: they calibrate and measure, they do not train.
-            let qt = augmented(qt, *paraphrases, *noise);
+            let qt = augmented(qt, *paraphrases, *noise, Edits::Any);
             let _ = report;
             let mut train: Vec<Sample> = pt.into_iter().map(Sample::Text).collect();
             train.extend(qa_samples(&qt, *loss_on));
@@ -452,7 +458,7 @@ pub fn load_source(
 
 /// `pairs` followed by up to `paraphrases` generic paraphrases and `noise` noisy copies of
 /// each question (same answer, id with a `~k` suffix), deterministic for the pair's id.
-fn augmented(pairs: Vec<QaPair>, paraphrases: usize, noise: usize) -> Vec<QaPair> {
+fn augmented(pairs: Vec<QaPair>, paraphrases: usize, noise: usize, edits: Edits) -> Vec<QaPair> {
     if paraphrases == 0 && noise == 0 {
         return pairs;
     }
@@ -461,7 +467,12 @@ fn augmented(pairs: Vec<QaPair>, paraphrases: usize, noise: usize) -> Vec<QaPair
         let seed = crate::data::rng::hash_str(&p.id);
         let forms = crate::data::paraphrase::paraphrases(&p.question, seed, paraphrases)
             .into_iter()
-            .chain(crate::data::noise::noisy_copies(&p.question, seed, noise));
+            .chain(crate::data::noise::noisy_copies(
+                &p.question,
+                seed,
+                noise,
+                edits,
+            ));
         for (k, q) in forms.enumerate() {
             extra.push(QaPair {
                 id: format!("{}~{}", p.id, k + 1),
@@ -613,10 +624,16 @@ mod tests {
             category: column.map(String::from),
         };
         assert_eq!(pair("contact-001", None).category_name(), "contact");
-        assert_eq!(pair("work-history-12", None).category_name(), "work-history");
+        assert_eq!(
+            pair("work-history-12", None).category_name(),
+            "work-history"
+        );
         assert_eq!(pair("odd", None).category_name(), "odd");
         assert_eq!(pair("x-1a", None).category_name(), "x-1a");
-        assert_eq!(pair("skills-synth-003", Some(" skills ")).category_name(), "skills");
+        assert_eq!(
+            pair("skills-synth-003", Some(" skills ")).category_name(),
+            "skills"
+        );
         assert_eq!(pair("hobby-002", Some("  ")).category_name(), "hobby");
     }
 
@@ -672,6 +689,16 @@ mod tests {
         );
         assert_eq!(d.train_pairs[0].question, "Will it rain on Sunday?");
         assert!(d.train_pairs.iter().all(|p| p.answer == "I don't know."));
+        // Typos only: a dropped or made-up word could leave a question about the owner.
+        let words = |s: &str| s.split_whitespace().count();
+        assert_eq!(
+            words(&d.train_pairs[1].question),
+            words(&d.train_pairs[0].question)
+        );
+        assert_eq!(
+            words(&d.train_pairs[2].question),
+            words(&d.train_pairs[0].question)
+        );
         assert!(d.valid_pairs.is_empty());
         assert!(matches!(
             d.train[0],

@@ -163,6 +163,8 @@ pub struct ExportResult {
     pub known_answers: Option<(usize, usize)>,
     /// The confidence threshold's calibration (None without off-topic questions).
     pub calibration: Option<crate::answer::known::Calibration>,
+    /// What each button press makes the badge say (empty for llama2.c files).
+    pub buttons: Vec<crate::export::button_prompts::ButtonAnswer>,
 }
 
 /// Picks the KV cache: the requested one, or (`None`) the most precise of f32, f16 and int8
@@ -239,6 +241,7 @@ pub fn export(opts: &ExportOptions) -> Result<ExportResult> {
             kv_cache: None,
             known_answers: None,
             calibration: None,
+            buttons: Vec::new(),
         });
     }
     let board = opts
@@ -307,6 +310,7 @@ pub fn export(opts: &ExportOptions) -> Result<ExportResult> {
         (a, b) => a.or(b),
     };
     crate::util::write_atomic(&opts.out, &blob)?;
+    let buttons = crate::export::button_prompts::button_answers(&blob, &prompts)?;
     let quality = match opts.quality_samples {
         0 => None,
         n => Some(crate::export::quality::measure(&run, &opts.out, n, n)?),
@@ -319,6 +323,7 @@ pub fn export(opts: &ExportOptions) -> Result<ExportResult> {
     Ok(ExportResult {
         known_answers: Some((taught.answers.len(), answers_bytes)),
         calibration,
+        buttons,
         kv_cache: Some(kv_cache),
         quality,
         out: opts.out.clone(),

@@ -80,6 +80,46 @@ pub fn button_prompts(rc: &ResolvedCurriculum) -> Result<PromptsSpec> {
     Ok(spec)
 }
 
+/// What one button press makes the exported badge say: the same engine, decoding and
+/// threshold as on the chip, so the owner sees before flashing what a visitor will hear.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ButtonAnswer {
+    /// `intro`, or `ask N` for the list's N-th question (from 1).
+    pub press: String,
+    pub question: String,
+    pub answer: String,
+    /// The badge said its fallback line: the press asks a question it does not answer.
+    pub fallback: bool,
+}
+
+/// Asks `blob` each of the button's questions, in press order.
+pub fn button_answers(blob: &[u8], prompts: &PromptsSpec) -> Result<Vec<ButtonAnswer>> {
+    use crate::answer::{Answerer, BlobAnswerer, BlobFile};
+    let file = BlobFile {
+        bytes: crate::util::AlignedBytes::from_slice(blob),
+    };
+    let mut badge = BlobAnswerer::new(&file, 1, Default::default())?;
+    let presses = core::iter::once(("intro".to_string(), &prompts.intro)).chain(
+        prompts
+            .ask
+            .iter()
+            .enumerate()
+            .map(|(i, q)| (format!("ask {}", i + 1), q)),
+    );
+    let mut out = Vec::new();
+    for (press, question) in presses {
+        let mut answer = String::new();
+        let stats = badge.answer_streaming(question, &mut |t| answer.push_str(t))?;
+        out.push(ButtonAnswer {
+            press,
+            question: question.clone(),
+            answer: answer.trim().to_string(),
+            fallback: stats.outcome == badge_firmware::generate::Outcome::Fallback,
+        });
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
