@@ -35,6 +35,9 @@ pub struct DemoAnswer {
 pub struct DemoReport {
     pub run: PathBuf,
     pub blob: PathBuf,
+    /// The badge's flash image with the blob (partition table and model; no firmware), for
+    /// `badge sim --image`.
+    pub image: PathBuf,
     pub asked: Vec<DemoAnswer>,
     pub trained: crate::answer::eval::Score,
     pub heldout: crate::answer::eval::Score,
@@ -128,6 +131,10 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport> {
         );
     }
 
+    let image = opts.out.join("flash.bin");
+    let board = crate::config::board::Board::load(Path::new(crate::config::board::DEFAULT_BOARD))?;
+    crate::device::flash::write_image(&blob_path, &board, None, None, &image)?;
+
     step("3/4 asking the badge (int8 engine, the same code as on the chip)");
     let rc = crate::run::run_config(&crate::train::checkpoint::RunDir::new(&run_dir))?;
     let (trained, heldout) = owner_questions(&rc.curriculum)?;
@@ -171,6 +178,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport> {
     let report = DemoReport {
         run: run_dir,
         blob: blob_path,
+        image,
         asked,
         trained: trained_score,
         heldout: heldout_score,
@@ -234,6 +242,11 @@ fn print_epilogue(r: &DemoReport, wav_dir: &Path) {
         r.run.display()
     );
     println!("blob:    {}", r.blob.display());
+    println!(
+        "image:   {}  (badge sim --image {} --press short,short,long)",
+        r.image.display(),
+        r.image.display()
+    );
     println!("answers: {}/answer-NN.wav", wav_dir.display());
     println!("took {:.0} s\n", r.seconds);
     println!("next steps:");

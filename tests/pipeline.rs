@@ -277,6 +277,7 @@ fn reduced_demo_runs_end_to_end() {
     })
     .unwrap();
     assert_eq!(report.asked.len(), 3);
+    assert_eq!(report.image, dir.path().join("flash.bin"));
     assert!(report.trained.total >= 100 && report.heldout.total >= 30);
     // model.bin, the checkpoints, summary.json, tokenizer.json, the WAVs: readable like any
     // new file, not private like the temporary files they were renamed from.
@@ -286,6 +287,7 @@ fn reduced_demo_runs_end_to_end() {
         assert!(n >= 8, "only {n} files written");
         for f in [
             "badge.bin",
+            "flash.bin",
             "run/summary.json",
             "run/tokenizer.json",
             "run/checkpoints/final.safetensors",
