@@ -8,27 +8,49 @@
 //! ```
 //!
 //! Without `ask_me_about`, the list is one question per category of the curriculum's Q&A
-//! sources (the `category` column, or the id up to its trailing `-NNN`), the first question of
-//! each in file order: one question for every kind of fact the owner has taught the model.
+//! sources (the `category` column, or the id up to its trailing `-NNN`), in file order: the
+//! first question of each whose answer no earlier press (the introduction included) gives, so
+//! every press says something new about every kind of fact the owner has taught the model.
 
 use crate::config::{ResolvedCurriculum, SourceConfig};
 use anyhow::{bail, Result};
 use badge_firmware::app::MAX_QUESTION_CHARS;
 use badge_firmware::prompts::{PromptsSpec, DEFAULT_INTRO, MAX_PROMPTS};
 
-/// The first question of each category of the curriculum's Q&A training files, in order.
-fn default_questions(rc: &ResolvedCurriculum) -> Result<Vec<String>> {
-    let mut seen = Vec::<String>::new();
-    let mut out = Vec::new();
+/// One question per category of the curriculum's Q&A training files, in file order: the
+/// category's first question whose answer no earlier press gives (the introduction's own answer
+/// included, when the intro is one of the Q&A questions), so that every press tells the
+/// visitor something new. A category whose every answer is taken gets no question.
+fn default_questions(rc: &ResolvedCurriculum, intro: &str) -> Result<Vec<String>> {
+    let norm = crate::answer::eval::normalize;
+    let mut pairs = Vec::new();
     for src in rc.curriculum.sources.values() {
         if let SourceConfig::Qa { train, .. } = src {
-            for pair in crate::data::read_qa_csv(train)? {
-                let cat = pair.category_name();
-                if !seen.contains(&cat) {
-                    seen.push(cat);
-                    out.push(pair.question.trim().to_string());
-                }
-            }
+            pairs.extend(crate::data::read_qa_csv(train)?);
+        }
+    }
+    let mut given: Vec<String> = pairs
+        .iter()
+        .filter(|p| norm(&p.question) == norm(intro))
+        .map(|p| norm(&p.answer))
+        .take(1)
+        .collect();
+    let mut categories = Vec::<String>::new();
+    for p in &pairs {
+        let cat = p.category_name();
+        if !categories.contains(&cat) {
+            categories.push(cat);
+        }
+    }
+    let mut out = Vec::new();
+    for cat in &categories {
+        let fresh = pairs
+            .iter()
+            .filter(|p| &p.category_name() == cat)
+            .find(|p| !given.contains(&norm(&p.answer)));
+        if let Some(p) = fresh {
+            given.push(norm(&p.answer));
+            out.push(p.question.trim().to_string());
         }
     }
     out.truncate(MAX_PROMPTS - 1);
@@ -42,7 +64,7 @@ pub fn button_prompts(rc: &ResolvedCurriculum) -> Result<PromptsSpec> {
     let intro = b.intro.clone().unwrap_or_else(|| DEFAULT_INTRO.to_string());
     let ask = match &b.ask_me_about {
         Some(list) => list.clone(),
-        None => default_questions(rc)?,
+        None => default_questions(rc, &intro)?,
     };
     let field = |i: Option<usize>| match i {
         None => "[buttons] intro".to_string(),
@@ -135,7 +157,26 @@ mod tests {
         let mut cats: Vec<String> = qa.iter().map(QaPair::category_name).collect();
         cats.dedup();
         assert_eq!(p.ask.len(), cats.len());
-        assert_eq!(p.ask[0], qa[0].question);
+        // "What is your name?" (the first question) has the intro's answer: the contact
+        // category asks its next question with another answer instead.
+        assert_eq!(qa[0].question, "What is your name?");
+        let answer_of = |q: &str| qa.iter().find(|p| p.question == q).unwrap().answer.clone();
+        assert_eq!(answer_of("Who are you?"), answer_of("What is your name?"));
+        let first_new = qa
+            .iter()
+            .find(|q| q.answer != answer_of("Who are you?"))
+            .unwrap();
+        assert_eq!(first_new.category_name(), qa[0].category_name());
+        assert_eq!(p.ask[0], first_new.question);
+        let mut answers: Vec<String> = p.ask.iter().map(|q| answer_of(q)).collect();
+        answers.push(answer_of("Who are you?"));
+        answers.sort();
+        answers.dedup();
+        assert_eq!(
+            answers.len(),
+            p.ask.len() + 1,
+            "no two presses give one answer"
+        );
         let mut rc2 = rc.clone();
         rc2.curriculum.buttons.ask_me_about = Some(vec![" ".into()]);
         let e = format!("{:#}", button_prompts(&rc2).unwrap_err());
