@@ -3,6 +3,8 @@
 //! Imports `data`, `config` and `util`.
 
 pub mod checkpoint;
+pub mod linear;
+pub mod matmul;
 pub mod metrics;
 pub mod model;
 pub mod ops;

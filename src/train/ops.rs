@@ -19,6 +19,7 @@
 //! On devices other than the CPU each function falls back to the same computation composed from
 //! stock tensor ops (`*_reference`), which the tests also use as the reference.
 
+use crate::train::matmul::{gemm, MatRef};
 use anyhow::Result;
 use candle_core::{
     op::BackpropOp, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Storage,
@@ -118,14 +119,6 @@ fn max(a: &[f32]) -> f32 {
 #[inline(always)]
 fn hsum(acc: &[f32; LANES]) -> f32 {
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
-}
-
-/// `y += a·x`.
-#[inline(always)]
-fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
-    for (y, x) in y.iter_mut().zip(x) {
-        *y += a * x;
-    }
 }
 
 /// `e^x` to about 2 ulp for x in [-87, 88] (clamped outside), branch-free so that loops over
@@ -431,8 +424,6 @@ struct AttnDims {
     scale: f32,
     /// Row width of the fused `[q | k | v]` input: `(h + 2·kv)·hd`.
     w: usize,
-    /// `t` rounded up to whole [`WIDE`] blocks: the row stride of transposed key/value buffers.
-    tp: usize,
 }
 
 impl AttnDims {
@@ -456,6 +447,35 @@ impl AttnDims {
     }
 }
 
+/// Query rows per tile: the attention products run as `(QUERY_TILE × hd)·(hd × n)` matrix
+/// products over the first `n` keys (causal: up to the tile's last row), which wastes the
+/// upper triangle of each diagonal tile (an eighth of the work at T = 256) but runs at matrix
+/// product speed instead of one dot product per query row.
+const QUERY_TILE: usize = 32;
+
+/// One task's scratch buffers (one task: a batch row and a key/value head).
+struct AttnScratch {
+    /// Rotated keys `(T, hd)`.
+    kr: Vec<f32>,
+    /// Rotated, scaled queries of one tile `(QUERY_TILE, hd)`.
+    qs: Vec<f32>,
+    /// Scores, then probabilities, of one tile `(QUERY_TILE, n)`.
+    p: Vec<f32>,
+    /// A tile's output (forward) or query gradient (backward) before it is scattered.
+    tile: Vec<f32>,
+}
+
+impl AttnScratch {
+    fn new(d: &AttnDims) -> Self {
+        AttnScratch {
+            kr: vec![0f32; d.t * d.hd],
+            qs: vec![0f32; QUERY_TILE * d.hd],
+            p: vec![0f32; QUERY_TILE * d.t],
+            tile: vec![0f32; QUERY_TILE * d.hd],
+        }
+    }
+}
+
 impl Attention {
     fn dims(&self, qkv: &Shape) -> CResult<AttnDims> {
         let (b, t, w) = qkv.dims3()?;
@@ -471,40 +491,57 @@ impl Attention {
             rep: self.n_heads / self.n_kv,
             scale: 1.0 / (self.hd as f32).sqrt(),
             w: (self.n_heads + 2 * self.n_kv) * self.hd,
-            tp: t.div_ceil(WIDE) * WIDE,
         })
     }
 
-    /// The rotated keys of (batch `b`, kv head `g`), transposed to `(hd, T)`.
+    /// The rotated keys of (batch `b`, kv head `g`) into `kr`, `(T, hd)`.
     #[inline(always)]
-    fn keys_t(&self, d: &AttnDims, k: &[f32], b: usize, g: usize, kt: &mut [f32]) {
-        let mut tmp = vec![0f32; d.hd];
+    fn rotated_keys(&self, d: &AttnDims, k: &[f32], b: usize, g: usize, kr: &mut [f32]) {
         for j in 0..d.t {
             let off = d.ko(b, j, g);
-            self.rope.rotate(&k[off..off + d.hd], &mut tmp, j, false);
-            for (dd, &x) in tmp.iter().enumerate() {
-                kt[dd * d.tp + j] = x;
-            }
+            self.rope.rotate(
+                &k[off..off + d.hd],
+                &mut kr[j * d.hd..(j + 1) * d.hd],
+                j,
+                false,
+            );
         }
     }
 
-    /// `s[j] = a·col_j` of a transposed `(hd, tp)` matrix for `j < s.len()`, computed in blocks
-    /// of [`WIDE`] columns held in registers (the rows are padded to whole blocks).
+    /// The rotated queries of head `h`, rows `i0..i0 + rows`, scaled by `1/sqrt(hd)`, into `qs`.
     #[inline(always)]
-    fn scores(d: &AttnDims, a: &[f32], mt: &[f32], s: &mut [f32]) {
-        let nb = s.len().div_ceil(WIDE);
-        for blk in 0..nb {
-            let j0 = blk * WIDE;
-            let mut acc = [0f32; WIDE];
-            for (dd, &av) in a.iter().enumerate() {
-                let col = &mt[dd * d.tp + j0..dd * d.tp + j0 + WIDE];
-                for l in 0..WIDE {
-                    acc[l] += av * col[l];
-                }
-            }
-            let m = WIDE.min(s.len() - j0);
-            s[j0..j0 + m].copy_from_slice(&acc[..m]);
+    #[allow(clippy::too_many_arguments)]
+    fn scaled_queries(
+        &self,
+        d: &AttnDims,
+        q: &[f32],
+        b: usize,
+        h: usize,
+        i0: usize,
+        rows: usize,
+        qs: &mut [f32],
+    ) {
+        for r in 0..rows {
+            let (off, out) = (d.qo(b, i0 + r, h), &mut qs[r * d.hd..(r + 1) * d.hd]);
+            self.rope.rotate(&q[off..off + d.hd], out, i0 + r, false);
+            out.iter_mut().for_each(|x| *x *= d.scale);
         }
+    }
+
+    /// The tile's scores `qs·krᵀ` over the first `n` keys into `p` (`rows × n`, row stride n).
+    #[inline(always)]
+    fn tile_scores(d: &AttnDims, rows: usize, n: usize, s: &mut AttnScratch) {
+        gemm(
+            rows,
+            n,
+            d.hd,
+            &mut s.p,
+            n,
+            false,
+            MatRef::rows(&s.qs, d.hd),
+            MatRef::transposed(&s.kr, d.hd),
+            1,
+        );
     }
 }
 
@@ -516,45 +553,53 @@ impl CustomOp1 for Attention {
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout) -> CResult<(CpuStorage, Shape)> {
         let d = self.dims(l1.shape())?;
         let qkv = f32_slice(s1, l1, "attention q/k/v")?;
-        let (q, k, v) = (qkv, qkv, qkv);
         let mut out = vec![0f32; d.b * d.t * d.h * d.hd];
         let mut lse = vec![0f32; d.b * d.h * d.t];
         let (po, pl) = (Out::new(&mut out), Out::new(&mut lse));
+        let hd = d.hd;
         par(
             d.b * d.kv,
             #[inline(always)]
             |range| {
-                let mut kt = vec![0f32; d.hd * d.tp];
-                let mut vt = vec![0f32; d.hd * d.tp];
-                let mut qs = vec![0f32; d.hd];
-                let mut s = vec![0f32; d.t];
+                let mut s = AttnScratch::new(&d);
                 for task in range {
                     let (b, g) = (task / d.kv, task % d.kv);
-                    self.keys_t(&d, k, b, g, &mut kt);
-                    for j in 0..d.t {
-                        let vo = d.vo(b, j, g);
-                        for dd in 0..d.hd {
-                            vt[dd * d.tp + j] = v[vo + dd];
-                        }
-                    }
+                    self.rotated_keys(&d, qkv, b, g, &mut s.kr);
+                    let v = &qkv[d.vo(b, 0, g)..];
                     for h in g * d.rep..(g + 1) * d.rep {
-                        for i in 0..d.t {
-                            let (qo, yo) = (d.qo(b, i, h), d.yo(b, i, h));
-                            self.rope.rotate(&q[qo..qo + d.hd], &mut qs, i, false);
-                            qs.iter_mut().for_each(|x| *x *= d.scale);
-                            let n = i + 1;
-                            let s = &mut s[..n];
-                            Self::scores(&d, &qs, &kt, s);
-                            let m = max(s);
-                            s.iter_mut().for_each(|x| *x = exp(*x - m));
-                            let z = sum(s);
-                            let inv = 1.0 / z;
-                            // SAFETY: row (b, i, h) and lse (b, h, i) belong to this task only.
-                            let o = unsafe { po.at(yo, d.hd) };
-                            for (dd, o) in o.iter_mut().enumerate() {
-                                *o = dot(s, &vt[dd * d.tp..dd * d.tp + n]) * inv;
+                        for i0 in (0..d.t).step_by(QUERY_TILE) {
+                            let rows = QUERY_TILE.min(d.t - i0);
+                            let n = i0 + rows;
+                            self.scaled_queries(&d, qkv, b, h, i0, rows, &mut s.qs);
+                            Self::tile_scores(&d, rows, n, &mut s);
+                            for r in 0..rows {
+                                let i = i0 + r;
+                                let (live, dead) = s.p[r * n..(r + 1) * n].split_at_mut(i + 1);
+                                let m = max(live);
+                                live.iter_mut().for_each(|x| *x = exp(*x - m));
+                                let z = sum(live);
+                                let inv = 1.0 / z;
+                                live.iter_mut().for_each(|x| *x *= inv);
+                                dead.fill(0.0);
+                                // SAFETY: lse (b, h, i) belongs to this task only.
+                                unsafe { pl.at((b * d.h + h) * d.t + i, 1)[0] = m + z.ln() };
                             }
-                            unsafe { pl.at((b * d.h + h) * d.t + i, 1)[0] = m + z.ln() };
+                            gemm(
+                                rows,
+                                hd,
+                                n,
+                                &mut s.tile,
+                                hd,
+                                false,
+                                MatRef::rows(&s.p, n),
+                                MatRef::rows(v, d.w),
+                                1,
+                            );
+                            for r in 0..rows {
+                                // SAFETY: output row (b, i, h) belongs to this task only.
+                                let o = unsafe { po.at(d.yo(b, i0 + r, h), hd) };
+                                o.copy_from_slice(&s.tile[r * hd..(r + 1) * hd]);
+                            }
                         }
                     }
                 }
@@ -584,7 +629,8 @@ impl CustomOp1 for Attention {
 }
 
 impl Attention {
-    #[allow(clippy::too_many_arguments)]
+    /// Flash-attention style: per tile, recompute `P = exp(S - lse)`, then
+    /// `dP = dO·Vᵀ`, `dS = P ⊙ (dP - rowsum(dO ⊙ O))`, `dQ = dS·K`, `dK += dSᵀ·Q`, `dV += Pᵀ·dO`.
     fn backward(
         &self,
         d: &AttnDims,
@@ -594,73 +640,112 @@ impl Attention {
         lse: &[f32],
         dqkv: &mut [f32],
     ) {
-        let (q, k, v) = (qkv, qkv, qkv);
         let po = Out::new(dqkv);
-        let (pq, pk, pv) = (po, po, po);
-        let (t, tp, hd) = (d.t, d.tp, d.hd);
+        let (t, hd, yw) = (d.t, d.hd, d.h * d.hd);
         par(
             d.b * d.kv,
             #[inline(always)]
             |range| {
-                let mut kt = vec![0f32; hd * tp];
-                let mut vt = vec![0f32; hd * tp];
-                let mut dkt = vec![0f32; hd * tp];
-                let mut dvt = vec![0f32; hd * tp];
-                let (mut qr, mut qs, mut dqr) = (vec![0f32; hd], vec![0f32; hd], vec![0f32; hd]);
-                let (mut p, mut ds) = (vec![0f32; t], vec![0f32; t]);
+                let mut s = AttnScratch::new(d);
+                let mut ds = vec![0f32; QUERY_TILE * t];
+                let (mut dk, mut dv) = (vec![0f32; t * hd], vec![0f32; t * hd]);
+                let mut di = [0f32; QUERY_TILE];
                 for task in range {
                     let (b, g) = (task / d.kv, task % d.kv);
-                    self.keys_t(d, k, b, g, &mut kt);
-                    for j in 0..t {
-                        let vo = d.vo(b, j, g);
-                        for dd in 0..hd {
-                            vt[dd * tp + j] = v[vo + dd];
-                        }
-                    }
-                    dkt.fill(0.0);
-                    dvt.fill(0.0);
+                    self.rotated_keys(d, qkv, b, g, &mut s.kr);
+                    let v = &qkv[d.vo(b, 0, g)..];
+                    let mut first = true;
                     for h in g * d.rep..(g + 1) * d.rep {
-                        for i in 0..t {
-                            let n = i + 1;
-                            let (qo, yo) = (d.qo(b, i, h), d.yo(b, i, h));
-                            self.rope.rotate(&q[qo..qo + hd], &mut qr, i, false);
-                            for (s, &x) in qs.iter_mut().zip(&qr) {
-                                *s = x * d.scale;
+                        for i0 in (0..t).step_by(QUERY_TILE) {
+                            let rows = QUERY_TILE.min(t - i0);
+                            let n = i0 + rows;
+                            self.scaled_queries(d, qkv, b, h, i0, rows, &mut s.qs);
+                            Self::tile_scores(d, rows, n, &mut s);
+                            let g_o = &dy[d.yo(b, i0, h)..];
+                            for r in 0..rows {
+                                let i = i0 + r;
+                                let l = lse[(b * d.h + h) * t + i];
+                                let (live, dead) = s.p[r * n..(r + 1) * n].split_at_mut(i + 1);
+                                live.iter_mut().for_each(|x| *x = exp(*x - l));
+                                dead.fill(0.0);
+                                let yo = d.yo(b, i, h);
+                                di[r] = dot(&dy[yo..yo + hd], &y[yo..yo + hd]);
                             }
-                            let p = &mut p[..n];
-                            Self::scores(d, &qs, &kt, p);
-                            let l = lse[(b * d.h + h) * t + i];
-                            p.iter_mut().for_each(|x| *x = exp(*x - l));
-                            let g_o = &dy[yo..yo + hd];
-                            let di = dot(g_o, &y[yo..yo + hd]);
-                            // dP = dO·v_j, then dS = P (dP - D).
-                            let ds = &mut ds[..n];
-                            Self::scores(d, g_o, &vt, ds);
-                            for (s, &pp) in ds.iter_mut().zip(p.iter()) {
-                                *s = pp * (*s - di);
+                            // dP = dO·Vᵀ, then dS = P (dP - D).
+                            gemm(
+                                rows,
+                                n,
+                                hd,
+                                &mut ds,
+                                n,
+                                false,
+                                MatRef::rows(g_o, yw),
+                                MatRef::transposed(v, d.w),
+                                1,
+                            );
+                            for r in 0..rows {
+                                let (dsr, pr) = (&mut ds[r * n..(r + 1) * n], &s.p[r * n..]);
+                                for (x, &p) in dsr.iter_mut().zip(pr) {
+                                    *x = p * (*x - di[r]);
+                                }
                             }
-                            for dd in 0..hd {
-                                axpy(&mut dvt[dd * tp..dd * tp + n], g_o[dd], p);
-                                dqr[dd] = d.scale * dot(ds, &kt[dd * tp..dd * tp + n]);
-                                axpy(&mut dkt[dd * tp..dd * tp + n], qs[dd], ds);
+                            gemm(
+                                rows,
+                                hd,
+                                n,
+                                &mut s.tile,
+                                hd,
+                                false,
+                                MatRef::rows(&ds, n),
+                                MatRef::rows(&s.kr, hd),
+                                1,
+                            );
+                            gemm(
+                                n,
+                                hd,
+                                rows,
+                                &mut dk,
+                                hd,
+                                !first,
+                                MatRef::transposed(&ds, n),
+                                MatRef::rows(&s.qs, hd),
+                                1,
+                            );
+                            gemm(
+                                n,
+                                hd,
+                                rows,
+                                &mut dv,
+                                hd,
+                                !first,
+                                MatRef::transposed(&s.p, n),
+                                MatRef::rows(g_o, yw),
+                                1,
+                            );
+                            // Tiles run in order, so the first one covers the fewest keys:
+                            // later tiles add to rows it has set and set the rest.
+                            if first {
+                                dk[n * hd..].fill(0.0);
+                                dv[n * hd..].fill(0.0);
+                                first = false;
                             }
-                            // SAFETY: row (b, i, h) belongs to this task only.
-                            let out = unsafe { pq.at(qo, hd) };
-                            self.rope.rotate(&dqr, out, i, true);
+                            for r in 0..rows {
+                                let i = i0 + r;
+                                let dq = &mut s.tile[r * hd..(r + 1) * hd];
+                                dq.iter_mut().for_each(|x| *x *= d.scale);
+                                // SAFETY: row (b, i, h) of dq belongs to this task only.
+                                let out = unsafe { po.at(d.qo(b, i, h), hd) };
+                                self.rope.rotate(dq, out, i, true);
+                            }
                         }
                     }
                     for j in 0..t {
-                        let (ko, vo) = (d.ko(b, j, g), d.vo(b, j, g));
-                        for dd in 0..hd {
-                            qr[dd] = dkt[dd * tp + j];
-                        }
                         // SAFETY: rows (b, j, g) of dk and dv belong to this task only.
                         unsafe {
-                            self.rope.rotate(&qr, pk.at(ko, hd), j, true);
-                            let o = pv.at(vo, hd);
-                            for dd in 0..hd {
-                                o[dd] = dvt[dd * tp + j];
-                            }
+                            let k_out = po.at(d.ko(b, j, g), hd);
+                            self.rope.rotate(&dk[j * hd..(j + 1) * hd], k_out, j, true);
+                            po.at(d.vo(b, j, g), hd)
+                                .copy_from_slice(&dv[j * hd..(j + 1) * hd]);
                         }
                     }
                 }
