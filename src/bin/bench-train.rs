@@ -2,8 +2,10 @@
 //!
 //! `cargo run --release --bin bench-train -- --model badge-1m --threads 2 --steps 10 [--json]`
 //!
-//! Prints the median tokens/s over the timed steps (after warm-up). `--threads` sets
-//! `RAYON_NUM_THREADS` and `CANDLE_NUM_THREADS` before candle starts its thread pools.
+//! Prints the median tokens/s over the timed steps (after warm-up), and the median seconds of
+//! each phase of a step (forward with the loss, backward, AdamW), the first split of a profile.
+//! `--threads` sets `RAYON_NUM_THREADS` and `CANDLE_NUM_THREADS` before candle starts its thread
+//! pools.
 
 use anyhow::{bail, Context, Result};
 use badge::train::{model, optim::AdamW};
@@ -76,7 +78,16 @@ fn config_path(name: &str) -> PathBuf {
     }
 }
 
-fn bench(name: &str, a: &Args) -> Result<(f64, f64, Vec<f64>)> {
+/// One model's results: median tokens/s, the last loss, every timed step's tokens/s, and the
+/// median seconds of the forward, backward and optimizer phases.
+struct Bench {
+    tokens_per_sec: f64,
+    loss: f64,
+    samples: Vec<f64>,
+    phases: [f64; 3],
+}
+
+fn bench(name: &str, a: &Args) -> Result<Bench> {
     let cfg = badge::config::load_model_config(&config_path(name))?;
     let device = badge::train::parse_device(&a.device)?;
     let params = model::init_params(&cfg, 1, &device)?;
@@ -86,6 +97,7 @@ fn bench(name: &str, a: &Args) -> Result<(f64, f64, Vec<f64>)> {
     let n = a.batch * a.seq;
     let vocab = cfg.vocab_size;
     let mut times = Vec::new();
+    let mut phases: [Vec<f64>; 3] = Default::default();
     let mut last_loss = f64::NAN;
     for step in 0..a.warmup + a.steps {
         let ids: Vec<u32> = (0..n).map(|_| rng.random_range(0..vocab)).collect();
@@ -93,20 +105,31 @@ fn bench(name: &str, a: &Args) -> Result<(f64, f64, Vec<f64>)> {
         let ids = Tensor::from_vec(ids, (a.batch, a.seq), &device)?;
         let tg = Tensor::from_vec(tg, (a.batch, a.seq), &device)?;
         let mask = Tensor::ones((a.batch, a.seq), candle_core::DType::F32, &device)?;
+        // A GPU runs asynchronously: each phase ends when its last kernel does.
         let t0 = Instant::now();
         let loss = m.loss(&ids, &tg, &mask)?;
+        device.synchronize()?;
+        let t1 = Instant::now();
         let grads = loss.backward()?;
+        device.synchronize()?;
+        let t2 = Instant::now();
         opt.step(&params, &grads, 1e-3, 0.1, 1.0)?;
         last_loss = f64::from(loss.to_scalar::<f32>()?);
-        // A GPU runs asynchronously: the step ends when its last kernel does.
         device.synchronize()?;
-        let dt = t0.elapsed().as_secs_f64();
+        let t3 = Instant::now();
         if step >= a.warmup {
-            times.push(n as f64 / dt);
+            times.push(n as f64 / (t3 - t0).as_secs_f64());
+            for (p, (s, e)) in phases.iter_mut().zip([(t0, t1), (t1, t2), (t2, t3)]) {
+                p.push((e - s).as_secs_f64());
+            }
         }
     }
-    let med = badge::util::median(&mut times.clone());
-    Ok((med, last_loss, times))
+    Ok(Bench {
+        tokens_per_sec: badge::util::median(&mut times.clone()),
+        loss: last_loss,
+        samples: times,
+        phases: phases.map(|mut p| badge::util::median(&mut p)),
+    })
 }
 
 fn main() -> Result<()> {
@@ -116,7 +139,8 @@ fn main() -> Result<()> {
     std::env::set_var("CANDLE_NUM_THREADS", a.threads.to_string());
     badge::train::ops::tune_threads();
     for name in &a.models {
-        let (med, loss, times) = bench(name, &a)?;
+        let r = bench(name, &a)?;
+        let [fwd, bwd, opt] = r.phases;
         if a.json {
             println!(
                 "{}",
@@ -128,15 +152,25 @@ fn main() -> Result<()> {
                     "batch": a.batch,
                     "seq": a.seq,
                     "steps": a.steps,
-                    "tokens_per_sec": med,
-                    "samples": times,
-                    "final_loss": loss,
+                    "tokens_per_sec": r.tokens_per_sec,
+                    "samples": r.samples,
+                    "final_loss": r.loss,
+                    "phase_secs": {"forward": fwd, "backward": bwd, "optimizer": opt},
                 })
             );
         } else {
             println!(
-                "{name}: {med:.0} tokens/s (median of {} steps, {} threads, batch {}x{}), loss {loss:.4}",
-                a.steps, a.threads, a.batch, a.seq
+                "{name}: {:.0} tokens/s (median of {} steps, {} threads, batch {}x{}), loss {:.4}; \
+                 forward {:.1} ms, backward {:.1} ms, optimizer {:.1} ms",
+                r.tokens_per_sec,
+                a.steps,
+                a.threads,
+                a.batch,
+                a.seq,
+                r.loss,
+                fwd * 1e3,
+                bwd * 1e3,
+                opt * 1e3
             );
         }
     }

@@ -12,15 +12,10 @@
 //! other dtypes, the layer falls back to stock tensor ops ([`linear_reference`]).
 
 use crate::train::matmul::{gemm, pool_threads, MatRef};
+use crate::train::ops::{cpu_tensor, err, f32_slice, with_f32, CResult};
 use anyhow::Result;
-use candle_core::{op::BackpropOp, CpuStorage, CustomOp2, DType, Layout, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 use std::sync::Arc;
-
-type CResult<T> = candle_core::Result<T>;
-
-fn err(msg: String) -> candle_core::Error {
-    candle_core::Error::Msg(msg)
-}
 
 /// `x · Wᵀ` over the last dimension of `x` (`(..., in)`), with `W` stored `[out, in]` like
 /// `torch.nn.Linear`: `(..., out)`.
@@ -47,8 +42,15 @@ pub fn linear_reference(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 
 struct Linear;
 
-/// `a (m, k) · b (k, n)` into a new contiguous `(m, n)` matrix, on the whole pool.
-fn matmul(m: usize, n: usize, k: usize, a: MatRef<'_>, b: MatRef<'_>) -> CResult<Vec<f32>> {
+/// `a (m, k) · b (k, n)` into a new contiguous `(m, n)` matrix, on the whole pool (an error,
+/// not a panic, when an operand is too small).
+pub(crate) fn matmul(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+) -> CResult<Vec<f32>> {
     if a.data.len() < m * k || b.data.len() < k * n {
         return Err(err(format!(
             "linear: operands too small for a {m}x{k} by {k}x{n} product"
@@ -57,36 +59,6 @@ fn matmul(m: usize, n: usize, k: usize, a: MatRef<'_>, b: MatRef<'_>) -> CResult
     let mut dst = vec![0f32; m * n];
     gemm(m, n, k, &mut dst, n, false, a, b, pool_threads());
     Ok(dst)
-}
-
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> CResult<&'a [f32]> {
-    let v = match s {
-        CpuStorage::F32(v) => v,
-        _ => return Err(err(format!("linear {what}: expected f32"))),
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => Err(err(format!("linear {what}: must be contiguous"))),
-    }
-}
-
-/// Runs `f` on the data of a CPU f32 tensor (made contiguous first).
-fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> CResult<R>) -> CResult<R> {
-    let t = t.contiguous()?;
-    let (s, l) = t.storage_and_layout();
-    match &*s {
-        Storage::Cpu(c) => f(f32_slice(c, l, "tensor")?),
-        _ => Err(err("linear: expected a CPU tensor".into())),
-    }
-}
-
-fn cpu_tensor(v: Vec<f32>, shape: &Shape) -> Tensor {
-    Tensor::from_storage(
-        Storage::Cpu(CpuStorage::F32(v)),
-        shape.clone(),
-        BackpropOp::none(),
-        false,
-    )
 }
 
 /// `(rows, in, out)` of `x (..., in)` and `W (out, in)`.

@@ -3,6 +3,7 @@
 //! Imports `data`, `config` and `util`.
 
 pub mod checkpoint;
+pub mod ffn;
 pub mod linear;
 pub mod matmul;
 pub mod metrics;

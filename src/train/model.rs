@@ -10,7 +10,7 @@
 //! `layers.{i}.wq|wk|wv|wo`, `layers.{i}.ffn_norm`, `layers.{i}.w1|w2|w3`, `norm`; matrices are
 //! stored `[out, in]` like `torch.nn.Linear`.
 
-use crate::train::{linear, ops};
+use crate::train::{ffn, linear, ops};
 use anyhow::Result;
 use badge_firmware::config::ModelConfig;
 use candle_core::{DType, Device, Module, Tensor, Var};
@@ -113,8 +113,8 @@ impl FeedForward {
         })
     }
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = ops::swiglu_fused(&Linear::forward_stacked(&[&self.w1, &self.w3], x)?)?;
-        self.w2.forward(&gate)
+        let w13 = Tensor::cat(&[&self.w1.weight, &self.w3.weight], 0)?;
+        ffn::feed_forward(x, &w13, &self.w2.weight)
     }
 }
 

@@ -27,9 +27,9 @@ use candle_core::{
 };
 use std::sync::{Arc, Mutex};
 
-type CResult<T> = candle_core::Result<T>;
+pub(crate) type CResult<T> = candle_core::Result<T>;
 
-fn err(msg: String) -> candle_core::Error {
+pub(crate) fn err(msg: String) -> candle_core::Error {
     candle_core::Error::Msg(msg)
 }
 
@@ -231,7 +231,7 @@ impl Out {
     }
 }
 
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> CResult<&'a [f32]> {
+pub(crate) fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> CResult<&'a [f32]> {
     let v = match s {
         CpuStorage::F32(v) => v,
         _ => return Err(err(format!("{what}: expected f32"))),
@@ -243,7 +243,7 @@ fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> CResult<&'a [f32]
 }
 
 /// Reads a CPU f32 tensor (made contiguous) and runs `f` on its data.
-fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> CResult<R>) -> CResult<R> {
+pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> CResult<R>) -> CResult<R> {
     let t = t.contiguous()?;
     let (s, l) = t.storage_and_layout();
     match &*s {
@@ -252,7 +252,7 @@ fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> CResult<R>) -> CResult<R> {
     }
 }
 
-fn cpu_tensor(v: Vec<f32>, shape: &Shape) -> Tensor {
+pub(crate) fn cpu_tensor(v: Vec<f32>, shape: &Shape) -> Tensor {
     Tensor::from_storage(
         Storage::Cpu(CpuStorage::F32(v)),
         shape.clone(),
@@ -913,6 +913,61 @@ struct SwiGlu;
 /// Rows per parallel work unit of the element-wise ops.
 const ROW_CHUNK: usize = 16;
 
+/// `silu(a)·b` of every row of `ab` (`[a | b]`, rows of width `2h`): rows of width `h`.
+pub(crate) fn swiglu_rows(ab: &[f32], h: usize) -> Vec<f32> {
+    let w = 2 * h;
+    let rows = ab.len() / w.max(1);
+    let mut out = vec![0f32; rows * h];
+    let po = Out::new(&mut out);
+    par(
+        rows.div_ceil(ROW_CHUNK),
+        #[inline(always)]
+        |range| {
+            for c in range {
+                for r in c * ROW_CHUNK..rows.min((c + 1) * ROW_CHUNK) {
+                    let (a, b) = ab[r * w..(r + 1) * w].split_at(h);
+                    // SAFETY: row r belongs to this chunk only.
+                    let o = unsafe { po.at(r * h, h) };
+                    for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
+                        *o = a * sigmoid(a) * b;
+                    }
+                }
+            }
+        },
+    );
+    out
+}
+
+/// The gradient of [`swiglu_rows`] for the output gradient `g` (rows of width `h`): rows of
+/// width `2h`, `[da | db]`.
+pub(crate) fn swiglu_rows_backward(ab: &[f32], g: &[f32], h: usize) -> Vec<f32> {
+    let w = 2 * h;
+    let rows = ab.len() / w.max(1);
+    let mut dab = vec![0f32; rows * w];
+    let pd = Out::new(&mut dab);
+    par(
+        rows.div_ceil(ROW_CHUNK),
+        #[inline(always)]
+        |range| {
+            for c in range {
+                for r in c * ROW_CHUNK..rows.min((c + 1) * ROW_CHUNK) {
+                    let (a, b) = ab[r * w..(r + 1) * w].split_at(h);
+                    let g = &g[r * h..(r + 1) * h];
+                    // SAFETY: row r belongs to this chunk only.
+                    let (da, db) = unsafe { pd.at(r * w, w) }.split_at_mut(h);
+                    for i in 0..h {
+                        let (x, y) = (a[i], b[i]);
+                        let s = sigmoid(x);
+                        da[i] = g[i] * y * s * (1.0 + x * (1.0 - s));
+                        db[i] = g[i] * x * s;
+                    }
+                }
+            }
+        },
+    );
+    dab
+}
+
 impl CustomOp1 for SwiGlu {
     fn name(&self) -> &'static str {
         "badge-swiglu"
@@ -925,59 +980,16 @@ impl CustomOp1 for SwiGlu {
         if !w.is_multiple_of(2) {
             return Err(err("swiglu: the last dimension must be even".into()));
         }
-        let (h, rows) = (w / 2, ab.len() / w.max(1));
-        let mut out = vec![0f32; rows * h];
-        let po = Out::new(&mut out);
-        par(
-            rows.div_ceil(ROW_CHUNK),
-            #[inline(always)]
-            |range| {
-                for c in range {
-                    for r in c * ROW_CHUNK..rows.min((c + 1) * ROW_CHUNK) {
-                        let (a, b) = ab[r * w..(r + 1) * w].split_at(h);
-                        // SAFETY: row r belongs to this chunk only.
-                        let o = unsafe { po.at(r * h, h) };
-                        for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
-                            *o = a * sigmoid(a) * b;
-                        }
-                    }
-                }
-            },
-        );
+        let out = swiglu_rows(ab, w / 2);
         let mut shape = dims.to_vec();
-        *shape.last_mut().unwrap() = h;
+        *shape.last_mut().unwrap() = w / 2;
         Ok((CpuStorage::F32(out), Shape::from(shape)))
     }
 
     fn bwd(&self, ab: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
-        let w = ab.dim(D::Minus1)?;
-        let (h, rows) = (w / 2, ab.elem_count() / w);
-        let mut dab = vec![0f32; rows * w];
-        with_f32(ab, |ab| {
-            with_f32(grad, |g| {
-                let pd = Out::new(&mut dab);
-                par(
-                    rows.div_ceil(ROW_CHUNK),
-                    #[inline(always)]
-                    |range| {
-                        for c in range {
-                            for r in c * ROW_CHUNK..rows.min((c + 1) * ROW_CHUNK) {
-                                let (a, b) = ab[r * w..(r + 1) * w].split_at(h);
-                                let g = &g[r * h..(r + 1) * h];
-                                // SAFETY: row r belongs to this chunk only.
-                                let (da, db) = unsafe { pd.at(r * w, w) }.split_at_mut(h);
-                                for i in 0..h {
-                                    let (x, y) = (a[i], b[i]);
-                                    let s = sigmoid(x);
-                                    da[i] = g[i] * y * s * (1.0 + x * (1.0 - s));
-                                    db[i] = g[i] * x * s;
-                                }
-                            }
-                        }
-                    },
-                );
-                Ok(())
-            })
+        let h = ab.dim(D::Minus1)? / 2;
+        let dab = with_f32(ab, |ab| {
+            with_f32(grad, |g| Ok(swiglu_rows_backward(ab, g, h)))
         })?;
         Ok(Some(cpu_tensor(dab, ab.shape())))
     }
