@@ -8,7 +8,7 @@
 //! pools.
 
 use anyhow::{bail, Context, Result};
-use badge::train::{model, optim::AdamW};
+use badge::train::{model, optim::AdamW, profile};
 use candle_core::Tensor;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -23,6 +23,7 @@ struct Args {
     batch: usize,
     seq: usize,
     json: bool,
+    profile: bool,
     device: String,
 }
 
@@ -35,6 +36,7 @@ fn parse() -> Result<Args> {
         batch: 16,
         seq: 256,
         json: false,
+        profile: false,
         device: "cpu".into(),
     };
     let mut it = std::env::args().skip(1);
@@ -48,11 +50,12 @@ fn parse() -> Result<Args> {
             "--batch" => a.batch = val("--batch")?.parse()?,
             "--seq" => a.seq = val("--seq")?.parse()?,
             "--json" => a.json = true,
+            "--profile" => a.profile = true,
             "--device" => a.device = val("--device")?,
             "-h" | "--help" => {
                 println!(
                     "bench-train [--model badge-1m|badge-6m|PATH.toml]... [--threads 2] \
-                     [--steps 10] [--warmup 2] [--batch 16] [--seq 256] [--device cpu|cuda[:N]] [--json]"
+                     [--steps 10] [--warmup 2] [--batch 16] [--seq 256] [--device cpu|cuda[:N]] [--json] [--profile]"
                 );
                 std::process::exit(0);
             }
@@ -85,6 +88,9 @@ struct Bench {
     loss: f64,
     samples: Vec<f64>,
     phases: [f64; 3],
+    /// With `--profile`: seconds per step of each phase (means), and per fused op
+    /// `(op, seconds, of which matrix products, calls)` per step.
+    profile: Option<([f64; 3], Vec<(&'static str, f64, f64, u64)>)>,
 }
 
 fn bench(name: &str, a: &Args) -> Result<Bench> {
@@ -96,16 +102,14 @@ fn bench(name: &str, a: &Args) -> Result<Bench> {
     let mut rng = StdRng::seed_from_u64(7);
     let n = a.batch * a.seq;
     let vocab = cfg.vocab_size;
-    let mut times = Vec::new();
-    let mut phases: [Vec<f64>; 3] = Default::default();
-    let mut last_loss = f64::NAN;
-    for step in 0..a.warmup + a.steps {
+    // One step: the times at its start and at the end of its forward, backward and optimizer
+    // phases (a GPU runs asynchronously: each phase ends when its last kernel does).
+    let mut step = || -> Result<([Instant; 4], f64)> {
         let ids: Vec<u32> = (0..n).map(|_| rng.random_range(0..vocab)).collect();
         let tg: Vec<u32> = (0..n).map(|_| rng.random_range(0..vocab)).collect();
         let ids = Tensor::from_vec(ids, (a.batch, a.seq), &device)?;
         let tg = Tensor::from_vec(tg, (a.batch, a.seq), &device)?;
         let mask = Tensor::ones((a.batch, a.seq), candle_core::DType::F32, &device)?;
-        // A GPU runs asynchronously: each phase ends when its last kernel does.
         let t0 = Instant::now();
         let loss = m.loss(&ids, &tg, &mask)?;
         device.synchronize()?;
@@ -114,22 +118,92 @@ fn bench(name: &str, a: &Args) -> Result<Bench> {
         device.synchronize()?;
         let t2 = Instant::now();
         opt.step(&params, &grads, 1e-3, 0.1, 1.0)?;
-        last_loss = f64::from(loss.to_scalar::<f32>()?);
+        let loss = f64::from(loss.to_scalar::<f32>()?);
         device.synchronize()?;
-        let t3 = Instant::now();
-        if step >= a.warmup {
-            times.push(n as f64 / (t3 - t0).as_secs_f64());
-            for (p, (s, e)) in phases.iter_mut().zip([(t0, t1), (t1, t2), (t2, t3)]) {
-                p.push((e - s).as_secs_f64());
+        Ok(([t0, t1, t2, Instant::now()], loss))
+    };
+    let secs = |t: &[Instant; 4]| [0, 1, 2].map(|i| (t[i + 1] - t[i]).as_secs_f64());
+    let mut times = Vec::new();
+    let mut phases: [Vec<f64>; 3] = Default::default();
+    let mut last_loss = f64::NAN;
+    for i in 0..a.warmup + a.steps {
+        let (t, loss) = step()?;
+        last_loss = loss;
+        if i >= a.warmup {
+            times.push(n as f64 / (t[3] - t[0]).as_secs_f64());
+            for (p, s) in phases.iter_mut().zip(secs(&t)) {
+                p.push(s);
             }
         }
     }
+    // One more step, recorded op by op: the spans' bookkeeping stays out of the timed steps.
+    let profile = if a.profile {
+        profile::enable();
+        let (t, _) = step()?;
+        Some((secs(&t), profile::take()))
+    } else {
+        None
+    };
     Ok(Bench {
         tokens_per_sec: badge::util::median(&mut times.clone()),
         loss: last_loss,
         samples: times,
         phases: phases.map(|mut p| badge::util::median(&mut p)),
+        profile,
     })
+}
+
+/// The profile of one step: each phase, each fused op in it (with its matrix products), and
+/// the rest of the phase (candle's own ops and graph bookkeeping), in ms and shares of the step.
+fn print_profile(phases: &[f64; 3], ops: &[(&'static str, f64, f64, u64)]) {
+    let total: f64 = phases.iter().sum();
+    let pct = |s: f64| 100.0 * s / total;
+    let matmul: f64 = ops.iter().map(|o| o.2).sum();
+    println!(
+        "  profile of one step: {:.1} ms, matrix products {:.1} ms ({:.1} %), the rest {:.1} ms",
+        total * 1e3,
+        matmul * 1e3,
+        pct(matmul),
+        (total - matmul) * 1e3
+    );
+    let phase_of = |op: &str| {
+        if op.ends_with(".fwd") {
+            0
+        } else if op.ends_with(".bwd") {
+            1
+        } else {
+            2
+        }
+    };
+    for (p, name) in ["forward", "backward", "optimizer"].iter().enumerate() {
+        let mine: Vec<_> = ops.iter().filter(|o| phase_of(o.0) == p).collect();
+        let (in_ops, mm) = mine.iter().fold((0.0, 0.0), |(s, m), o| (s + o.1, m + o.2));
+        println!(
+            "  {name:<10} {:>8.1} ms {:>5.1} %   matrix products {:>7.1} ms {:>5.1} %",
+            phases[p] * 1e3,
+            pct(phases[p]),
+            mm * 1e3,
+            pct(mm)
+        );
+        for o in &mine {
+            println!(
+                "    {:<20} {:>8.1} ms {:>5.1} %   matrix products {:>7.1} ms {:>5.1} %   {} calls",
+                o.0,
+                o.1 * 1e3,
+                pct(o.1),
+                o.2 * 1e3,
+                pct(o.2),
+                o.3
+            );
+        }
+        let rest = phases[p] - in_ops;
+        println!(
+            "    {:<20} {:>8.1} ms {:>5.1} %",
+            "(outside fused ops)",
+            rest * 1e3,
+            pct(rest)
+        );
+    }
 }
 
 fn main() -> Result<()> {
@@ -156,6 +230,12 @@ fn main() -> Result<()> {
                     "samples": r.samples,
                     "final_loss": r.loss,
                     "phase_secs": {"forward": fwd, "backward": bwd, "optimizer": opt},
+                    "profile": r.profile.as_ref().map(|(phases, ops)| serde_json::json!({
+                        "phase_secs": phases,
+                        "ops": ops.iter().map(|o| serde_json::json!({
+                            "op": o.0, "secs": o.1, "matmul_secs": o.2, "calls": o.3,
+                        })).collect::<Vec<_>>(),
+                    })),
                 })
             );
         } else {
@@ -172,6 +252,9 @@ fn main() -> Result<()> {
                 bwd * 1e3,
                 opt * 1e3
             );
+            if let Some((phases, ops)) = &r.profile {
+                print_profile(phases, ops);
+            }
         }
     }
     Ok(())

@@ -10,6 +10,7 @@
 
 use crate::train::linear::{linear_reference, matmul};
 use crate::train::matmul::MatRef;
+use crate::train::profile;
 use crate::train::ops::{
     cpu_tensor, err, f32_slice, swiglu_reference, swiglu_rows, swiglu_rows_backward, with_f32,
     CResult,
@@ -84,6 +85,7 @@ impl CustomOp3 for FeedForward {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> CResult<(CpuStorage, Shape)> {
+        let _p = profile::op("feed_forward.fwd");
         let (rows, dim, hidden, dim_out) = dims(l1.shape(), l2.shape(), l3.shape())?;
         let x = f32_slice(s1, l1, "feed_forward x")?;
         let w13 = f32_slice(s2, l2, "feed_forward w13")?;
@@ -119,6 +121,7 @@ impl CustomOp3 for FeedForward {
         _res: &Tensor,
         grad: &Tensor,
     ) -> CResult<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let _p = profile::op("feed_forward.bwd");
         let (rows, dim, hidden, dim_out) = dims(x.shape(), w13.shape(), w2.shape())?;
         let saved = self
             .saved

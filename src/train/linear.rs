@@ -12,6 +12,7 @@
 //! other dtypes, the layer falls back to stock tensor ops ([`linear_reference`]).
 
 use crate::train::matmul::{gemm, pool_threads, MatRef};
+use crate::train::profile;
 use crate::train::ops::{cpu_tensor, err, f32_slice, with_f32, CResult};
 use anyhow::Result;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
@@ -84,6 +85,7 @@ impl CustomOp2 for Linear {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> CResult<(CpuStorage, Shape)> {
+        let _p = profile::op("linear.fwd");
         let (rows, in_dim, out_dim) = dims(l1.shape(), l2.shape())?;
         let x = f32_slice(s1, l1, "input")?;
         let w = f32_slice(s2, l2, "weight")?;
@@ -108,6 +110,7 @@ impl CustomOp2 for Linear {
         _res: &Tensor,
         grad: &Tensor,
     ) -> CResult<(Option<Tensor>, Option<Tensor>)> {
+        let _p = profile::op("linear.bwd");
         let (rows, in_dim, out_dim) = dims(x.shape(), w.shape())?;
         let (dx, dw) = with_f32(grad, |g| {
             let dx = with_f32(w, |w| {

@@ -74,6 +74,7 @@ pub fn gemm(
         }
         return;
     }
+    let _p = crate::train::profile::matmul();
     let parallelism = if threads > 1 {
         gemm::Parallelism::Rayon(threads)
     } else {

@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod model;
 pub mod ops;
 pub mod optim;
+pub mod profile;
 pub mod plot;
 mod trainer;
 

@@ -20,6 +20,7 @@
 //! stock tensor ops (`*_reference`), which the tests also use as the reference.
 
 use crate::train::matmul::{gemm, MatRef};
+use crate::train::profile;
 use anyhow::Result;
 use candle_core::{
     op::BackpropOp, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Storage,
@@ -123,6 +124,11 @@ fn hsum(acc: &[f32; LANES]) -> f32 {
 
 /// `e^x` to about 2 ulp for x in [-87, 88] (clamped outside), branch-free so that loops over
 /// it vectorise (Cephes' polynomial on a range reduced by powers of two).
+///
+/// `2^n` comes from the bits of the rounded sum itself: `x·log2(e) + 1.5·2^23` holds the
+/// integer `n` in its low mantissa bits, so `(bits + 127) << 23` is the float `2^n` (the high
+/// bits shift out). A float-to-int cast (`n as i32`) gives the same value but saturates, which
+/// LLVM does not vectorise: it made every loop over `exp` scalar.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -130,7 +136,8 @@ pub fn exp(x: f32) -> f32 {
     const LN2_LO: f32 = -2.121_944_4e-4;
     const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding it rounds to an integer
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let t = x * LOG2E + ROUND;
+    let n = t - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     let mut p = 1.987_569_1e-4;
     p = p * r + 1.398_199_9e-3;
@@ -139,7 +146,8 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5;
     let e = p * r * r + r + 1.0;
-    e * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // n + 127 lies in [1, 254] for the clamped x: a normal power of two.
+    e * f32::from_bits(t.to_bits().wrapping_add(127) << 23)
 }
 
 #[inline(always)]
@@ -147,17 +155,27 @@ fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp(-x))
 }
 
-/// Runs kernel `f` on `r`, compiled for AVX2 when the CPU has it. The kernels are closures
-/// marked `#[inline(always)]` (as are the helpers above), so their whole body is inlined into
-/// the AVX2 copy and vectorised for it. (FMA via `mul_add` measured no faster here, and would
-/// be a slow library call on CPUs without it.)
+/// Runs kernel `f` on `r`, compiled for AVX-512 or AVX2 when the CPU has them. The kernels
+/// are closures marked `#[inline(always)]` (as are the helpers above), so their whole body is
+/// inlined into each copy and vectorised for it. Every copy computes bit-identical results: the
+/// kernels' sums run over fixed lane arrays (the order is in the source, not the vector width),
+/// and Rust never contracts `a·b + c` into an FMA on its own. (FMA via `mul_add` measured no
+/// faster here, and would be a slow library call on CPUs without it.)
 #[inline(always)]
 fn simd<F: Fn(std::ops::Range<usize>)>(f: &F, r: std::ops::Range<usize>) {
     #[cfg(target_arch = "x86_64")]
     {
+        #[target_feature(enable = "avx512f")]
+        unsafe fn avx512<F: Fn(std::ops::Range<usize>)>(f: &F, r: std::ops::Range<usize>) {
+            f(r)
+        }
         #[target_feature(enable = "avx2")]
         unsafe fn avx2<F: Fn(std::ops::Range<usize>)>(f: &F, r: std::ops::Range<usize>) {
             f(r)
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F (checked above).
+            return unsafe { avx512(f, r) };
         }
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2 (checked above).
@@ -551,6 +569,7 @@ impl CustomOp1 for Attention {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let _p = profile::op("attention.fwd");
         let d = self.dims(l1.shape())?;
         let qkv = f32_slice(s1, l1, "attention q/k/v")?;
         let mut out = vec![0f32; d.b * d.t * d.h * d.hd];
@@ -610,6 +629,7 @@ impl CustomOp1 for Attention {
     }
 
     fn bwd(&self, qkv: &Tensor, res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
+        let _p = profile::op("attention.bwd");
         let d = self.dims(qkv.shape())?;
         let lse = self.lse.lock().unwrap();
         if lse.len() != d.b * d.h * d.t {
@@ -792,6 +812,7 @@ impl CustomOp2 for RmsNorm {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> CResult<(CpuStorage, Shape)> {
+        let _p = profile::op("rms_norm.fwd");
         let x = f32_slice(s1, l1, "rms_norm x")?;
         let w = f32_slice(s2, l2, "rms_norm w")?;
         let dim = w.len();
@@ -828,6 +849,7 @@ impl CustomOp2 for RmsNorm {
         _res: &Tensor,
         grad: &Tensor,
     ) -> CResult<(Option<Tensor>, Option<Tensor>)> {
+        let _p = profile::op("rms_norm.bwd");
         let dim = w.elem_count();
         let rows = x.elem_count() / dim;
         let blocks = rows.div_ceil(NORM_BLOCK);
@@ -1060,6 +1082,7 @@ impl CustomOp3 for CrossEntropy {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> CResult<(CpuStorage, Shape)> {
+        let _p = profile::op("cross_entropy.fwd");
         let x = f32_slice(s1, l1, "cross_entropy logits")?;
         let tg = u32_slice(s2, l2)?;
         let mask = f32_slice(s3, l3, "cross_entropy mask")?;
@@ -1109,6 +1132,7 @@ impl CustomOp3 for CrossEntropy {
         _res: &Tensor,
         grad: &Tensor,
     ) -> CResult<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let _p = profile::op("cross_entropy.bwd");
         let (n, v) = logits.dims2()?;
         let lse = self.lse.lock().unwrap();
         if lse.len() != n {
@@ -1187,6 +1211,7 @@ pub fn adamw_update(
     v: &Tensor,
     h: &AdamHyper,
 ) -> Result<(Tensor, Tensor, Tensor)> {
+    let _p = profile::op("adamw");
     let n = w.elem_count();
     if g.elem_count() != n || m.elem_count() != n || v.elem_count() != n {
         anyhow::bail!("adamw: parameter, gradient and moments differ in size");
