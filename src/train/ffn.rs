@@ -10,11 +10,11 @@
 
 use crate::train::linear::{linear_reference, matmul};
 use crate::train::matmul::MatRef;
-use crate::train::profile;
 use crate::train::ops::{
     cpu_tensor, err, f32_slice, swiglu_reference, swiglu_rows, swiglu_rows_backward, with_f32,
     CResult,
 };
+use crate::train::profile;
 use anyhow::Result;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor, D};
 use std::sync::{Arc, Mutex};

@@ -11,9 +11,9 @@
 //! same thread split), so results stay deterministic for a given thread count. Off the CPU, or for
 //! other dtypes, the layer falls back to stock tensor ops ([`linear_reference`]).
 
-use crate::train::matmul::{gemm, pool_threads, MatRef};
-use crate::train::profile;
+use crate::train::matmul::{pool_threads, product, MatRef};
 use crate::train::ops::{cpu_tensor, err, f32_slice, with_f32, CResult};
+use crate::train::profile;
 use anyhow::Result;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 use std::sync::Arc;
@@ -57,9 +57,7 @@ pub(crate) fn matmul(
             "linear: operands too small for a {m}x{k} by {k}x{n} product"
         )));
     }
-    let mut dst = vec![0f32; m * n];
-    gemm(m, n, k, &mut dst, n, false, a, b, pool_threads());
-    Ok(dst)
+    Ok(product(m, n, k, a, b, pool_threads()))
 }
 
 /// `(rows, in, out)` of `x (..., in)` and `W (out, in)`.

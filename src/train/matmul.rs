@@ -54,24 +54,74 @@ pub fn gemm(
     b: MatRef<'_>,
     threads: usize,
 ) {
-    assert!(
-        a.data.len() >= a.span(m, k) && b.data.len() >= b.span(k, n),
-        "gemm: operands too small for a {m}x{k} by {k}x{n} product"
-    );
     let dst_span = MatRef::rows(&[], dst_rs).span(m, n);
     assert!(
         dst.len() >= dst_span && (m < 2 || dst_rs >= n),
         "gemm: destination too small"
     );
-    if m == 0 || n == 0 {
-        return;
+    // SAFETY: `dst` holds every element the product writes (asserted above; rows dst_rs ≥ n
+    // apart, so no two share a slot), is initialised, and is borrowed mutably for the call.
+    unsafe { gemm_raw(m, n, k, dst.as_mut_ptr(), dst_rs, accumulate, a, b, threads) }
+}
+
+/// `a (m, k) · b (k, n)` into a new row-major `(m, n)` vector. The product writes every
+/// element without reading it, so the buffer is not zero-filled first (for a training step's
+/// activation-sized products that fill was a few percent of the step).
+///
+/// Panics if a view is too small for its shape.
+pub fn product(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    threads: usize,
+) -> Vec<f32> {
+    let mut dst = Vec::with_capacity(m * n);
+    // SAFETY: the spare capacity holds m·n elements, written row-major with rows n apart;
+    // with `accumulate` false the product never reads them (gemm zeroes its alpha and writes
+    // `beta·a·b`, or zeros when k = 0). After the call all m·n are initialised.
+    unsafe {
+        gemm_raw(
+            m,
+            n,
+            k,
+            dst.spare_capacity_mut().as_mut_ptr().cast(),
+            n,
+            false,
+            a,
+            b,
+            threads,
+        );
+        dst.set_len(m * n);
     }
-    if k == 0 {
-        if !accumulate {
-            for r in 0..m {
-                dst[r * dst_rs..r * dst_rs + n].fill(0.0);
-            }
-        }
+    dst
+}
+
+/// The product on a raw destination (see [`gemm`]); checks the operand views.
+///
+/// # Safety
+///
+/// `dst` must be valid for writes of every element `(r, c)`, `r < m`, `c < n`, at
+/// `r·dst_rs + c`, with `dst_rs ≥ n` when `m > 1`, and not aliased; with `accumulate` those
+/// elements must also be initialised.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_raw(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    threads: usize,
+) {
+    assert!(
+        a.data.len() >= a.span(m, k) && b.data.len() >= b.span(k, n),
+        "gemm: operands too small for a {m}x{k} by {k}x{n} product"
+    );
+    if m == 0 || n == 0 {
         return;
     }
     let _p = crate::train::profile::matmul();
@@ -80,15 +130,15 @@ pub fn gemm(
     } else {
         gemm::Parallelism::None
     };
-    // SAFETY: the asserts above keep every read inside `a` and `b` and every write inside
-    // `dst` (rows dst_rs ≥ n apart, so no two elements share a slot); the views borrow their
-    // slices for the whole call, and `dst` is borrowed mutably, so nothing else aliases it.
+    // SAFETY: the assert above keeps every read inside `a` and `b`, which stay borrowed for
+    // the call; the caller vouches for `dst`. gemm handles k = 0 itself (zeros, or `dst`
+    // unchanged when accumulating).
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             dst_rs as isize,
             accumulate,

@@ -10,8 +10,8 @@ pub mod metrics;
 pub mod model;
 pub mod ops;
 pub mod optim;
-pub mod profile;
 pub mod plot;
+pub mod profile;
 mod trainer;
 
 pub use trainer::*;
