@@ -314,6 +314,9 @@ impl RopeTables {
     }
 
     /// Rotates one head vector at position `pos` (`inverse`: the transposed rotation).
+    ///
+    /// Written over exact-size pairs, so that the loop has no bounds checks (indexed `x[2i]`,
+    /// `x[2i + 1]` it ran scalar with a check per element).
     #[inline(always)]
     fn rotate(&self, x: &[f32], out: &mut [f32], pos: usize, inverse: bool) {
         let h = self.half;
@@ -321,11 +324,13 @@ impl RopeTables {
             &self.cos_v[pos * h..pos * h + h],
             &self.sin_v[pos * h..pos * h + h],
         );
-        for i in 0..h {
-            let (a, b) = (x[2 * i], x[2 * i + 1]);
-            let (c, s) = (c[i], if inverse { -s[i] } else { s[i] });
-            out[2 * i] = a * c - b * s;
-            out[2 * i + 1] = a * s + b * c;
+        let (x, out) = (&x[..2 * h], &mut out[..2 * h]);
+        let pairs = out.chunks_exact_mut(2).zip(x.chunks_exact(2));
+        for ((o, x), (&c, &s)) in pairs.zip(c.iter().zip(s)) {
+            let (a, b) = (x[0], x[1]);
+            let s = if inverse { -s } else { s };
+            o[0] = a * c - b * s;
+            o[1] = a * s + b * c;
         }
     }
 }
