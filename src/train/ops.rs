@@ -470,19 +470,21 @@ impl AttnDims {
     }
 }
 
-/// Query rows per tile: the attention products run as `(QUERY_TILE × hd)·(hd × n)` matrix
-/// products over the first `n` keys (causal: up to the tile's last row), which wastes the
-/// upper triangle of each diagonal tile (an eighth of the work at T = 256) but runs at matrix
-/// product speed instead of one dot product per query row.
+/// Query rows per tile and head: the attention products run as `(rep·QUERY_TILE × hd)·(hd × n)`
+/// matrix products over the first `n` keys (causal: up to the tile's last row), the tile's rows
+/// of all `rep` query heads that share a key/value head stacked. That wastes the upper triangle
+/// of each diagonal tile (an eighth of the work at T = 256) but runs at matrix product speed
+/// instead of one dot product per query row; stacking the heads doubles the products' size
+/// (and the depth of the key and value gradients' products) at badge's 2 heads per group.
 const QUERY_TILE: usize = 32;
 
 /// One task's scratch buffers (one task: a batch row and a key/value head).
 struct AttnScratch {
     /// Rotated keys `(T, hd)`.
     kr: Vec<f32>,
-    /// Rotated, scaled queries of one tile `(QUERY_TILE, hd)`.
+    /// Rotated, scaled queries of one tile, heads stacked: `(rep·QUERY_TILE, hd)`.
     qs: Vec<f32>,
-    /// Scores, then probabilities, of one tile `(QUERY_TILE, n)`.
+    /// Scores, then probabilities, of one tile `(rep·QUERY_TILE, n)`.
     p: Vec<f32>,
     /// A tile's output (forward) or query gradient (backward) before it is scattered.
     tile: Vec<f32>,
@@ -490,11 +492,12 @@ struct AttnScratch {
 
 impl AttnScratch {
     fn new(d: &AttnDims) -> Self {
+        let rows = d.rep * QUERY_TILE;
         AttnScratch {
             kr: vec![0f32; d.t * d.hd],
-            qs: vec![0f32; QUERY_TILE * d.hd],
-            p: vec![0f32; QUERY_TILE * d.t],
-            tile: vec![0f32; QUERY_TILE * d.hd],
+            qs: vec![0f32; rows * d.hd],
+            p: vec![0f32; rows * d.t],
+            tile: vec![0f32; rows * d.hd],
         }
     }
 }
@@ -531,22 +534,24 @@ impl Attention {
         }
     }
 
-    /// The rotated queries of head `h`, rows `i0..i0 + rows`, scaled by `1/sqrt(hd)`, into `qs`.
+    /// The rotated queries, rows `i0..i0 + rows`, of every query head of kv head `g`, scaled by
+    /// `1/sqrt(hd)`, stacked head after head into `qs` (`rep·rows × hd`).
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    fn scaled_queries(
+    fn stacked_queries(
         &self,
         d: &AttnDims,
         q: &[f32],
         b: usize,
-        h: usize,
+        g: usize,
         i0: usize,
         rows: usize,
         qs: &mut [f32],
     ) {
-        for r in 0..rows {
-            let (off, out) = (d.qo(b, i0 + r, h), &mut qs[r * d.hd..(r + 1) * d.hd]);
-            self.rope.rotate(&q[off..off + d.hd], out, i0 + r, false);
+        for row in 0..d.rep * rows {
+            let (h, i) = (g * d.rep + row / rows, i0 + row % rows);
+            let (off, out) = (d.qo(b, i, h), &mut qs[row * d.hd..(row + 1) * d.hd]);
+            self.rope.rotate(&q[off..off + d.hd], out, i, false);
             out.iter_mut().for_each(|x| *x *= d.scale);
         }
     }
@@ -590,40 +595,41 @@ impl CustomOp1 for Attention {
                     let (b, g) = (task / d.kv, task % d.kv);
                     self.rotated_keys(&d, qkv, b, g, &mut s.kr);
                     let v = &qkv[d.vo(b, 0, g)..];
-                    for h in g * d.rep..(g + 1) * d.rep {
-                        for i0 in (0..d.t).step_by(QUERY_TILE) {
-                            let rows = QUERY_TILE.min(d.t - i0);
-                            let n = i0 + rows;
-                            self.scaled_queries(&d, qkv, b, h, i0, rows, &mut s.qs);
-                            Self::tile_scores(&d, rows, n, &mut s);
-                            for r in 0..rows {
-                                let i = i0 + r;
-                                let (live, dead) = s.p[r * n..(r + 1) * n].split_at_mut(i + 1);
-                                let m = max(live);
-                                live.iter_mut().for_each(|x| *x = exp(*x - m));
-                                let z = sum(live);
-                                let inv = 1.0 / z;
-                                live.iter_mut().for_each(|x| *x *= inv);
-                                dead.fill(0.0);
-                                // SAFETY: lse (b, h, i) belongs to this task only.
-                                unsafe { pl.at((b * d.h + h) * d.t + i, 1)[0] = m + z.ln() };
-                            }
-                            gemm(
-                                rows,
-                                hd,
-                                n,
-                                &mut s.tile,
-                                hd,
-                                false,
-                                MatRef::rows(&s.p, n),
-                                MatRef::rows(v, d.w),
-                                1,
-                            );
-                            for r in 0..rows {
-                                // SAFETY: output row (b, i, h) belongs to this task only.
-                                let o = unsafe { po.at(d.yo(b, i0 + r, h), hd) };
-                                o.copy_from_slice(&s.tile[r * hd..(r + 1) * hd]);
-                            }
+                    for i0 in (0..d.t).step_by(QUERY_TILE) {
+                        let rows = QUERY_TILE.min(d.t - i0);
+                        let (n, all) = (i0 + rows, d.rep * rows);
+                        // Stacked row `row` is query row i of head h.
+                        let head_row = |row: usize| (g * d.rep + row / rows, i0 + row % rows);
+                        self.stacked_queries(&d, qkv, b, g, i0, rows, &mut s.qs);
+                        Self::tile_scores(&d, all, n, &mut s);
+                        for row in 0..all {
+                            let (h, i) = head_row(row);
+                            let (live, dead) = s.p[row * n..(row + 1) * n].split_at_mut(i + 1);
+                            let m = max(live);
+                            live.iter_mut().for_each(|x| *x = exp(*x - m));
+                            let z = sum(live);
+                            let inv = 1.0 / z;
+                            live.iter_mut().for_each(|x| *x *= inv);
+                            dead.fill(0.0);
+                            // SAFETY: lse (b, h, i) belongs to this task only.
+                            unsafe { pl.at((b * d.h + h) * d.t + i, 1)[0] = m + z.ln() };
+                        }
+                        gemm(
+                            all,
+                            hd,
+                            n,
+                            &mut s.tile,
+                            hd,
+                            false,
+                            MatRef::rows(&s.p, n),
+                            MatRef::rows(v, d.w),
+                            1,
+                        );
+                        for row in 0..all {
+                            let (h, i) = head_row(row);
+                            // SAFETY: output row (b, i, h) belongs to this task only.
+                            let o = unsafe { po.at(d.yo(b, i, h), hd) };
+                            o.copy_from_slice(&s.tile[row * hd..(row + 1) * hd]);
                         }
                     }
                 }
@@ -666,102 +672,104 @@ impl Attention {
         dqkv: &mut [f32],
     ) {
         let po = Out::new(dqkv);
-        let (t, hd, yw) = (d.t, d.hd, d.h * d.hd);
+        let (t, hd) = (d.t, d.hd);
         par(
             d.b * d.kv,
             #[inline(always)]
             |range| {
                 let mut s = AttnScratch::new(d);
-                let mut ds = vec![0f32; QUERY_TILE * t];
+                let stack = d.rep * QUERY_TILE;
+                let mut ds = vec![0f32; stack * t];
+                // The tile's output gradients, heads stacked like the queries.
+                let mut g_o = vec![0f32; stack * hd];
                 let (mut dk, mut dv) = (vec![0f32; t * hd], vec![0f32; t * hd]);
-                let mut di = [0f32; QUERY_TILE];
+                let mut di = vec![0f32; stack];
                 for task in range {
                     let (b, g) = (task / d.kv, task % d.kv);
                     self.rotated_keys(d, qkv, b, g, &mut s.kr);
                     let v = &qkv[d.vo(b, 0, g)..];
-                    let mut first = true;
-                    for h in g * d.rep..(g + 1) * d.rep {
-                        for i0 in (0..t).step_by(QUERY_TILE) {
-                            let rows = QUERY_TILE.min(t - i0);
-                            let n = i0 + rows;
-                            self.scaled_queries(d, qkv, b, h, i0, rows, &mut s.qs);
-                            Self::tile_scores(d, rows, n, &mut s);
-                            let g_o = &dy[d.yo(b, i0, h)..];
-                            for r in 0..rows {
-                                let i = i0 + r;
-                                let l = lse[(b * d.h + h) * t + i];
-                                let (live, dead) = s.p[r * n..(r + 1) * n].split_at_mut(i + 1);
-                                live.iter_mut().for_each(|x| *x = exp(*x - l));
-                                dead.fill(0.0);
-                                let yo = d.yo(b, i, h);
-                                di[r] = dot(&dy[yo..yo + hd], &y[yo..yo + hd]);
+                    for i0 in (0..t).step_by(QUERY_TILE) {
+                        let rows = QUERY_TILE.min(t - i0);
+                        let (n, all) = (i0 + rows, d.rep * rows);
+                        // Stacked row `row` is query row i of head h.
+                        let head_row = |row: usize| (g * d.rep + row / rows, i0 + row % rows);
+                        self.stacked_queries(d, qkv, b, g, i0, rows, &mut s.qs);
+                        Self::tile_scores(d, all, n, &mut s);
+                        for row in 0..all {
+                            let (h, i) = head_row(row);
+                            let l = lse[(b * d.h + h) * t + i];
+                            let (live, dead) = s.p[row * n..(row + 1) * n].split_at_mut(i + 1);
+                            live.iter_mut().for_each(|x| *x = exp(*x - l));
+                            dead.fill(0.0);
+                            let yo = d.yo(b, i, h);
+                            g_o[row * hd..(row + 1) * hd].copy_from_slice(&dy[yo..yo + hd]);
+                            di[row] = dot(&dy[yo..yo + hd], &y[yo..yo + hd]);
+                        }
+                        // dP = dO·Vᵀ, then dS = P (dP - D).
+                        gemm(
+                            all,
+                            n,
+                            hd,
+                            &mut ds,
+                            n,
+                            false,
+                            MatRef::rows(&g_o, hd),
+                            MatRef::transposed(v, d.w),
+                            1,
+                        );
+                        for row in 0..all {
+                            let (dsr, pr) = (&mut ds[row * n..(row + 1) * n], &s.p[row * n..]);
+                            for (x, &p) in dsr.iter_mut().zip(pr) {
+                                *x = p * (*x - di[row]);
                             }
-                            // dP = dO·Vᵀ, then dS = P (dP - D).
-                            gemm(
-                                rows,
-                                n,
-                                hd,
-                                &mut ds,
-                                n,
-                                false,
-                                MatRef::rows(g_o, yw),
-                                MatRef::transposed(v, d.w),
-                                1,
-                            );
-                            for r in 0..rows {
-                                let (dsr, pr) = (&mut ds[r * n..(r + 1) * n], &s.p[r * n..]);
-                                for (x, &p) in dsr.iter_mut().zip(pr) {
-                                    *x = p * (*x - di[r]);
-                                }
-                            }
-                            gemm(
-                                rows,
-                                hd,
-                                n,
-                                &mut s.tile,
-                                hd,
-                                false,
-                                MatRef::rows(&ds, n),
-                                MatRef::rows(&s.kr, hd),
-                                1,
-                            );
-                            gemm(
-                                n,
-                                hd,
-                                rows,
-                                &mut dk,
-                                hd,
-                                !first,
-                                MatRef::transposed(&ds, n),
-                                MatRef::rows(&s.qs, hd),
-                                1,
-                            );
-                            gemm(
-                                n,
-                                hd,
-                                rows,
-                                &mut dv,
-                                hd,
-                                !first,
-                                MatRef::transposed(&s.p, n),
-                                MatRef::rows(g_o, yw),
-                                1,
-                            );
-                            // Tiles run in order, so the first one covers the fewest keys:
-                            // later tiles add to rows it has set and set the rest.
-                            if first {
-                                dk[n * hd..].fill(0.0);
-                                dv[n * hd..].fill(0.0);
-                                first = false;
-                            }
-                            for r in 0..rows {
-                                let i = i0 + r;
-                                let dq = &mut s.tile[r * hd..(r + 1) * hd];
-                                dq.iter_mut().for_each(|x| *x *= d.scale);
-                                // SAFETY: row (b, i, h) of dq belongs to this task only.
-                                let out = unsafe { po.at(d.qo(b, i, h), hd) };
-                                self.rope.rotate(dq, out, i, true);
-                            }
+                        }
+                        gemm(
+                            all,
+                            hd,
+                            n,
+                            &mut s.tile,
+                            hd,
+                            false,
+                            MatRef::rows(&ds, n),
+                            MatRef::rows(&s.kr, hd),
+                            1,
+                        );
+                        // Tiles run in order, so the first one covers the fewest keys: it
+                        // sets its rows of dk and dv, zeroes the rest, and later tiles add.
+                        let first = i0 == 0;
+                        gemm(
+                            n,
+                            hd,
+                            all,
+                            &mut dk,
+                            hd,
+                            !first,
+                            MatRef::transposed(&ds, n),
+                            MatRef::rows(&s.qs, hd),
+                            1,
+                        );
+                        gemm(
+                            n,
+                            hd,
+                            all,
+                            &mut dv,
+                            hd,
+                            !first,
+                            MatRef::transposed(&s.p, n),
+                            MatRef::rows(&g_o, hd),
+                            1,
+                        );
+                        if first {
+                            dk[n * hd..].fill(0.0);
+                            dv[n * hd..].fill(0.0);
+                        }
+                        for row in 0..all {
+                            let (h, i) = head_row(row);
+                            let dq = &mut s.tile[row * hd..(row + 1) * hd];
+                            dq.iter_mut().for_each(|x| *x *= d.scale);
+                            // SAFETY: row (b, i, h) of dq belongs to this task only.
+                            let out = unsafe { po.at(d.qo(b, i, h), hd) };
+                            self.rope.rotate(dq, out, i, true);
                         }
                     }
                     for j in 0..t {
