@@ -3,7 +3,7 @@
 //! A thin checked wrapper over the `gemm` crate, the kernel candle's own matmul runs (packed,
 //! cache-blocked, AVX2/FMA or AVX-512 picked at run time, a portable fallback elsewhere). The
 //! fused ops call it on their own buffers: the linear layer on whole activations (split over
-//! the thread pool like candle's matmul), attention on one head's tiles inside a task that is
+//! the thread pool like candle's matmul), attention on one key/value head's tiles inside a task that is
 //! already one thread's work. For a given thread count each product sums in a fixed order, so
 //! training stays deterministic.
 

@@ -9,8 +9,8 @@
 //!   the q/k gradients back with the inverse rotation.
 //! - [`rms_norm`], [`swiglu`] / [`swiglu_fused`] (`silu(a)·b`) and [`cross_entropy`] (masked
 //!   mean) as single ops, and [`adamw_update`], the fused optimizer step of one parameter.
-//! - Kernels are plain Rust written to vectorise, compiled a second time for AVX2 and picked at
-//!   run time; work runs on candle's CPU pool. [`tune_threads`] (called first thing by the binaries)
+//! - Kernels are plain Rust written to vectorise, compiled again for AVX-512 and for AVX2 and
+//!   picked at run time; work runs on candle's CPU pool. [`tune_threads`] (called first thing by the binaries)
 //!   shortens that pool's spin-wait and keeps freed activation buffers in the heap.
 //!
 //! Every op is deterministic: work is split into fixed units (rows, (batch, kv-head) pairs,
