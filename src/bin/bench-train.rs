@@ -8,7 +8,7 @@
 //! pools.
 
 use anyhow::{bail, Context, Result};
-use badge::train::{model, optim::AdamW, profile};
+use badge::train::{model, optim::AdamW, profile, profile::OpTime};
 use candle_core::Tensor;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -88,9 +88,9 @@ struct Bench {
     loss: f64,
     samples: Vec<f64>,
     phases: [f64; 3],
-    /// With `--profile`: seconds per step of each phase (means), and per fused op
-    /// `(op, seconds, of which matrix products, calls)` per step.
-    profile: Option<([f64; 3], Vec<(&'static str, f64, f64, u64)>)>,
+    /// With `--profile`: the seconds of each phase of one recorded step, and each fused op's
+    /// totals in it.
+    profile: Option<([f64; 3], Vec<OpTime>)>,
 }
 
 fn bench(name: &str, a: &Args) -> Result<Bench> {
@@ -155,10 +155,10 @@ fn bench(name: &str, a: &Args) -> Result<Bench> {
 
 /// The profile of one step: each phase, each fused op in it (with its matrix products), and
 /// the rest of the phase (candle's own ops and graph bookkeeping), in ms and shares of the step.
-fn print_profile(phases: &[f64; 3], ops: &[(&'static str, f64, f64, u64)]) {
+fn print_profile(phases: &[f64; 3], ops: &[OpTime]) {
     let total: f64 = phases.iter().sum();
     let pct = |s: f64| 100.0 * s / total;
-    let matmul: f64 = ops.iter().map(|o| o.2).sum();
+    let matmul: f64 = ops.iter().map(|o| o.matmul_secs).sum();
     println!(
         "  profile of one step: {:.1} ms, matrix products {:.1} ms ({:.1} %), the rest {:.1} ms",
         total * 1e3,
@@ -176,8 +176,10 @@ fn print_profile(phases: &[f64; 3], ops: &[(&'static str, f64, f64, u64)]) {
         }
     };
     for (p, name) in ["forward", "backward", "optimizer"].iter().enumerate() {
-        let mine: Vec<_> = ops.iter().filter(|o| phase_of(o.0) == p).collect();
-        let (in_ops, mm) = mine.iter().fold((0.0, 0.0), |(s, m), o| (s + o.1, m + o.2));
+        let mine: Vec<_> = ops.iter().filter(|o| phase_of(o.op) == p).collect();
+        let (in_ops, mm) = mine
+            .iter()
+            .fold((0.0, 0.0), |(s, m), o| (s + o.secs, m + o.matmul_secs));
         println!(
             "  {name:<10} {:>8.1} ms {:>5.1} %   matrix products {:>7.1} ms {:>5.1} %",
             phases[p] * 1e3,
@@ -188,12 +190,12 @@ fn print_profile(phases: &[f64; 3], ops: &[(&'static str, f64, f64, u64)]) {
         for o in &mine {
             println!(
                 "    {:<20} {:>8.1} ms {:>5.1} %   matrix products {:>7.1} ms {:>5.1} %   {} calls",
-                o.0,
-                o.1 * 1e3,
-                pct(o.1),
-                o.2 * 1e3,
-                pct(o.2),
-                o.3
+                o.op,
+                o.secs * 1e3,
+                pct(o.secs),
+                o.matmul_secs * 1e3,
+                pct(o.matmul_secs),
+                o.calls
             );
         }
         let rest = phases[p] - in_ops;
@@ -233,7 +235,8 @@ fn main() -> Result<()> {
                     "profile": r.profile.as_ref().map(|(phases, ops)| serde_json::json!({
                         "phase_secs": phases,
                         "ops": ops.iter().map(|o| serde_json::json!({
-                            "op": o.0, "secs": o.1, "matmul_secs": o.2, "calls": o.3,
+                            "op": o.op, "secs": o.secs, "matmul_secs": o.matmul_secs,
+                            "calls": o.calls,
                         })).collect::<Vec<_>>(),
                     })),
                 })

@@ -14,8 +14,20 @@ use std::time::Instant;
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
-/// `(op, seconds inside the op, seconds in its matrix products, calls)`, in first-seen order.
-static TABLE: Mutex<Vec<(&'static str, f64, f64, u64)>> = Mutex::new(Vec::new());
+/// One op's totals.
+#[derive(Debug, Clone, Copy)]
+pub struct OpTime {
+    /// The op pass, e.g. `"linear.bwd"` ("(no op)": products outside any op).
+    pub op: &'static str,
+    /// Seconds inside the op's spans.
+    pub secs: f64,
+    /// Of which in its matrix products.
+    pub matmul_secs: f64,
+    pub calls: u64,
+}
+
+/// The ops' totals, in first-seen order.
+static TABLE: Mutex<Vec<OpTime>> = Mutex::new(Vec::new());
 
 thread_local! {
     /// The op whose span is open on this thread ("" when none).
@@ -67,26 +79,31 @@ impl Drop for Span {
             self.name
         };
         let mut table = TABLE.lock().unwrap();
-        let row = match table.iter().position(|r| r.0 == name) {
+        let row = match table.iter().position(|r| r.op == name) {
             Some(i) => &mut table[i],
             None => {
-                table.push((name, 0.0, 0.0, 0));
+                table.push(OpTime {
+                    op: name,
+                    secs: 0.0,
+                    matmul_secs: 0.0,
+                    calls: 0,
+                });
                 table.last_mut().unwrap()
             }
         };
         match self.outer {
             Some(outer) => {
-                row.1 += dt;
-                row.3 += 1;
+                row.secs += dt;
+                row.calls += 1;
                 CURRENT.with(|c| c.set(outer));
             }
-            None => row.2 += dt,
+            None => row.matmul_secs += dt,
         }
     }
 }
 
-/// What was recorded: `(op, seconds, of which matrix products, calls)`.
-pub fn take() -> Vec<(&'static str, f64, f64, u64)> {
+/// What was recorded, and stops recording.
+pub fn take() -> Vec<OpTime> {
     ENABLED.store(false, Ordering::Relaxed);
     std::mem::take(&mut *TABLE.lock().unwrap())
 }
