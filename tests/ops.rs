@@ -3,7 +3,7 @@
 
 mod common;
 
-use badge::train::{model, ops, optim::AdamW};
+use badge::train::{ffn, linear, model, ops, optim::AdamW};
 use candle_core::{DType, Device, Tensor, Var};
 
 fn rand(shape: &[usize], seed: u64, scale: f32) -> Tensor {
@@ -73,11 +73,13 @@ fn attention_matches_stock_ops_forward_and_backward() {
         (1, 20, 2, 2, 6),
         (2, 9, 8, 4, 16),
         (1, 33, 3, 1, 28),
+        // Several query tiles, the last one partial.
+        (1, 70, 4, 2, 16),
     ]
     .iter()
     .enumerate()
     {
-        let rope = rope_tables(40, hd);
+        let rope = rope_tables(80, hd);
         let s = 100 * i as u64;
         let inputs = [
             rand(&[b, t, h * hd], s + 1, 1.0),
@@ -93,6 +95,65 @@ fn attention_matches_stock_ops_forward_and_backward() {
         assert_close(&y, &y_ref, 1e-5, "attention output");
         for (n, (a, b)) in ["dq", "dk", "dv"].iter().zip(g.iter().zip(&g_ref)) {
             assert_close(a, b, 1e-5, &format!("attention {n} (case {i})"));
+        }
+    }
+}
+
+#[test]
+fn linear_matches_stock_ops_forward_and_backward() {
+    // (leading dims, in, out): single rows and columns, odd sizes, a batch of sequences.
+    for (i, (lead, n_in, n_out)) in [
+        (vec![1], 1, 1),
+        (vec![7], 31, 1),
+        (vec![1], 257, 7),
+        (vec![31], 7, 257),
+        (vec![3, 37], 64, 96),
+        (vec![2, 129], 224, 33),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let s = 10 * i as u64;
+        let mut x_shape = lead.clone();
+        x_shape.push(n_in);
+        let inputs = [rand(&x_shape, s + 1, 1.0), rand(&[n_out, n_in], s + 2, 0.5)];
+        let (y, g) = run(&inputs, s + 3, |x| linear::linear(&x[0], &x[1]).unwrap());
+        let (y_ref, g_ref) = run(&inputs, s + 3, |x| {
+            linear::linear_reference(&x[0], &x[1]).unwrap()
+        });
+        assert_close(&y, &y_ref, 1e-5, &format!("linear output (case {i})"));
+        assert_close(&g[0], &g_ref[0], 1e-5, &format!("linear dx (case {i})"));
+        assert_close(&g[1], &g_ref[1], 1e-5, &format!("linear dw (case {i})"));
+    }
+}
+
+#[test]
+fn feed_forward_matches_stock_ops_forward_and_backward() {
+    // (rows, dim, hidden, dim_out): one row, odd sizes, a model-like block.
+    for (i, &(rows, dim, hidden, dim_out)) in [
+        (1, 1, 1, 1),
+        (7, 31, 5, 3),
+        (33, 16, 48, 16),
+        (130, 64, 96, 64),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let s = 10 * i as u64;
+        let inputs = [
+            rand(&[rows, dim], s + 1, 1.0),
+            rand(&[2 * hidden, dim], s + 2, 0.5),
+            rand(&[dim_out, hidden], s + 3, 0.5),
+        ];
+        let (y, g) = run(&inputs, s + 4, |x| {
+            ffn::feed_forward(&x[0], &x[1], &x[2]).unwrap()
+        });
+        let (y_ref, g_ref) = run(&inputs, s + 4, |x| {
+            ffn::feed_forward_reference(&x[0], &x[1], &x[2]).unwrap()
+        });
+        assert_close(&y, &y_ref, 1e-5, &format!("feed_forward output (case {i})"));
+        for (n, (a, b)) in ["dx", "dw13", "dw2"].iter().zip(g.iter().zip(&g_ref)) {
+            assert_close(a, b, 1e-5, &format!("feed_forward {n} (case {i})"));
         }
     }
 }

@@ -3,11 +3,15 @@
 //! Imports `data`, `config` and `util`.
 
 pub mod checkpoint;
+pub mod ffn;
+pub mod linear;
+pub mod matmul;
 pub mod metrics;
 pub mod model;
 pub mod ops;
 pub mod optim;
 pub mod plot;
+pub mod profile;
 mod trainer;
 
 pub use trainer::*;

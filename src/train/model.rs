@@ -10,7 +10,7 @@
 //! `layers.{i}.wq|wk|wv|wo`, `layers.{i}.ffn_norm`, `layers.{i}.w1|w2|w3`, `norm`; matrices are
 //! stored `[out, in]` like `torch.nn.Linear`.
 
-use crate::train::ops;
+use crate::train::{ffn, linear, ops};
 use anyhow::Result;
 use badge_firmware::config::ModelConfig;
 use candle_core::{DType, Device, Module, Tensor, Var};
@@ -48,15 +48,9 @@ impl Linear {
             weight: vb.get((out_dim, in_dim), name)?,
         })
     }
-    /// `x · Wᵀ` over the last dimension (leading dimensions folded into one matrix product).
+    /// `x · Wᵀ` over the last dimension (one fused op: see [`crate::train::linear`]).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let dims = x.dims();
-        let (out_dim, in_dim) = self.weight.dims2()?;
-        let rows = x.elem_count() / in_dim;
-        let y = x.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?;
-        let mut shape = dims.to_vec();
-        *shape.last_mut().unwrap() = out_dim;
-        Ok(y.reshape(shape)?)
+        linear::linear(x, &self.weight)
     }
 
     /// The outputs of several linear layers over the same input, side by side in the last
@@ -119,8 +113,8 @@ impl FeedForward {
         })
     }
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = ops::swiglu_fused(&Linear::forward_stacked(&[&self.w1, &self.w3], x)?)?;
-        self.w2.forward(&gate)
+        let w13 = Tensor::cat(&[&self.w1.weight, &self.w3.weight], 0)?;
+        ffn::feed_forward(x, &w13, &self.w2.weight)
     }
 }
 
@@ -214,9 +208,9 @@ impl Transformer {
             x = block.forward(&x, &self.rope)?;
         }
         let x = self.norm.forward(&x)?;
-        Ok(x.reshape((b * t, self.config.dim as usize))?
-            .matmul(&self.tok_embeddings.t()?)?
-            .reshape((b, t, self.config.vocab_size as usize))?)
+        let logits = linear::linear(&x, &self.tok_embeddings)?;
+        debug_assert_eq!(logits.dims(), [b, t, self.config.vocab_size as usize]);
+        Ok(logits)
     }
 
     /// Mean cross-entropy over the positions where `mask` is 1: logits `(B,T,V)`, targets and

@@ -9,8 +9,8 @@
 //!   the q/k gradients back with the inverse rotation.
 //! - [`rms_norm`], [`swiglu`] / [`swiglu_fused`] (`silu(a)·b`) and [`cross_entropy`] (masked
 //!   mean) as single ops, and [`adamw_update`], the fused optimizer step of one parameter.
-//! - Kernels are plain Rust written to vectorise, compiled a second time for AVX2 and picked at
-//!   run time; work runs on candle's CPU pool. [`tune_threads`] (called first thing by the binaries)
+//! - Kernels are plain Rust written to vectorise, compiled again for AVX-512 and for AVX2 and
+//!   picked at run time; work runs on candle's CPU pool. [`tune_threads`] (called first thing by the binaries)
 //!   shortens that pool's spin-wait and keeps freed activation buffers in the heap.
 //!
 //! Every op is deterministic: work is split into fixed units (rows, (batch, kv-head) pairs,
@@ -19,6 +19,8 @@
 //! On devices other than the CPU each function falls back to the same computation composed from
 //! stock tensor ops (`*_reference`), which the tests also use as the reference.
 
+use crate::train::matmul::{gemm, MatRef};
+use crate::train::profile;
 use anyhow::Result;
 use candle_core::{
     op::BackpropOp, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Storage,
@@ -26,9 +28,9 @@ use candle_core::{
 };
 use std::sync::{Arc, Mutex};
 
-type CResult<T> = candle_core::Result<T>;
+pub(crate) type CResult<T> = candle_core::Result<T>;
 
-fn err(msg: String) -> candle_core::Error {
+pub(crate) fn err(msg: String) -> candle_core::Error {
     candle_core::Error::Msg(msg)
 }
 
@@ -120,16 +122,13 @@ fn hsum(acc: &[f32; LANES]) -> f32 {
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
 }
 
-/// `y += a·x`.
-#[inline(always)]
-fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
-    for (y, x) in y.iter_mut().zip(x) {
-        *y += a * x;
-    }
-}
-
 /// `e^x` to about 2 ulp for x in [-87, 88] (clamped outside), branch-free so that loops over
 /// it vectorise (Cephes' polynomial on a range reduced by powers of two).
+///
+/// `2^n` comes from the bits of the rounded sum itself: `x·log2(e) + 1.5·2^23` holds the
+/// integer `n` in its low mantissa bits, so `(bits + 127) << 23` is the float `2^n` (the high
+/// bits shift out). A float-to-int cast (`n as i32`) gives the same value but saturates, which
+/// LLVM does not vectorise: it made every loop over `exp` scalar.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -137,7 +136,8 @@ pub fn exp(x: f32) -> f32 {
     const LN2_LO: f32 = -2.121_944_4e-4;
     const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding it rounds to an integer
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let t = x * LOG2E + ROUND;
+    let n = t - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     let mut p = 1.987_569_1e-4;
     p = p * r + 1.398_199_9e-3;
@@ -146,7 +146,8 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5;
     let e = p * r * r + r + 1.0;
-    e * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // n + 127 lies in [1, 254] for the clamped x: a normal power of two.
+    e * f32::from_bits(t.to_bits().wrapping_add(127) << 23)
 }
 
 #[inline(always)]
@@ -154,17 +155,27 @@ fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp(-x))
 }
 
-/// Runs kernel `f` on `r`, compiled for AVX2 when the CPU has it. The kernels are closures
-/// marked `#[inline(always)]` (as are the helpers above), so their whole body is inlined into
-/// the AVX2 copy and vectorised for it. (FMA via `mul_add` measured no faster here, and would
-/// be a slow library call on CPUs without it.)
+/// Runs kernel `f` on `r`, compiled for AVX-512 or AVX2 when the CPU has them. The kernels
+/// are closures marked `#[inline(always)]` (as are the helpers above), so their whole body is
+/// inlined into each copy and vectorised for it. Every copy computes bit-identical results: the
+/// kernels' sums run over fixed lane arrays (the order is in the source, not the vector width),
+/// and Rust never contracts `a·b + c` into an FMA on its own. (FMA via `mul_add` measured no
+/// faster here, and would be a slow library call on CPUs without it.)
 #[inline(always)]
 fn simd<F: Fn(std::ops::Range<usize>)>(f: &F, r: std::ops::Range<usize>) {
     #[cfg(target_arch = "x86_64")]
     {
+        #[target_feature(enable = "avx512f")]
+        unsafe fn avx512<F: Fn(std::ops::Range<usize>)>(f: &F, r: std::ops::Range<usize>) {
+            f(r)
+        }
         #[target_feature(enable = "avx2")]
         unsafe fn avx2<F: Fn(std::ops::Range<usize>)>(f: &F, r: std::ops::Range<usize>) {
             f(r)
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F (checked above).
+            return unsafe { avx512(f, r) };
         }
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2 (checked above).
@@ -238,7 +249,7 @@ impl Out {
     }
 }
 
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> CResult<&'a [f32]> {
+pub(crate) fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> CResult<&'a [f32]> {
     let v = match s {
         CpuStorage::F32(v) => v,
         _ => return Err(err(format!("{what}: expected f32"))),
@@ -250,7 +261,7 @@ fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> CResult<&'a [f32]
 }
 
 /// Reads a CPU f32 tensor (made contiguous) and runs `f` on its data.
-fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> CResult<R>) -> CResult<R> {
+pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> CResult<R>) -> CResult<R> {
     let t = t.contiguous()?;
     let (s, l) = t.storage_and_layout();
     match &*s {
@@ -259,7 +270,7 @@ fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> CResult<R>) -> CResult<R> {
     }
 }
 
-fn cpu_tensor(v: Vec<f32>, shape: &Shape) -> Tensor {
+pub(crate) fn cpu_tensor(v: Vec<f32>, shape: &Shape) -> Tensor {
     Tensor::from_storage(
         Storage::Cpu(CpuStorage::F32(v)),
         shape.clone(),
@@ -303,6 +314,9 @@ impl RopeTables {
     }
 
     /// Rotates one head vector at position `pos` (`inverse`: the transposed rotation).
+    ///
+    /// Written over exact-size pairs, so that the loop has no bounds checks (indexed `x[2i]`,
+    /// `x[2i + 1]` it ran scalar with a check per element).
     #[inline(always)]
     fn rotate(&self, x: &[f32], out: &mut [f32], pos: usize, inverse: bool) {
         let h = self.half;
@@ -310,11 +324,13 @@ impl RopeTables {
             &self.cos_v[pos * h..pos * h + h],
             &self.sin_v[pos * h..pos * h + h],
         );
-        for i in 0..h {
-            let (a, b) = (x[2 * i], x[2 * i + 1]);
-            let (c, s) = (c[i], if inverse { -s[i] } else { s[i] });
-            out[2 * i] = a * c - b * s;
-            out[2 * i + 1] = a * s + b * c;
+        let (x, out) = (&x[..2 * h], &mut out[..2 * h]);
+        let pairs = out.chunks_exact_mut(2).zip(x.chunks_exact(2));
+        for ((o, x), (&c, &s)) in pairs.zip(c.iter().zip(s)) {
+            let (a, b) = (x[0], x[1]);
+            let s = if inverse { -s } else { s };
+            o[0] = a * c - b * s;
+            o[1] = a * s + b * c;
         }
     }
 }
@@ -431,8 +447,6 @@ struct AttnDims {
     scale: f32,
     /// Row width of the fused `[q | k | v]` input: `(h + 2·kv)·hd`.
     w: usize,
-    /// `t` rounded up to whole [`WIDE`] blocks: the row stride of transposed key/value buffers.
-    tp: usize,
 }
 
 impl AttnDims {
@@ -456,6 +470,38 @@ impl AttnDims {
     }
 }
 
+/// Query rows per tile and head: the attention products run as `(rep·QUERY_TILE × hd)·(hd × n)`
+/// matrix products over the first `n` keys (causal: up to the tile's last row), the tile's rows
+/// of all `rep` query heads that share a key/value head stacked. That wastes the upper triangle
+/// of each diagonal tile (an eighth of the work at T = 256) but runs at matrix product speed
+/// instead of one dot product per query row; stacking the heads doubles the products' size
+/// (and the depth of the key and value gradients' products) at badge's 2 heads per group.
+const QUERY_TILE: usize = 32;
+
+/// One task's scratch buffers (one task: a batch row and a key/value head).
+struct AttnScratch {
+    /// Rotated keys `(T, hd)`.
+    kr: Vec<f32>,
+    /// Rotated, scaled queries of one tile, heads stacked: `(rep·QUERY_TILE, hd)`.
+    qs: Vec<f32>,
+    /// Scores, then probabilities, of one tile `(rep·QUERY_TILE, n)`.
+    p: Vec<f32>,
+    /// A tile's output (forward) or query gradient (backward) before it is scattered.
+    tile: Vec<f32>,
+}
+
+impl AttnScratch {
+    fn new(d: &AttnDims) -> Self {
+        let rows = d.rep * QUERY_TILE;
+        AttnScratch {
+            kr: vec![0f32; d.t * d.hd],
+            qs: vec![0f32; rows * d.hd],
+            p: vec![0f32; rows * d.t],
+            tile: vec![0f32; rows * d.hd],
+        }
+    }
+}
+
 impl Attention {
     fn dims(&self, qkv: &Shape) -> CResult<AttnDims> {
         let (b, t, w) = qkv.dims3()?;
@@ -471,40 +517,59 @@ impl Attention {
             rep: self.n_heads / self.n_kv,
             scale: 1.0 / (self.hd as f32).sqrt(),
             w: (self.n_heads + 2 * self.n_kv) * self.hd,
-            tp: t.div_ceil(WIDE) * WIDE,
         })
     }
 
-    /// The rotated keys of (batch `b`, kv head `g`), transposed to `(hd, T)`.
+    /// The rotated keys of (batch `b`, kv head `g`) into `kr`, `(T, hd)`.
     #[inline(always)]
-    fn keys_t(&self, d: &AttnDims, k: &[f32], b: usize, g: usize, kt: &mut [f32]) {
-        let mut tmp = vec![0f32; d.hd];
+    fn rotated_keys(&self, d: &AttnDims, k: &[f32], b: usize, g: usize, kr: &mut [f32]) {
         for j in 0..d.t {
             let off = d.ko(b, j, g);
-            self.rope.rotate(&k[off..off + d.hd], &mut tmp, j, false);
-            for (dd, &x) in tmp.iter().enumerate() {
-                kt[dd * d.tp + j] = x;
-            }
+            self.rope.rotate(
+                &k[off..off + d.hd],
+                &mut kr[j * d.hd..(j + 1) * d.hd],
+                j,
+                false,
+            );
         }
     }
 
-    /// `s[j] = a·col_j` of a transposed `(hd, tp)` matrix for `j < s.len()`, computed in blocks
-    /// of [`WIDE`] columns held in registers (the rows are padded to whole blocks).
+    /// The rotated queries, rows `i0..i0 + rows`, of every query head of kv head `g`, scaled by
+    /// `1/sqrt(hd)`, stacked head after head into `qs` (`rep·rows × hd`).
     #[inline(always)]
-    fn scores(d: &AttnDims, a: &[f32], mt: &[f32], s: &mut [f32]) {
-        let nb = s.len().div_ceil(WIDE);
-        for blk in 0..nb {
-            let j0 = blk * WIDE;
-            let mut acc = [0f32; WIDE];
-            for (dd, &av) in a.iter().enumerate() {
-                let col = &mt[dd * d.tp + j0..dd * d.tp + j0 + WIDE];
-                for l in 0..WIDE {
-                    acc[l] += av * col[l];
-                }
-            }
-            let m = WIDE.min(s.len() - j0);
-            s[j0..j0 + m].copy_from_slice(&acc[..m]);
+    #[allow(clippy::too_many_arguments)]
+    fn stacked_queries(
+        &self,
+        d: &AttnDims,
+        q: &[f32],
+        b: usize,
+        g: usize,
+        i0: usize,
+        rows: usize,
+        qs: &mut [f32],
+    ) {
+        for row in 0..d.rep * rows {
+            let (h, i) = (g * d.rep + row / rows, i0 + row % rows);
+            let (off, out) = (d.qo(b, i, h), &mut qs[row * d.hd..(row + 1) * d.hd]);
+            self.rope.rotate(&q[off..off + d.hd], out, i, false);
+            out.iter_mut().for_each(|x| *x *= d.scale);
         }
+    }
+
+    /// The tile's scores `qs·krᵀ` over the first `n` keys into `p` (`rows × n`, row stride n).
+    #[inline(always)]
+    fn tile_scores(d: &AttnDims, rows: usize, n: usize, s: &mut AttnScratch) {
+        gemm(
+            rows,
+            n,
+            d.hd,
+            &mut s.p,
+            n,
+            false,
+            MatRef::rows(&s.qs, d.hd),
+            MatRef::transposed(&s.kr, d.hd),
+            1,
+        );
     }
 }
 
@@ -514,47 +579,57 @@ impl CustomOp1 for Attention {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let _p = profile::op("attention.fwd");
         let d = self.dims(l1.shape())?;
         let qkv = f32_slice(s1, l1, "attention q/k/v")?;
-        let (q, k, v) = (qkv, qkv, qkv);
         let mut out = vec![0f32; d.b * d.t * d.h * d.hd];
         let mut lse = vec![0f32; d.b * d.h * d.t];
         let (po, pl) = (Out::new(&mut out), Out::new(&mut lse));
+        let hd = d.hd;
         par(
             d.b * d.kv,
             #[inline(always)]
             |range| {
-                let mut kt = vec![0f32; d.hd * d.tp];
-                let mut vt = vec![0f32; d.hd * d.tp];
-                let mut qs = vec![0f32; d.hd];
-                let mut s = vec![0f32; d.t];
+                let mut s = AttnScratch::new(&d);
                 for task in range {
                     let (b, g) = (task / d.kv, task % d.kv);
-                    self.keys_t(&d, k, b, g, &mut kt);
-                    for j in 0..d.t {
-                        let vo = d.vo(b, j, g);
-                        for dd in 0..d.hd {
-                            vt[dd * d.tp + j] = v[vo + dd];
-                        }
-                    }
-                    for h in g * d.rep..(g + 1) * d.rep {
-                        for i in 0..d.t {
-                            let (qo, yo) = (d.qo(b, i, h), d.yo(b, i, h));
-                            self.rope.rotate(&q[qo..qo + d.hd], &mut qs, i, false);
-                            qs.iter_mut().for_each(|x| *x *= d.scale);
-                            let n = i + 1;
-                            let s = &mut s[..n];
-                            Self::scores(&d, &qs, &kt, s);
-                            let m = max(s);
-                            s.iter_mut().for_each(|x| *x = exp(*x - m));
-                            let z = sum(s);
+                    self.rotated_keys(&d, qkv, b, g, &mut s.kr);
+                    let v = &qkv[d.vo(b, 0, g)..];
+                    for i0 in (0..d.t).step_by(QUERY_TILE) {
+                        let rows = QUERY_TILE.min(d.t - i0);
+                        let (n, all) = (i0 + rows, d.rep * rows);
+                        // Stacked row `row` is query row i of head h.
+                        let head_row = |row: usize| (g * d.rep + row / rows, i0 + row % rows);
+                        self.stacked_queries(&d, qkv, b, g, i0, rows, &mut s.qs);
+                        Self::tile_scores(&d, all, n, &mut s);
+                        for row in 0..all {
+                            let (h, i) = head_row(row);
+                            let (live, dead) = s.p[row * n..(row + 1) * n].split_at_mut(i + 1);
+                            let m = max(live);
+                            live.iter_mut().for_each(|x| *x = exp(*x - m));
+                            let z = sum(live);
                             let inv = 1.0 / z;
-                            // SAFETY: row (b, i, h) and lse (b, h, i) belong to this task only.
-                            let o = unsafe { po.at(yo, d.hd) };
-                            for (dd, o) in o.iter_mut().enumerate() {
-                                *o = dot(s, &vt[dd * d.tp..dd * d.tp + n]) * inv;
-                            }
+                            live.iter_mut().for_each(|x| *x *= inv);
+                            dead.fill(0.0);
+                            // SAFETY: lse (b, h, i) belongs to this task only.
                             unsafe { pl.at((b * d.h + h) * d.t + i, 1)[0] = m + z.ln() };
+                        }
+                        gemm(
+                            all,
+                            hd,
+                            n,
+                            &mut s.tile,
+                            hd,
+                            false,
+                            MatRef::rows(&s.p, n),
+                            MatRef::rows(v, d.w),
+                            1,
+                        );
+                        for row in 0..all {
+                            let (h, i) = head_row(row);
+                            // SAFETY: output row (b, i, h) belongs to this task only.
+                            let o = unsafe { po.at(d.yo(b, i, h), hd) };
+                            o.copy_from_slice(&s.tile[row * hd..(row + 1) * hd]);
                         }
                     }
                 }
@@ -565,6 +640,7 @@ impl CustomOp1 for Attention {
     }
 
     fn bwd(&self, qkv: &Tensor, res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
+        let _p = profile::op("attention.bwd");
         let d = self.dims(qkv.shape())?;
         let lse = self.lse.lock().unwrap();
         if lse.len() != d.b * d.h * d.t {
@@ -584,7 +660,8 @@ impl CustomOp1 for Attention {
 }
 
 impl Attention {
-    #[allow(clippy::too_many_arguments)]
+    /// Flash-attention style: per tile, recompute `P = exp(S - lse)`, then
+    /// `dP = dO·Vᵀ`, `dS = P ⊙ (dP - rowsum(dO ⊙ O))`, `dQ = dS·K`, `dK += dSᵀ·Q`, `dV += Pᵀ·dO`.
     fn backward(
         &self,
         d: &AttnDims,
@@ -594,73 +671,114 @@ impl Attention {
         lse: &[f32],
         dqkv: &mut [f32],
     ) {
-        let (q, k, v) = (qkv, qkv, qkv);
         let po = Out::new(dqkv);
-        let (pq, pk, pv) = (po, po, po);
-        let (t, tp, hd) = (d.t, d.tp, d.hd);
+        let (t, hd) = (d.t, d.hd);
         par(
             d.b * d.kv,
             #[inline(always)]
             |range| {
-                let mut kt = vec![0f32; hd * tp];
-                let mut vt = vec![0f32; hd * tp];
-                let mut dkt = vec![0f32; hd * tp];
-                let mut dvt = vec![0f32; hd * tp];
-                let (mut qr, mut qs, mut dqr) = (vec![0f32; hd], vec![0f32; hd], vec![0f32; hd]);
-                let (mut p, mut ds) = (vec![0f32; t], vec![0f32; t]);
+                let mut s = AttnScratch::new(d);
+                let stack = d.rep * QUERY_TILE;
+                let mut ds = vec![0f32; stack * t];
+                // The tile's output gradients, heads stacked like the queries.
+                let mut g_o = vec![0f32; stack * hd];
+                let (mut dk, mut dv) = (vec![0f32; t * hd], vec![0f32; t * hd]);
+                let mut di = vec![0f32; stack];
                 for task in range {
                     let (b, g) = (task / d.kv, task % d.kv);
-                    self.keys_t(d, k, b, g, &mut kt);
-                    for j in 0..t {
-                        let vo = d.vo(b, j, g);
-                        for dd in 0..hd {
-                            vt[dd * tp + j] = v[vo + dd];
-                        }
-                    }
-                    dkt.fill(0.0);
-                    dvt.fill(0.0);
-                    for h in g * d.rep..(g + 1) * d.rep {
-                        for i in 0..t {
-                            let n = i + 1;
-                            let (qo, yo) = (d.qo(b, i, h), d.yo(b, i, h));
-                            self.rope.rotate(&q[qo..qo + hd], &mut qr, i, false);
-                            for (s, &x) in qs.iter_mut().zip(&qr) {
-                                *s = x * d.scale;
-                            }
-                            let p = &mut p[..n];
-                            Self::scores(d, &qs, &kt, p);
+                    self.rotated_keys(d, qkv, b, g, &mut s.kr);
+                    let v = &qkv[d.vo(b, 0, g)..];
+                    for i0 in (0..t).step_by(QUERY_TILE) {
+                        let rows = QUERY_TILE.min(t - i0);
+                        let (n, all) = (i0 + rows, d.rep * rows);
+                        // Stacked row `row` is query row i of head h.
+                        let head_row = |row: usize| (g * d.rep + row / rows, i0 + row % rows);
+                        self.stacked_queries(d, qkv, b, g, i0, rows, &mut s.qs);
+                        Self::tile_scores(d, all, n, &mut s);
+                        for row in 0..all {
+                            let (h, i) = head_row(row);
                             let l = lse[(b * d.h + h) * t + i];
-                            p.iter_mut().for_each(|x| *x = exp(*x - l));
-                            let g_o = &dy[yo..yo + hd];
-                            let di = dot(g_o, &y[yo..yo + hd]);
-                            // dP = dO·v_j, then dS = P (dP - D).
-                            let ds = &mut ds[..n];
-                            Self::scores(d, g_o, &vt, ds);
-                            for (s, &pp) in ds.iter_mut().zip(p.iter()) {
-                                *s = pp * (*s - di);
+                            let (live, dead) = s.p[row * n..(row + 1) * n].split_at_mut(i + 1);
+                            live.iter_mut().for_each(|x| *x = exp(*x - l));
+                            dead.fill(0.0);
+                            let yo = d.yo(b, i, h);
+                            g_o[row * hd..(row + 1) * hd].copy_from_slice(&dy[yo..yo + hd]);
+                            di[row] = dot(&dy[yo..yo + hd], &y[yo..yo + hd]);
+                        }
+                        // dP = dO·Vᵀ, then dS = P (dP - D).
+                        gemm(
+                            all,
+                            n,
+                            hd,
+                            &mut ds,
+                            n,
+                            false,
+                            MatRef::rows(&g_o, hd),
+                            MatRef::transposed(v, d.w),
+                            1,
+                        );
+                        for row in 0..all {
+                            let (dsr, pr) = (&mut ds[row * n..(row + 1) * n], &s.p[row * n..]);
+                            for (x, &p) in dsr.iter_mut().zip(pr) {
+                                *x = p * (*x - di[row]);
                             }
-                            for dd in 0..hd {
-                                axpy(&mut dvt[dd * tp..dd * tp + n], g_o[dd], p);
-                                dqr[dd] = d.scale * dot(ds, &kt[dd * tp..dd * tp + n]);
-                                axpy(&mut dkt[dd * tp..dd * tp + n], qs[dd], ds);
-                            }
-                            // SAFETY: row (b, i, h) belongs to this task only.
-                            let out = unsafe { pq.at(qo, hd) };
-                            self.rope.rotate(&dqr, out, i, true);
+                        }
+                        gemm(
+                            all,
+                            hd,
+                            n,
+                            &mut s.tile,
+                            hd,
+                            false,
+                            MatRef::rows(&ds, n),
+                            MatRef::rows(&s.kr, hd),
+                            1,
+                        );
+                        // Tiles run in order, so the first one covers the fewest keys: it
+                        // sets its rows of dk and dv, zeroes the rest, and later tiles add.
+                        let first = i0 == 0;
+                        gemm(
+                            n,
+                            hd,
+                            all,
+                            &mut dk,
+                            hd,
+                            !first,
+                            MatRef::transposed(&ds, n),
+                            MatRef::rows(&s.qs, hd),
+                            1,
+                        );
+                        gemm(
+                            n,
+                            hd,
+                            all,
+                            &mut dv,
+                            hd,
+                            !first,
+                            MatRef::transposed(&s.p, n),
+                            MatRef::rows(&g_o, hd),
+                            1,
+                        );
+                        if first {
+                            dk[n * hd..].fill(0.0);
+                            dv[n * hd..].fill(0.0);
+                        }
+                        for row in 0..all {
+                            let (h, i) = head_row(row);
+                            let dq = &mut s.tile[row * hd..(row + 1) * hd];
+                            dq.iter_mut().for_each(|x| *x *= d.scale);
+                            // SAFETY: row (b, i, h) of dq belongs to this task only.
+                            let out = unsafe { po.at(d.qo(b, i, h), hd) };
+                            self.rope.rotate(dq, out, i, true);
                         }
                     }
                     for j in 0..t {
-                        let (ko, vo) = (d.ko(b, j, g), d.vo(b, j, g));
-                        for dd in 0..hd {
-                            qr[dd] = dkt[dd * tp + j];
-                        }
                         // SAFETY: rows (b, j, g) of dk and dv belong to this task only.
                         unsafe {
-                            self.rope.rotate(&qr, pk.at(ko, hd), j, true);
-                            let o = pv.at(vo, hd);
-                            for dd in 0..hd {
-                                o[dd] = dvt[dd * tp + j];
-                            }
+                            let k_out = po.at(d.ko(b, j, g), hd);
+                            self.rope.rotate(&dk[j * hd..(j + 1) * hd], k_out, j, true);
+                            po.at(d.vo(b, j, g), hd)
+                                .copy_from_slice(&dv[j * hd..(j + 1) * hd]);
                         }
                     }
                 }
@@ -707,6 +825,7 @@ impl CustomOp2 for RmsNorm {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> CResult<(CpuStorage, Shape)> {
+        let _p = profile::op("rms_norm.fwd");
         let x = f32_slice(s1, l1, "rms_norm x")?;
         let w = f32_slice(s2, l2, "rms_norm w")?;
         let dim = w.len();
@@ -743,6 +862,7 @@ impl CustomOp2 for RmsNorm {
         _res: &Tensor,
         grad: &Tensor,
     ) -> CResult<(Option<Tensor>, Option<Tensor>)> {
+        let _p = profile::op("rms_norm.bwd");
         let dim = w.elem_count();
         let rows = x.elem_count() / dim;
         let blocks = rows.div_ceil(NORM_BLOCK);
@@ -828,6 +948,61 @@ struct SwiGlu;
 /// Rows per parallel work unit of the element-wise ops.
 const ROW_CHUNK: usize = 16;
 
+/// `silu(a)·b` of every row of `ab` (`[a | b]`, rows of width `2h`): rows of width `h`.
+pub(crate) fn swiglu_rows(ab: &[f32], h: usize) -> Vec<f32> {
+    let w = 2 * h;
+    let rows = ab.len() / w.max(1);
+    let mut out = vec![0f32; rows * h];
+    let po = Out::new(&mut out);
+    par(
+        rows.div_ceil(ROW_CHUNK),
+        #[inline(always)]
+        |range| {
+            for c in range {
+                for r in c * ROW_CHUNK..rows.min((c + 1) * ROW_CHUNK) {
+                    let (a, b) = ab[r * w..(r + 1) * w].split_at(h);
+                    // SAFETY: row r belongs to this chunk only.
+                    let o = unsafe { po.at(r * h, h) };
+                    for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
+                        *o = a * sigmoid(a) * b;
+                    }
+                }
+            }
+        },
+    );
+    out
+}
+
+/// The gradient of [`swiglu_rows`] for the output gradient `g` (rows of width `h`): rows of
+/// width `2h`, `[da | db]`.
+pub(crate) fn swiglu_rows_backward(ab: &[f32], g: &[f32], h: usize) -> Vec<f32> {
+    let w = 2 * h;
+    let rows = ab.len() / w.max(1);
+    let mut dab = vec![0f32; rows * w];
+    let pd = Out::new(&mut dab);
+    par(
+        rows.div_ceil(ROW_CHUNK),
+        #[inline(always)]
+        |range| {
+            for c in range {
+                for r in c * ROW_CHUNK..rows.min((c + 1) * ROW_CHUNK) {
+                    let (a, b) = ab[r * w..(r + 1) * w].split_at(h);
+                    let g = &g[r * h..(r + 1) * h];
+                    // SAFETY: row r belongs to this chunk only.
+                    let (da, db) = unsafe { pd.at(r * w, w) }.split_at_mut(h);
+                    for i in 0..h {
+                        let (x, y) = (a[i], b[i]);
+                        let s = sigmoid(x);
+                        da[i] = g[i] * y * s * (1.0 + x * (1.0 - s));
+                        db[i] = g[i] * x * s;
+                    }
+                }
+            }
+        },
+    );
+    dab
+}
+
 impl CustomOp1 for SwiGlu {
     fn name(&self) -> &'static str {
         "badge-swiglu"
@@ -840,59 +1015,16 @@ impl CustomOp1 for SwiGlu {
         if !w.is_multiple_of(2) {
             return Err(err("swiglu: the last dimension must be even".into()));
         }
-        let (h, rows) = (w / 2, ab.len() / w.max(1));
-        let mut out = vec![0f32; rows * h];
-        let po = Out::new(&mut out);
-        par(
-            rows.div_ceil(ROW_CHUNK),
-            #[inline(always)]
-            |range| {
-                for c in range {
-                    for r in c * ROW_CHUNK..rows.min((c + 1) * ROW_CHUNK) {
-                        let (a, b) = ab[r * w..(r + 1) * w].split_at(h);
-                        // SAFETY: row r belongs to this chunk only.
-                        let o = unsafe { po.at(r * h, h) };
-                        for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
-                            *o = a * sigmoid(a) * b;
-                        }
-                    }
-                }
-            },
-        );
+        let out = swiglu_rows(ab, w / 2);
         let mut shape = dims.to_vec();
-        *shape.last_mut().unwrap() = h;
+        *shape.last_mut().unwrap() = w / 2;
         Ok((CpuStorage::F32(out), Shape::from(shape)))
     }
 
     fn bwd(&self, ab: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
-        let w = ab.dim(D::Minus1)?;
-        let (h, rows) = (w / 2, ab.elem_count() / w);
-        let mut dab = vec![0f32; rows * w];
-        with_f32(ab, |ab| {
-            with_f32(grad, |g| {
-                let pd = Out::new(&mut dab);
-                par(
-                    rows.div_ceil(ROW_CHUNK),
-                    #[inline(always)]
-                    |range| {
-                        for c in range {
-                            for r in c * ROW_CHUNK..rows.min((c + 1) * ROW_CHUNK) {
-                                let (a, b) = ab[r * w..(r + 1) * w].split_at(h);
-                                let g = &g[r * h..(r + 1) * h];
-                                // SAFETY: row r belongs to this chunk only.
-                                let (da, db) = unsafe { pd.at(r * w, w) }.split_at_mut(h);
-                                for i in 0..h {
-                                    let (x, y) = (a[i], b[i]);
-                                    let s = sigmoid(x);
-                                    da[i] = g[i] * y * s * (1.0 + x * (1.0 - s));
-                                    db[i] = g[i] * x * s;
-                                }
-                            }
-                        }
-                    },
-                );
-                Ok(())
-            })
+        let h = ab.dim(D::Minus1)? / 2;
+        let dab = with_f32(ab, |ab| {
+            with_f32(grad, |g| Ok(swiglu_rows_backward(ab, g, h)))
         })?;
         Ok(Some(cpu_tensor(dab, ab.shape())))
     }
@@ -963,6 +1095,7 @@ impl CustomOp3 for CrossEntropy {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> CResult<(CpuStorage, Shape)> {
+        let _p = profile::op("cross_entropy.fwd");
         let x = f32_slice(s1, l1, "cross_entropy logits")?;
         let tg = u32_slice(s2, l2)?;
         let mask = f32_slice(s3, l3, "cross_entropy mask")?;
@@ -1012,6 +1145,7 @@ impl CustomOp3 for CrossEntropy {
         _res: &Tensor,
         grad: &Tensor,
     ) -> CResult<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let _p = profile::op("cross_entropy.bwd");
         let (n, v) = logits.dims2()?;
         let lse = self.lse.lock().unwrap();
         if lse.len() != n {
@@ -1090,6 +1224,7 @@ pub fn adamw_update(
     v: &Tensor,
     h: &AdamHyper,
 ) -> Result<(Tensor, Tensor, Tensor)> {
+    let _p = profile::op("adamw");
     let n = w.elem_count();
     if g.elem_count() != n || m.elem_count() != n || v.elem_count() != n {
         anyhow::bail!("adamw: parameter, gradient and moments differ in size");
