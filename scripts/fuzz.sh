@@ -68,12 +68,16 @@ for t in "${targets[@]}"; do
     set -e
     secs=$(($(date +%s) - start))
     after=$(find "fuzz/artifacts/$t" -type f | wc -l)
-    # With FUZZ_JOBS > 1 each job writes fuzz-N.log; executions are summed over all of them.
+    # With FUZZ_JOBS > 1 each job writes fuzz-N.log, and the parent copies each one into its
+    # own output when the job ends: executions are summed over the job logs only, or each
+    # job would count twice.
     shopt -s nullglob
     job_logs=(fuzz/fuzz-*.log)
     shopt -u nullglob
+    counted=("$logs/$t.log")
+    [ "$JOBS" -gt 1 ] && counted=("${job_logs[@]}")
     execs=$(awk '/stat::number_of_executed_units/ { n += $2 } END { print n + 0 }' \
-        "$logs/$t.log" "${job_logs[@]}")
+        /dev/null "${counted[@]}")
     rm -f "${job_logs[@]}"
     crashes=$((after - before))
     if [ "$rc" -ne 0 ] || [ "$crashes" -gt 0 ]; then
