@@ -173,9 +173,16 @@ fn tiny_curriculum_memorises_the_trained_questions() {
     );
 
     // The engine against candle on the very same dequantized weights: what remains is the
-    // run-time quantization of activations, which must not change the next token.
+    // run-time quantization of activations, which must not change the next token. Measured on
+    // the text the badge runs (the trained Q&A in the curriculum's template): after the Q&A
+    // phase the model has forgotten stories (eval loss above uniform), and on text it no
+    // longer models the top two logits are near ties that any rounding may swap.
     let same_weights = common::candle_on_dequantized(&file.blob());
-    let (agree, total) = top1_agreement(&same_weights, &file.blob(), &tok, &stories[..12]);
+    let qa_texts: Vec<String> = pairs
+        .iter()
+        .map(|p| format!("Q: {}\nA: {}", p.question, p.answer))
+        .collect();
+    let (agree, total) = top1_agreement(&same_weights, &file.blob(), &tok, &qa_texts);
     eprintln!("top-1 agreement with candle on the same dequantized weights: {agree}/{total}");
     assert!(
         agree as f64 / total as f64 >= 0.99,
