@@ -124,7 +124,11 @@ proptest! {
             dot_i8_portable(&seen, other)
         };
         prop_assert_eq!(r.value, shifted);
-        prop_assert_ne!(r.value, want);
+        // The shifted bytes can sum to the right value by chance (seen once in CI): such a
+        // case cannot show that the result is wrong, only that it is the shifted read's.
+        if shifted != want {
+            prop_assert_ne!(r.value, want);
+        }
         let addr = 0x3FC8_8000usize + mis as usize;
         let (pa, pb) = if which_b { (0x1000, addr) } else { (addr, 0x1000) };
         let expected = PieError::Misaligned {
