@@ -8,8 +8,7 @@
 //! input and the two weights; the forward pass keeps its two intermediate activations for the
 //! backward pass (the separate ops kept the same tensors alive in the graph).
 
-use crate::train::linear::{linear_reference, matmul};
-use crate::train::matmul::MatRef;
+use crate::train::linear::{input_grad, linear_reference, times_wt, weight_grad, with_last_dim};
 use crate::train::ops::{
     cpu_tensor, err, f32_slice, swiglu_reference, swiglu_rows, swiglu_rows_backward, with_f32,
     CResult,
@@ -90,27 +89,11 @@ impl CustomOp3 for FeedForward {
         let x = f32_slice(s1, l1, "feed_forward x")?;
         let w13 = f32_slice(s2, l2, "feed_forward w13")?;
         let w2 = f32_slice(s3, l3, "feed_forward w2")?;
-        let ab = matmul(
-            rows,
-            2 * hidden,
-            dim,
-            MatRef::rows(x, dim),
-            MatRef::transposed(w13, dim),
-        )?;
+        let ab = times_wt(x, w13, rows, dim, 2 * hidden)?;
         let gate = swiglu_rows(&ab, hidden);
-        let y = matmul(
-            rows,
-            dim_out,
-            hidden,
-            MatRef::rows(&gate, hidden),
-            MatRef::transposed(w2, hidden),
-        )?;
+        let y = times_wt(&gate, w2, rows, hidden, dim_out)?;
         *self.saved.lock().unwrap() = Some(Saved { ab, gate });
-        let mut shape = l1.shape().dims().to_vec();
-        if let Some(last) = shape.last_mut() {
-            *last = dim_out;
-        }
-        Ok((CpuStorage::F32(y), Shape::from(shape)))
+        Ok((CpuStorage::F32(y), with_last_dim(l1.shape(), dim_out)))
     }
 
     fn bwd(
@@ -130,45 +113,15 @@ impl CustomOp3 for FeedForward {
             .take()
             .ok_or_else(|| err("feed_forward backward without its forward".into()))?;
         let (dgate, dw2) = with_f32(grad, |g| {
-            let dgate = with_f32(w2, |w2| {
-                matmul(
-                    rows,
-                    hidden,
-                    dim_out,
-                    MatRef::rows(g, dim_out),
-                    MatRef::rows(w2, hidden),
-                )
-            })?;
-            let dw2 = matmul(
-                dim_out,
-                hidden,
-                rows,
-                MatRef::transposed(g, dim_out),
-                MatRef::rows(&saved.gate, hidden),
-            )?;
+            let dgate = with_f32(w2, |w2| input_grad(g, w2, rows, hidden, dim_out))?;
+            let dw2 = weight_grad(g, &saved.gate, rows, hidden, dim_out)?;
             Ok((dgate, dw2))
         })?;
         drop(saved.gate);
         let dab = swiglu_rows_backward(&saved.ab, &dgate, hidden);
         drop(dgate);
-        let dw13 = with_f32(x, |x| {
-            matmul(
-                2 * hidden,
-                dim,
-                rows,
-                MatRef::transposed(&dab, 2 * hidden),
-                MatRef::rows(x, dim),
-            )
-        })?;
-        let dx = with_f32(w13, |w13| {
-            matmul(
-                rows,
-                dim,
-                2 * hidden,
-                MatRef::rows(&dab, 2 * hidden),
-                MatRef::rows(w13, dim),
-            )
-        })?;
+        let dw13 = with_f32(x, |x| weight_grad(&dab, x, rows, dim, 2 * hidden))?;
+        let dx = with_f32(w13, |w13| input_grad(&dab, w13, rows, dim, 2 * hidden))?;
         Ok((
             Some(cpu_tensor(dx, x.shape())),
             Some(cpu_tensor(dw13, w13.shape())),

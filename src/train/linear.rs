@@ -60,6 +60,66 @@ pub(crate) fn matmul(
     Ok(product(m, n, k, a, b, pool_threads()))
 }
 
+/// `x · Wᵀ` on row-major slices: `x (rows, in)`, `W (out, in)`, giving `(rows, out)`.
+pub(crate) fn times_wt(
+    x: &[f32],
+    w: &[f32],
+    rows: usize,
+    in_dim: usize,
+    out_dim: usize,
+) -> CResult<Vec<f32>> {
+    matmul(
+        rows,
+        out_dim,
+        in_dim,
+        MatRef::rows(x, in_dim),
+        MatRef::transposed(w, in_dim),
+    )
+}
+
+/// The input's gradient of [`times_wt`] for the output gradient `g (rows, out)`: `g · W`.
+pub(crate) fn input_grad(
+    g: &[f32],
+    w: &[f32],
+    rows: usize,
+    in_dim: usize,
+    out_dim: usize,
+) -> CResult<Vec<f32>> {
+    matmul(
+        rows,
+        in_dim,
+        out_dim,
+        MatRef::rows(g, out_dim),
+        MatRef::rows(w, in_dim),
+    )
+}
+
+/// The weight's gradient of [`times_wt`] for the output gradient `g (rows, out)`: `gᵀ · x`.
+pub(crate) fn weight_grad(
+    g: &[f32],
+    x: &[f32],
+    rows: usize,
+    in_dim: usize,
+    out_dim: usize,
+) -> CResult<Vec<f32>> {
+    matmul(
+        out_dim,
+        in_dim,
+        rows,
+        MatRef::transposed(g, out_dim),
+        MatRef::rows(x, in_dim),
+    )
+}
+
+/// `shape` with its last dimension replaced by `n`: a product's output shape.
+pub(crate) fn with_last_dim(shape: &Shape, n: usize) -> Shape {
+    let mut dims = shape.dims().to_vec();
+    if let Some(last) = dims.last_mut() {
+        *last = n;
+    }
+    Shape::from(dims)
+}
+
 /// `(rows, in, out)` of `x (..., in)` and `W (out, in)`.
 fn dims(x: &Shape, w: &Shape) -> CResult<(usize, usize, usize)> {
     let (out_dim, in_dim) = w.dims2()?;
@@ -87,18 +147,8 @@ impl CustomOp2 for Linear {
         let (rows, in_dim, out_dim) = dims(l1.shape(), l2.shape())?;
         let x = f32_slice(s1, l1, "input")?;
         let w = f32_slice(s2, l2, "weight")?;
-        let y = matmul(
-            rows,
-            out_dim,
-            in_dim,
-            MatRef::rows(x, in_dim),
-            MatRef::transposed(w, in_dim),
-        )?;
-        let mut shape = l1.shape().dims().to_vec();
-        if let Some(last) = shape.last_mut() {
-            *last = out_dim;
-        }
-        Ok((CpuStorage::F32(y), Shape::from(shape)))
+        let y = times_wt(x, w, rows, in_dim, out_dim)?;
+        Ok((CpuStorage::F32(y), with_last_dim(l1.shape(), out_dim)))
     }
 
     fn bwd(
@@ -111,24 +161,8 @@ impl CustomOp2 for Linear {
         let _p = profile::op("linear.bwd");
         let (rows, in_dim, out_dim) = dims(x.shape(), w.shape())?;
         let (dx, dw) = with_f32(grad, |g| {
-            let dx = with_f32(w, |w| {
-                matmul(
-                    rows,
-                    in_dim,
-                    out_dim,
-                    MatRef::rows(g, out_dim),
-                    MatRef::rows(w, in_dim),
-                )
-            })?;
-            let dw = with_f32(x, |x| {
-                matmul(
-                    out_dim,
-                    in_dim,
-                    rows,
-                    MatRef::transposed(g, out_dim),
-                    MatRef::rows(x, in_dim),
-                )
-            })?;
+            let dx = with_f32(w, |w| input_grad(g, w, rows, in_dim, out_dim))?;
+            let dw = with_f32(x, |x| weight_grad(g, x, rows, in_dim, out_dim))?;
             Ok((dx, dw))
         })?;
         Ok((
