@@ -25,8 +25,8 @@ pub mod engine;
 pub mod format;
 pub mod generate;
 pub mod half;
-#[deny(clippy::arithmetic_side_effects)]
 pub mod idle;
+#[deny(clippy::arithmetic_side_effects)]
 pub mod image;
 pub mod kernel;
 #[deny(clippy::arithmetic_side_effects)]
