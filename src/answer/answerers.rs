@@ -72,8 +72,15 @@ impl BlobFile {
         Blob::parse(bytes.as_slice()).map_err(|e| anyhow!("{}: {e}", path.display()))?;
         Ok(BlobFile { bytes })
     }
+    /// A blob held in memory (one `badge export` has just built), checked like a file.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let bytes = AlignedBytes::from_slice(bytes);
+        Blob::parse(bytes.as_slice()).map_err(|e| anyhow!("exported blob: {e}"))?;
+        Ok(BlobFile { bytes })
+    }
     pub fn blob(&self) -> Blob<'_> {
-        Blob::parse_crc_checked(self.bytes.as_slice()).expect("validated in BlobFile::read")
+        Blob::parse_crc_checked(self.bytes.as_slice())
+            .expect("validated in BlobFile::read or from_bytes")
     }
 }
 

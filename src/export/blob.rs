@@ -343,9 +343,7 @@ fn calibrate_blob(
     offtopic: &[String],
 ) -> Result<crate::answer::known::Calibration> {
     use crate::answer::known::{calibrate, confidences};
-    let file = crate::answer::BlobFile {
-        bytes: crate::util::AlignedBytes::from_slice(blob),
-    };
+    let file = crate::answer::BlobFile::from_bytes(blob)?;
     let mut badge = crate::answer::BlobAnswerer::new(&file, 1, Default::default())?;
     let k = confidences(&mut badge, known)?;
     let o = confidences(&mut badge, offtopic)?;

@@ -117,9 +117,7 @@ pub struct ButtonAnswer {
 /// Asks `blob` each of the button's questions, in press order.
 pub fn button_answers(blob: &[u8], prompts: &PromptsSpec) -> Result<Vec<ButtonAnswer>> {
     use crate::answer::{Answerer, BlobAnswerer, BlobFile};
-    let file = BlobFile {
-        bytes: crate::util::AlignedBytes::from_slice(blob),
-    };
+    let file = BlobFile::from_bytes(blob)?;
     let mut badge = BlobAnswerer::new(&file, 1, Default::default())?;
     let presses = core::iter::once(("intro".to_string(), &prompts.intro)).chain(
         prompts

@@ -8,10 +8,10 @@
 //! input and the two weights; the forward pass keeps its two intermediate activations for the
 //! backward pass (the separate ops kept the same tensors alive in the graph).
 
-use crate::train::linear::{input_grad, linear_reference, times_wt, weight_grad, with_last_dim};
+use crate::train::linear::{input_grad, linear_reference, times_wt, weight_grad};
 use crate::train::ops::{
     cpu_tensor, err, f32_slice, swiglu_reference, swiglu_rows, swiglu_rows_backward, with_f32,
-    CResult,
+    with_last_dim, CResult,
 };
 use crate::train::profile;
 use anyhow::Result;

@@ -12,7 +12,7 @@
 //! other dtypes, the layer falls back to stock tensor ops ([`linear_reference`]).
 
 use crate::train::matmul::{pool_threads, product, MatRef};
-use crate::train::ops::{cpu_tensor, err, f32_slice, with_f32, CResult};
+use crate::train::ops::{cpu_tensor, err, f32_slice, with_f32, with_last_dim, CResult};
 use crate::train::profile;
 use anyhow::Result;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
@@ -109,15 +109,6 @@ pub(crate) fn weight_grad(
         MatRef::transposed(g, out_dim),
         MatRef::rows(x, in_dim),
     )
-}
-
-/// `shape` with its last dimension replaced by `n`: a product's output shape.
-pub(crate) fn with_last_dim(shape: &Shape, n: usize) -> Shape {
-    let mut dims = shape.dims().to_vec();
-    if let Some(last) = dims.last_mut() {
-        *last = n;
-    }
-    Shape::from(dims)
 }
 
 /// `(rows, in, out)` of `x (..., in)` and `W (out, in)`.

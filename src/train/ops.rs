@@ -270,6 +270,16 @@ pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> CResult<R>) -> C
     }
 }
 
+/// `shape` with its last dimension replaced by `n`: the output shape of an op that maps each
+/// row (a product, a gate) to `n` values.
+pub(crate) fn with_last_dim(shape: &Shape, n: usize) -> Shape {
+    let mut dims = shape.dims().to_vec();
+    if let Some(last) = dims.last_mut() {
+        *last = n;
+    }
+    Shape::from(dims)
+}
+
 pub(crate) fn cpu_tensor(v: Vec<f32>, shape: &Shape) -> Tensor {
     Tensor::from_storage(
         Storage::Cpu(CpuStorage::F32(v)),
@@ -1016,9 +1026,7 @@ impl CustomOp1 for SwiGlu {
             return Err(err("swiglu: the last dimension must be even".into()));
         }
         let out = swiglu_rows(ab, w / 2);
-        let mut shape = dims.to_vec();
-        *shape.last_mut().unwrap() = w / 2;
-        Ok((CpuStorage::F32(out), Shape::from(shape)))
+        Ok((CpuStorage::F32(out), with_last_dim(l1.shape(), w / 2)))
     }
 
     fn bwd(&self, ab: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
