@@ -92,7 +92,9 @@ fn main() -> std::io::Result<()> {
     .iter()
     .enumerate()
     {
+        // The front end and the renderer read the same inputs.
         write(dir, "sam", &format!("speech-{i}"), t)?;
+        write(dir, "sam_render", &format!("speech-{i}"), t)?;
     }
     println!("seeds written under {}", dir.display());
     Ok(())
