@@ -109,6 +109,8 @@ fn linear_matches_stock_ops_forward_and_backward() {
         (vec![31], 7, 257),
         (vec![3, 37], 64, 96),
         (vec![2, 129], 224, 33),
+        // Enough rows and outputs that both products split over the pool's threads, unevenly.
+        (vec![3, 50], 40, 300),
     ]
     .into_iter()
     .enumerate()

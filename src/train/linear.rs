@@ -7,8 +7,8 @@
 //! the layer has two edges (`x` and `W`), and its backward pass writes `dx = g·W` and
 //! `dW = gᵀ·x` straight from the matrix products.
 //!
-//! The products run on [`crate::train::matmul`] (the kernel candle's own matmul uses, with the
-//! same thread split), so results stay deterministic for a given thread count. Off the CPU, or for
+//! The products run on [`crate::train::matmul`] (the kernel candle's own matmul uses, rows
+//! split over candle's pool), so results stay deterministic for a given thread count. Off the CPU, or for
 //! other dtypes, the layer falls back to stock tensor ops ([`linear_reference`]).
 
 use crate::train::matmul::{pool_threads, product, MatRef};

@@ -2,8 +2,8 @@
 //!
 //! A thin checked wrapper over the `gemm` crate, the kernel candle's own matmul runs (packed,
 //! cache-blocked, AVX2/FMA or AVX-512 picked at run time, a portable fallback elsewhere). The
-//! fused ops call it on their own buffers: the linear layer on whole activations (split over
-//! the thread pool like candle's matmul), attention on one key/value head's tiles inside a task that is
+//! fused ops call it on their own buffers: the linear layer on whole activations (rows split
+//! over candle's thread pool, [`row_blocks`]), attention on one key/value head's tiles inside a task that is
 //! already one thread's work. For a given thread count each product sums in a fixed order, so
 //! training stays deterministic.
 
@@ -39,7 +39,8 @@ impl<'a> MatRef<'a> {
 }
 
 /// `dst (m, n) = a (m, k) · b (k, n)`, or `dst += a·b` when `accumulate`; `dst` is row-major
-/// with rows `dst_rs` apart. `threads` > 1 splits the product over rayon's pool.
+/// with rows `dst_rs` apart. `threads` > 1 splits the product's rows over candle's pool
+/// ([`row_blocks`]).
 ///
 /// Panics if a view is too small for its shape (a bug in the caller, not bad input).
 #[allow(clippy::too_many_arguments)]
@@ -125,12 +126,90 @@ unsafe fn gemm_raw(
         return;
     }
     let _p = crate::train::profile::matmul();
-    let parallelism = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
-    // SAFETY: the assert above keeps every read inside `a` and `b`, which stay borrowed for
+    let parts = row_blocks(m, threads);
+    if parts.len() < 2 {
+        // SAFETY: as for this function.
+        unsafe { gemm_serial(m, n, k, dst, dst_rs, accumulate, a, b) };
+        return;
+    }
+    let dst = SharedDst(dst);
+    candle_core::utils::barrier_pool().execute_chunked(parts.len(), |range| {
+        for rows in &parts[range] {
+            let a_rows = MatRef {
+                data: &a.data[rows.start * a.rs..],
+                ..a
+            };
+            // SAFETY: each block writes only its own rows of `dst` (rows `dst_rs ≥ n` apart,
+            // vouched for by the caller), and `a_rows` holds the block's rows of `a`.
+            unsafe {
+                gemm_serial(
+                    rows.len(),
+                    n,
+                    k,
+                    dst.at(rows.start * dst_rs),
+                    dst_rs,
+                    accumulate,
+                    a_rows,
+                    b,
+                )
+            };
+        }
+    });
+}
+
+/// The rows of an `m`-row product split into one contiguous block per thread, each a multiple
+/// of [`ROW_ALIGN`] rows but the last; a single block when the product is too small to share.
+///
+/// Why our own split rather than gemm's rayon parallelism: for training's shapes (thousands of
+/// rows, a few hundred columns) gemm split the work so finely, on a second pool beside candle's,
+/// that two threads ran the products no faster than one. One block per thread on candle's
+/// pool keeps both cores on long serial kernels. The blocks depend only on `m` and the thread
+/// count, and every element is summed by the same serial kernel in the same order, so results
+/// are deterministic for a given thread count.
+fn row_blocks(m: usize, threads: usize) -> Vec<std::ops::Range<usize>> {
+    let threads = threads.max(1);
+    if threads == 1 || m < MIN_ROWS_PER_THREAD * threads {
+        return vec![0..m];
+    }
+    let per = m.div_ceil(threads).next_multiple_of(ROW_ALIGN);
+    (0..m).step_by(per).map(|s| s..(s + per).min(m)).collect()
+}
+
+/// Block sizes are multiples of this (a few of the kernels' register tiles).
+const ROW_ALIGN: usize = 16;
+/// Products with fewer rows than this per thread run on one thread.
+const MIN_ROWS_PER_THREAD: usize = 64;
+
+/// A destination pointer shared by threads that write disjoint rows.
+#[derive(Clone, Copy)]
+struct SharedDst(*mut f32);
+// SAFETY: only used for disjoint writes while the destination is borrowed by `gemm_raw`.
+unsafe impl Send for SharedDst {}
+unsafe impl Sync for SharedDst {}
+impl SharedDst {
+    /// SAFETY: `offset` lies within the destination.
+    unsafe fn at(self, offset: usize) -> *mut f32 {
+        unsafe { self.0.add(offset) }
+    }
+}
+
+/// One gemm call on the calling thread.
+///
+/// # Safety
+///
+/// As for [`gemm_raw`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_serial(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+) {
+    // SAFETY: the caller's assert keeps every read inside `a` and `b`, which stay borrowed for
     // the call; the caller vouches for `dst`. gemm handles k = 0 itself (zeros, or `dst`
     // unchanged when accumulating).
     unsafe {
@@ -153,12 +232,45 @@ unsafe fn gemm_raw(
             false,
             false,
             false,
-            parallelism,
+            gemm::Parallelism::None,
         );
     }
 }
 
-/// Threads for products over whole activations: candle's own count (`RAYON_NUM_THREADS`).
+/// Threads for products over whole activations: candle's pool, its workers and the caller.
 pub fn pool_threads() -> usize {
-    candle_core::utils::get_num_threads()
+    candle_core::utils::barrier_pool().n_workers() + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::row_blocks;
+
+    #[test]
+    fn row_blocks_cover_every_row_once_in_aligned_blocks() {
+        for (m, threads) in [
+            (0, 2),
+            (1, 2),
+            (127, 2),
+            (128, 2),
+            (258, 2),
+            (4096, 2),
+            (1000, 3),
+        ] {
+            let blocks = row_blocks(m, threads);
+            assert!(
+                blocks.len() <= threads,
+                "{m} rows, {threads} threads: {blocks:?}"
+            );
+            assert_eq!(blocks.first().map(|b| b.start), Some(0));
+            assert_eq!(blocks.last().map(|b| b.end), Some(m));
+            for w in blocks.windows(2) {
+                assert_eq!(w[0].end, w[1].start, "{m} rows: {blocks:?}");
+                assert_eq!(w[0].len() % 16, 0, "{m} rows: {blocks:?}");
+            }
+        }
+        assert_eq!(row_blocks(4096, 1), [0..4096]);
+        assert_eq!(row_blocks(100, 2), [0..100], "too few rows to share");
+        assert_eq!(row_blocks(258, 2), [0..144, 144..258]);
+    }
 }
