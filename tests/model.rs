@@ -289,3 +289,78 @@ fn gradients_match_finite_differences_for_every_tensor_kind() {
         }
     }
 }
+
+/// The fused block op against the same block from the separate ops: output, the input's
+/// gradient and every weight's gradient, for grouped and plain heads, on enough rows that the
+/// products split over threads.
+#[test]
+fn fused_block_matches_the_separate_ops_forward_and_backward() {
+    use candle_core::{DType, Var};
+    for (case, n_kv_heads) in [2u32, 4].into_iter().enumerate() {
+        let c = ModelConfig {
+            n_kv_heads,
+            ..common::tiny_config()
+        };
+        let params = model::init_params(&c, 7 + case as u64, &Device::Cpu).unwrap();
+        let map = params
+            .iter()
+            .filter(|(k, _)| k.starts_with("layers.0."))
+            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+            .collect();
+        let vb = candle_nn::VarBuilder::from_tensors(map, DType::F32, &Device::Cpu);
+        let block = model::Block::new(vb.pp("layers.0"), &c).unwrap();
+        let rope = model::Rope::new(&c, &Device::Cpu).unwrap();
+        let (b, t, d) = (5, c.seq_len as usize, c.dim as usize);
+        let x = Var::from_tensor(
+            &Tensor::from_vec(
+                common::random_values(b * t * d, 11, 1.0),
+                (b, t, d),
+                &Device::Cpu,
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let r = Tensor::from_vec(
+            common::random_values(b * t * d, 12, 1.0),
+            (b, t, d),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let pass = |fused: bool| {
+            let y = if fused {
+                block.forward(x.as_tensor(), &rope).unwrap()
+            } else {
+                block.forward_separate(x.as_tensor(), &rope).unwrap()
+            };
+            let grads = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let mut g = vec![("x".to_string(), grads.get(x.as_tensor()).unwrap().clone())];
+            for (name, p) in params.iter().filter(|(k, _)| k.starts_with("layers.0.")) {
+                let gp = grads.get(p.as_tensor());
+                g.push((
+                    name.clone(),
+                    gp.unwrap_or_else(|| panic!("{name}: no gradient")).clone(),
+                ));
+            }
+            (y, g)
+        };
+        let ((y, g), (y_ref, g_ref)) = (pass(true), pass(false));
+        let close = |a: &Tensor, b: &Tensor, what: &str| {
+            let a: Vec<f32> = a.flatten_all().unwrap().to_vec1().unwrap();
+            let b: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
+            let scale = b.iter().fold(0f32, |m, &v| m.max(v.abs()));
+            let diff = a
+                .iter()
+                .zip(&b)
+                .fold(0f32, |m, (&p, &q)| m.max((p - q).abs()));
+            assert!(
+                scale > 0.0 && diff / scale < 1e-5,
+                "case {case} {what}: {diff} of {scale}"
+            );
+        };
+        close(&y, &y_ref, "output");
+        assert_eq!(g.len(), 10, "x and the block's nine weights");
+        for ((name, a), (_, b)) in g.iter().zip(&g_ref) {
+            close(a, b, name);
+        }
+    }
+}

@@ -47,7 +47,7 @@ pub fn feed_forward_reference(x: &Tensor, w13: &Tensor, w2: &Tensor) -> Result<T
 }
 
 /// The forward pass's activations, kept for the backward pass.
-struct Saved {
+pub(crate) struct Saved {
     /// `[w1·x | w3·x]`, `(rows, 2·hidden)`.
     ab: Vec<f32>,
     /// `silu(w1·x) ⊙ w3·x`, `(rows, hidden)`.
@@ -58,8 +58,17 @@ struct FeedForward {
     saved: Mutex<Option<Saved>>,
 }
 
-/// `(rows, dim, hidden, dim_out)` of `x (..., dim)`, `w13 (2·hidden, dim)`, `w2 (dim_out, hidden)`.
-fn dims(x: &Shape, w13: &Shape, w2: &Shape) -> CResult<(usize, usize, usize, usize)> {
+/// The block's sizes: `x (rows, dim)`, `w13 (2·hidden, dim)`, `w2 (dim_out, hidden)`.
+#[derive(Clone, Copy)]
+pub(crate) struct FfnDims {
+    pub rows: usize,
+    pub dim: usize,
+    pub hidden: usize,
+    pub dim_out: usize,
+}
+
+/// The sizes of `x (..., dim)`, `w13 (2·hidden, dim)`, `w2 (dim_out, hidden)`.
+fn dims(x: &Shape, w13: &Shape, w2: &Shape) -> CResult<FfnDims> {
     let (h2, dim) = w13.dims2()?;
     let (dim_out, hidden) = w2.dims2()?;
     if x.dims().last() != Some(&dim) || h2 != 2 * hidden {
@@ -67,7 +76,53 @@ fn dims(x: &Shape, w13: &Shape, w2: &Shape) -> CResult<(usize, usize, usize, usi
             "feed_forward: shapes do not chain: x {x:?}, w13 {w13:?}, w2 {w2:?}"
         )));
     }
-    Ok((x.elem_count() / dim.max(1), dim, hidden, dim_out))
+    Ok(FfnDims {
+        rows: x.elem_count() / dim.max(1),
+        dim,
+        hidden,
+        dim_out,
+    })
+}
+
+/// The forward pass on slices: the output `(rows, dim_out)` and what the backward pass needs.
+pub(crate) fn forward_rows(
+    d: FfnDims,
+    x: &[f32],
+    w13: &[f32],
+    w2: &[f32],
+) -> CResult<(Vec<f32>, Saved)> {
+    let _p = profile::op("feed_forward.fwd");
+    let ab = times_wt(x, w13, d.rows, d.dim, 2 * d.hidden)?;
+    let gate = swiglu_rows(&ab, d.hidden);
+    let y = times_wt(&gate, w2, d.rows, d.hidden, d.dim_out)?;
+    Ok((y, Saved { ab, gate }))
+}
+
+/// The backward pass on slices for the output gradient `g`: `(dx, dw13, dw2)`. Each
+/// intermediate is freed as soon as it is used.
+pub(crate) fn backward_rows(
+    d: FfnDims,
+    saved: Saved,
+    g: &[f32],
+    x: &[f32],
+    w13: &[f32],
+    w2: &[f32],
+) -> CResult<(Vec<f32>, Vec<f32>, Vec<f32>)> {
+    let _p = profile::op("feed_forward.bwd");
+    let FfnDims {
+        rows,
+        dim,
+        hidden,
+        dim_out,
+    } = d;
+    let dgate = input_grad(g, w2, rows, hidden, dim_out)?;
+    let dw2 = weight_grad(g, &saved.gate, rows, hidden, dim_out)?;
+    drop(saved.gate);
+    let dab = swiglu_rows_backward(&saved.ab, &dgate, hidden);
+    drop(dgate);
+    let dw13 = weight_grad(&dab, x, rows, dim, 2 * hidden)?;
+    let dx = input_grad(&dab, w13, rows, dim, 2 * hidden)?;
+    Ok((dx, dw13, dw2))
 }
 
 impl CustomOp3 for FeedForward {
@@ -84,16 +139,13 @@ impl CustomOp3 for FeedForward {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> CResult<(CpuStorage, Shape)> {
-        let _p = profile::op("feed_forward.fwd");
-        let (rows, dim, hidden, dim_out) = dims(l1.shape(), l2.shape(), l3.shape())?;
+        let dims = dims(l1.shape(), l2.shape(), l3.shape())?;
         let x = f32_slice(s1, l1, "feed_forward x")?;
         let w13 = f32_slice(s2, l2, "feed_forward w13")?;
         let w2 = f32_slice(s3, l3, "feed_forward w2")?;
-        let ab = times_wt(x, w13, rows, dim, 2 * hidden)?;
-        let gate = swiglu_rows(&ab, hidden);
-        let y = times_wt(&gate, w2, rows, hidden, dim_out)?;
-        *self.saved.lock().unwrap() = Some(Saved { ab, gate });
-        Ok((CpuStorage::F32(y), with_last_dim(l1.shape(), dim_out)))
+        let (y, saved) = forward_rows(dims, x, w13, w2)?;
+        *self.saved.lock().unwrap() = Some(saved);
+        Ok((CpuStorage::F32(y), with_last_dim(l1.shape(), dims.dim_out)))
     }
 
     fn bwd(
@@ -104,24 +156,20 @@ impl CustomOp3 for FeedForward {
         _res: &Tensor,
         grad: &Tensor,
     ) -> CResult<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let _p = profile::op("feed_forward.bwd");
-        let (rows, dim, hidden, dim_out) = dims(x.shape(), w13.shape(), w2.shape())?;
+        let dims = dims(x.shape(), w13.shape(), w2.shape())?;
         let saved = self
             .saved
             .lock()
             .unwrap()
             .take()
             .ok_or_else(|| err("feed_forward backward without its forward".into()))?;
-        let (dgate, dw2) = with_f32(grad, |g| {
-            let dgate = with_f32(w2, |w2| input_grad(g, w2, rows, hidden, dim_out))?;
-            let dw2 = weight_grad(g, &saved.gate, rows, hidden, dim_out)?;
-            Ok((dgate, dw2))
+        let (dx, dw13, dw2) = with_f32(x, |x| {
+            with_f32(w13, |w13| {
+                with_f32(w2, |w2| {
+                    with_f32(grad, |g| backward_rows(dims, saved, g, x, w13, w2))
+                })
+            })
         })?;
-        drop(saved.gate);
-        let dab = swiglu_rows_backward(&saved.ab, &dgate, hidden);
-        drop(dgate);
-        let dw13 = with_f32(x, |x| weight_grad(&dab, x, rows, dim, 2 * hidden))?;
-        let dx = with_f32(w13, |w13| input_grad(&dab, w13, rows, dim, 2 * hidden))?;
         Ok((
             Some(cpu_tensor(dx, x.shape())),
             Some(cpu_tensor(dw13, w13.shape())),

@@ -2,6 +2,7 @@
 //! checkpoints and the run directory's layout, the metrics file and the loss plot.
 //! Imports `data`, `config` and `util`.
 
+pub mod block;
 pub mod checkpoint;
 pub mod ffn;
 pub mod linear;

@@ -10,7 +10,7 @@
 //! `layers.{i}.wq|wk|wv|wo`, `layers.{i}.ffn_norm`, `layers.{i}.w1|w2|w3`, `norm`; matrices are
 //! stored `[out, in]` like `torch.nn.Linear`.
 
-use crate::train::{ffn, linear, ops};
+use crate::train::{block, ffn, linear, ops};
 use anyhow::Result;
 use badge_firmware::config::ModelConfig;
 use candle_core::{DType, Device, Module, Tensor, Var};
@@ -123,6 +123,7 @@ pub struct Block {
     attn: Attention,
     ffn_norm: RmsNorm,
     ffn: FeedForward,
+    dims: block::BlockDims,
 }
 
 impl Block {
@@ -133,9 +134,40 @@ impl Block {
             attn: Attention::new(vb.clone(), c)?,
             ffn_norm: RmsNorm::new(vb.clone(), c.dim as usize, eps, "ffn_norm")?,
             ffn: FeedForward::new(vb, c)?,
+            dims: block::BlockDims {
+                dim: c.dim as usize,
+                hidden: c.hidden_dim as usize,
+                n_heads: c.n_heads as usize,
+                n_kv_heads: c.n_kv_heads as usize,
+                eps: c.norm_eps,
+            },
         })
     }
+
+    /// `h = x + attn(norm(x))`, `h + ffn(norm(h))`: on the CPU one fused op
+    /// ([`crate::train::block`]), elsewhere [`Block::forward_separate`].
     pub fn forward(&self, x: &Tensor, rope: &Rope) -> Result<Tensor> {
+        if !ops::use_fused(x) {
+            return self.forward_separate(x, rope);
+        }
+        let (a, f) = (&self.attn, &self.ffn);
+        let packed = block::pack_weights(&[
+            &self.attn_norm.weight,
+            &a.wq.weight,
+            &a.wk.weight,
+            &a.wv.weight,
+            &a.wo.weight,
+            &self.ffn_norm.weight,
+            &f.w1.weight,
+            &f.w3.weight,
+            &f.w2.weight,
+        ])?;
+        block::block(x, &packed, self.dims, &rope.tables)
+    }
+
+    /// The same block from the separate ops (each fused on its own): the fallback off the CPU,
+    /// and the fused block's reference in the tests.
+    pub fn forward_separate(&self, x: &Tensor, rope: &Rope) -> Result<Tensor> {
         let x = (x + self.attn.forward(&self.attn_norm.forward(x)?, rope)?)?;
         Ok((&x + self.ffn.forward(&self.ffn_norm.forward(&x)?)?)?)
     }

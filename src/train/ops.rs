@@ -289,7 +289,7 @@ pub(crate) fn cpu_tensor(v: Vec<f32>, shape: &Shape) -> Tensor {
     )
 }
 
-fn use_fused(t: &Tensor) -> bool {
+pub(crate) fn use_fused(t: &Tensor) -> bool {
     t.device().is_cpu() && t.dtype() == DType::F32
 }
 
@@ -380,20 +380,7 @@ pub fn attention_qkv(
         let v = qkv.narrow(2, (n_heads + n_kv_heads) * hd, n_kv_heads * hd)?;
         return attention_reference(&q, &k, &v, rope, n_heads, n_kv_heads);
     }
-    if t * rope.half > rope.cos_v.len()
-        || hd != 2 * rope.half
-        || w != (n_heads + 2 * n_kv_heads) * hd
-        || !n_heads.is_multiple_of(n_kv_heads)
-    {
-        anyhow::bail!("attention: shapes do not match the RoPE tables or head counts");
-    }
-    let op = Attention {
-        n_heads,
-        n_kv: n_kv_heads,
-        hd,
-        rope: rope.clone(),
-        lse: Mutex::new(Vec::new()),
-    };
+    let op = Attention::new(rope, n_heads, n_kv_heads, t, w)?;
     Ok(qkv.contiguous()?.apply_op1_arc(Arc::new(Box::new(op)))?)
 }
 
@@ -438,7 +425,9 @@ pub fn attention_reference(
         .reshape((b, t, n_heads * hd))?)
 }
 
-struct Attention {
+/// The fused attention: a candle op, and (for the fused transformer block) its two passes on
+/// plain slices.
+pub(crate) struct Attention {
     n_heads: usize,
     n_kv: usize,
     hd: usize,
@@ -513,10 +502,37 @@ impl AttnScratch {
 }
 
 impl Attention {
-    fn dims(&self, qkv: &Shape) -> CResult<AttnDims> {
-        let (b, t, w) = qkv.dims3()?;
+    /// Attention over fused `[q | k | v]` rows of width `w`, sequences of up to `t` positions.
+    pub(crate) fn new(
+        rope: &RopeTables,
+        n_heads: usize,
+        n_kv_heads: usize,
+        t: usize,
+        w: usize,
+    ) -> Result<Self> {
+        let hd = w / (n_heads + 2 * n_kv_heads).max(1);
+        if n_kv_heads == 0
+            || t * rope.half > rope.cos_v.len()
+            || hd != 2 * rope.half
+            || w != (n_heads + 2 * n_kv_heads) * hd
+            || !n_heads.is_multiple_of(n_kv_heads)
+        {
+            anyhow::bail!("attention: shapes do not match the RoPE tables or head counts");
+        }
+        Ok(Attention {
+            n_heads,
+            n_kv: n_kv_heads,
+            hd,
+            rope: rope.clone(),
+            lse: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn dims(&self, b: usize, t: usize, w: usize) -> CResult<AttnDims> {
         if w != (self.n_heads + 2 * self.n_kv) * self.hd {
-            return Err(err(format!("attention: bad fused q/k/v shape {qkv:?}")));
+            return Err(err(format!(
+                "attention: bad fused q/k/v shape ({b}, {t}, {w})"
+            )));
         }
         Ok(AttnDims {
             b,
@@ -528,6 +544,76 @@ impl Attention {
             scale: 1.0 / (self.hd as f32).sqrt(),
             w: (self.n_heads + 2 * self.n_kv) * self.hd,
         })
+    }
+
+    /// The forward pass over `qkv` `(b, t, w)`: the output `(b, t, heads·hd)` and each score
+    /// row's log-sum-exp `(b, heads, t)`, which the backward pass needs.
+    pub(crate) fn forward_rows(
+        &self,
+        b: usize,
+        t: usize,
+        w: usize,
+        qkv: &[f32],
+    ) -> CResult<(Vec<f32>, Vec<f32>)> {
+        let _p = profile::op("attention.fwd");
+        let d = self.dims(b, t, w)?;
+        if qkv.len() != b * t * w {
+            return Err(err("attention: q/k/v does not match its shape".into()));
+        }
+        let mut out = vec![0f32; d.b * d.t * d.h * d.hd];
+        let mut lse = vec![0f32; d.b * d.h * d.t];
+        let (po, pl) = (Out::new(&mut out), Out::new(&mut lse));
+        let hd = d.hd;
+        par(
+            d.b * d.kv,
+            #[inline(always)]
+            |range| {
+                let mut s = AttnScratch::new(&d);
+                for task in range {
+                    let (b, g) = (task / d.kv, task % d.kv);
+                    self.rotated_keys(&d, qkv, b, g, &mut s.kr);
+                    let v = &qkv[d.vo(b, 0, g)..];
+                    for i0 in (0..d.t).step_by(QUERY_TILE) {
+                        let rows = QUERY_TILE.min(d.t - i0);
+                        let (n, all) = (i0 + rows, d.rep * rows);
+                        // Stacked row `row` is query row i of head h.
+                        let head_row = |row: usize| (g * d.rep + row / rows, i0 + row % rows);
+                        self.stacked_queries(&d, qkv, b, g, i0, rows, &mut s.qs);
+                        Self::tile_scores(&d, all, n, &mut s);
+                        for row in 0..all {
+                            let (h, i) = head_row(row);
+                            let (live, dead) = s.p[row * n..(row + 1) * n].split_at_mut(i + 1);
+                            let m = max(live);
+                            live.iter_mut().for_each(|x| *x = exp(*x - m));
+                            let z = sum(live);
+                            let inv = 1.0 / z;
+                            live.iter_mut().for_each(|x| *x *= inv);
+                            dead.fill(0.0);
+                            // SAFETY: lse (b, h, i) belongs to this task only.
+                            unsafe { pl.at((b * d.h + h) * d.t + i, 1)[0] = m + z.ln() };
+                        }
+                        gemm(
+                            all,
+                            hd,
+                            n,
+                            &mut s.tile,
+                            hd,
+                            false,
+                            MatRef::rows(&s.p, n),
+                            MatRef::rows(v, d.w),
+                            1,
+                        );
+                        for row in 0..all {
+                            let (h, i) = head_row(row);
+                            // SAFETY: output row (b, i, h) belongs to this task only.
+                            let o = unsafe { po.at(d.yo(b, i, h), hd) };
+                            o.copy_from_slice(&s.tile[row * hd..(row + 1) * hd]);
+                        }
+                    }
+                }
+            },
+        );
+        Ok((out, lse))
     }
 
     /// The rotated keys of (batch `b`, kv head `g`) into `kr`, `(T, hd)`.
@@ -589,80 +675,20 @@ impl CustomOp1 for Attention {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout) -> CResult<(CpuStorage, Shape)> {
-        let _p = profile::op("attention.fwd");
-        let d = self.dims(l1.shape())?;
+        let (b, t, w) = l1.shape().dims3()?;
         let qkv = f32_slice(s1, l1, "attention q/k/v")?;
-        let mut out = vec![0f32; d.b * d.t * d.h * d.hd];
-        let mut lse = vec![0f32; d.b * d.h * d.t];
-        let (po, pl) = (Out::new(&mut out), Out::new(&mut lse));
-        let hd = d.hd;
-        par(
-            d.b * d.kv,
-            #[inline(always)]
-            |range| {
-                let mut s = AttnScratch::new(&d);
-                for task in range {
-                    let (b, g) = (task / d.kv, task % d.kv);
-                    self.rotated_keys(&d, qkv, b, g, &mut s.kr);
-                    let v = &qkv[d.vo(b, 0, g)..];
-                    for i0 in (0..d.t).step_by(QUERY_TILE) {
-                        let rows = QUERY_TILE.min(d.t - i0);
-                        let (n, all) = (i0 + rows, d.rep * rows);
-                        // Stacked row `row` is query row i of head h.
-                        let head_row = |row: usize| (g * d.rep + row / rows, i0 + row % rows);
-                        self.stacked_queries(&d, qkv, b, g, i0, rows, &mut s.qs);
-                        Self::tile_scores(&d, all, n, &mut s);
-                        for row in 0..all {
-                            let (h, i) = head_row(row);
-                            let (live, dead) = s.p[row * n..(row + 1) * n].split_at_mut(i + 1);
-                            let m = max(live);
-                            live.iter_mut().for_each(|x| *x = exp(*x - m));
-                            let z = sum(live);
-                            let inv = 1.0 / z;
-                            live.iter_mut().for_each(|x| *x *= inv);
-                            dead.fill(0.0);
-                            // SAFETY: lse (b, h, i) belongs to this task only.
-                            unsafe { pl.at((b * d.h + h) * d.t + i, 1)[0] = m + z.ln() };
-                        }
-                        gemm(
-                            all,
-                            hd,
-                            n,
-                            &mut s.tile,
-                            hd,
-                            false,
-                            MatRef::rows(&s.p, n),
-                            MatRef::rows(v, d.w),
-                            1,
-                        );
-                        for row in 0..all {
-                            let (h, i) = head_row(row);
-                            // SAFETY: output row (b, i, h) belongs to this task only.
-                            let o = unsafe { po.at(d.yo(b, i, h), hd) };
-                            o.copy_from_slice(&s.tile[row * hd..(row + 1) * hd]);
-                        }
-                    }
-                }
-            },
-        );
+        let (out, lse) = self.forward_rows(b, t, w, qkv)?;
+        let d = self.dims(b, t, w)?;
         *self.lse.lock().unwrap() = lse;
         Ok((CpuStorage::F32(out), Shape::from((d.b, d.t, d.h * d.hd))))
     }
 
     fn bwd(&self, qkv: &Tensor, res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
-        let _p = profile::op("attention.bwd");
-        let d = self.dims(qkv.shape())?;
+        let (b, t, w) = qkv.dims3()?;
         let lse = self.lse.lock().unwrap();
-        if lse.len() != d.b * d.h * d.t {
-            return Err(err("attention backward without its forward".into()));
-        }
-        let mut dqkv = vec![0f32; qkv.elem_count()];
-        with_f32(qkv, |x| {
+        let dqkv = with_f32(qkv, |x| {
             with_f32(res, |y| {
-                with_f32(grad, |dy| {
-                    self.backward(&d, x, y, dy, &lse, &mut dqkv);
-                    Ok(())
-                })
+                with_f32(grad, |dy| self.backward_rows(b, t, w, x, y, dy, &lse))
             })
         })?;
         Ok(Some(cpu_tensor(dqkv, qkv.shape())))
@@ -670,6 +696,35 @@ impl CustomOp1 for Attention {
 }
 
 impl Attention {
+    /// The gradient of `qkv` `(b, t, w)` for the output gradient `dy`, given the forward pass's
+    /// output `y` and log-sum-exps `lse`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn backward_rows(
+        &self,
+        b: usize,
+        t: usize,
+        w: usize,
+        qkv: &[f32],
+        y: &[f32],
+        dy: &[f32],
+        lse: &[f32],
+    ) -> CResult<Vec<f32>> {
+        let _p = profile::op("attention.bwd");
+        let d = self.dims(b, t, w)?;
+        if lse.len() != d.b * d.h * d.t {
+            return Err(err("attention backward without its forward".into()));
+        }
+        let out_len = d.b * d.t * d.h * d.hd;
+        if qkv.len() != b * t * w || y.len() != out_len || dy.len() != out_len {
+            return Err(err(
+                "attention backward: buffers do not match the shape".into()
+            ));
+        }
+        let mut dqkv = vec![0f32; qkv.len()];
+        self.backward(&d, qkv, y, dy, lse, &mut dqkv);
+        Ok(dqkv)
+    }
+
     /// Flash-attention style: per tile, recompute `P = exp(S - lse)`, then
     /// `dP = dO·Vᵀ`, `dS = P ⊙ (dP - rowsum(dO ⊙ O))`, `dQ = dS·K`, `dK += dSᵀ·Q`, `dV += Pᵀ·dO`.
     fn backward(
@@ -835,33 +890,14 @@ impl CustomOp2 for RmsNorm {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> CResult<(CpuStorage, Shape)> {
-        let _p = profile::op("rms_norm.fwd");
         let x = f32_slice(s1, l1, "rms_norm x")?;
         let w = f32_slice(s2, l2, "rms_norm w")?;
-        let dim = w.len();
-        if l1.shape().dims().last() != Some(&dim) {
+        if l1.shape().dims().last() != Some(&w.len()) {
             return Err(err(
                 "rms_norm: weight does not match the last dimension".into()
             ));
         }
-        let mut out = vec![0f32; x.len()];
-        let po = Out::new(&mut out);
-        let eps = self.eps;
-        par(
-            x.len() / dim,
-            #[inline(always)]
-            |range| {
-                for r in range {
-                    let xr = &x[r * dim..(r + 1) * dim];
-                    let inv = 1.0 / (dot(xr, xr) / dim as f32 + eps).sqrt();
-                    // SAFETY: row r belongs to this chunk only.
-                    let o = unsafe { po.at(r * dim, dim) };
-                    for ((o, &x), &w) in o.iter_mut().zip(xr).zip(w) {
-                        *o = x * inv * w;
-                    }
-                }
-            },
-        );
+        let out = rms_norm_rows(x, w, self.eps);
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
@@ -872,57 +908,89 @@ impl CustomOp2 for RmsNorm {
         _res: &Tensor,
         grad: &Tensor,
     ) -> CResult<(Option<Tensor>, Option<Tensor>)> {
-        let _p = profile::op("rms_norm.bwd");
-        let dim = w.elem_count();
-        let rows = x.elem_count() / dim;
-        let blocks = rows.div_ceil(NORM_BLOCK);
-        let mut dx = vec![0f32; x.elem_count()];
-        let mut dw_part = vec![0f32; blocks * dim];
-        let eps = self.eps;
-        with_f32(x, |x| {
+        let (dx, dw) = with_f32(x, |x| {
             with_f32(w, |w| {
-                with_f32(grad, |dy| {
-                    let (px, pw) = (Out::new(&mut dx), Out::new(&mut dw_part));
-                    par(
-                        blocks,
-                        #[inline(always)]
-                        |range| {
-                            let mut gw = vec![0f32; dim];
-                            for blk in range {
-                                // SAFETY: block blk's rows and partial sum belong to this chunk.
-                                let part = unsafe { pw.at(blk * dim, dim) };
-                                for r in blk * NORM_BLOCK..rows.min((blk + 1) * NORM_BLOCK) {
-                                    let xr = &x[r * dim..(r + 1) * dim];
-                                    let gr = &dy[r * dim..(r + 1) * dim];
-                                    let inv = 1.0 / (dot(xr, xr) / dim as f32 + eps).sqrt();
-                                    for ((gw, &g), &w) in gw.iter_mut().zip(gr).zip(w) {
-                                        *gw = g * w;
-                                    }
-                                    let c = dot(&gw, xr) * inv * inv * inv / dim as f32;
-                                    let o = unsafe { px.at(r * dim, dim) };
-                                    for i in 0..dim {
-                                        o[i] = gw[i] * inv - xr[i] * c;
-                                        part[i] += gr[i] * xr[i] * inv;
-                                    }
-                                }
-                            }
-                        },
-                    );
-                    Ok(())
-                })
+                with_f32(grad, |dy| Ok(rms_norm_rows_backward(x, w, dy, self.eps)))
             })
         })?;
-        let mut dw = vec![0f32; dim];
-        for part in dw_part.chunks_exact(dim) {
-            for (a, b) in dw.iter_mut().zip(part) {
-                *a += b;
-            }
-        }
         Ok((
             Some(cpu_tensor(dx, x.shape())),
             Some(cpu_tensor(dw, w.shape())),
         ))
     }
+}
+
+/// [`rms_norm`] of every row of `x` (rows of `w.len()` values).
+pub(crate) fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
+    let _p = profile::op("rms_norm.fwd");
+    let dim = w.len();
+    let mut out = vec![0f32; x.len()];
+    let po = Out::new(&mut out);
+    par(
+        x.len() / dim.max(1),
+        #[inline(always)]
+        |range| {
+            for r in range {
+                let xr = &x[r * dim..(r + 1) * dim];
+                let inv = 1.0 / (dot(xr, xr) / dim as f32 + eps).sqrt();
+                // SAFETY: row r belongs to this chunk only.
+                let o = unsafe { po.at(r * dim, dim) };
+                for ((o, &x), &w) in o.iter_mut().zip(xr).zip(w) {
+                    *o = x * inv * w;
+                }
+            }
+        },
+    );
+    out
+}
+
+/// The gradients of [`rms_norm_rows`] for the output gradient `dy`: `(dx, dw)`. The weight's
+/// gradient sums fixed blocks of rows, then the blocks in order, whatever the thread count.
+pub(crate) fn rms_norm_rows_backward(
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    eps: f32,
+) -> (Vec<f32>, Vec<f32>) {
+    let _p = profile::op("rms_norm.bwd");
+    let dim = w.len();
+    let rows = x.len() / dim.max(1);
+    let blocks = rows.div_ceil(NORM_BLOCK);
+    let mut dx = vec![0f32; x.len()];
+    let mut dw_part = vec![0f32; blocks * dim];
+    let (px, pw) = (Out::new(&mut dx), Out::new(&mut dw_part));
+    par(
+        blocks,
+        #[inline(always)]
+        |range| {
+            let mut gw = vec![0f32; dim];
+            for blk in range {
+                // SAFETY: block blk's rows and partial sum belong to this chunk.
+                let part = unsafe { pw.at(blk * dim, dim) };
+                for r in blk * NORM_BLOCK..rows.min((blk + 1) * NORM_BLOCK) {
+                    let xr = &x[r * dim..(r + 1) * dim];
+                    let gr = &dy[r * dim..(r + 1) * dim];
+                    let inv = 1.0 / (dot(xr, xr) / dim as f32 + eps).sqrt();
+                    for ((gw, &g), &w) in gw.iter_mut().zip(gr).zip(w) {
+                        *gw = g * w;
+                    }
+                    let c = dot(&gw, xr) * inv * inv * inv / dim as f32;
+                    let o = unsafe { px.at(r * dim, dim) };
+                    for i in 0..dim {
+                        o[i] = gw[i] * inv - xr[i] * c;
+                        part[i] += gr[i] * xr[i] * inv;
+                    }
+                }
+            }
+        },
+    );
+    let mut dw = vec![0f32; dim];
+    for part in dw_part.chunks_exact(dim) {
+        for (a, b) in dw.iter_mut().zip(part) {
+            *a += b;
+        }
+    }
+    (dx, dw)
 }
 
 // ---------------------------------------------------------------------------------------------

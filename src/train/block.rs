@@ -1,0 +1,289 @@
+//! A whole transformer block, `h = x + wo·attn(norm(x))`, `out = h + ffn(norm(h))`, as one
+//! fused op with a hand-written backward pass.
+//!
+//! Built from the separate fused ops, a block is a dozen graph nodes with nine activation-sized
+//! edges (the two residual adds, the norms, the projections), and candle's backward pass gives
+//! every edge a fresh zero tensor and then adds the incoming gradient to it: about 7 % of a
+//! badge-1m step at one thread, all of it memory traffic no product needs. As one op the block
+//! has two edges: its input and its weights, packed into one vector ([`pack_weights`]; the
+//! weights are small, so the copy costs nothing next to the activations). The passes call the
+//! same slice kernels the separate ops use (RMSNorm, the linear products, attention, the
+//! feed-forward block), so both compute the same values; `tests/ops.rs` checks the op against
+//! the separate ops, forward and backward.
+
+use crate::train::ffn::{self, FfnDims};
+use crate::train::linear::{input_grad, times_wt, weight_grad};
+use crate::train::ops::{
+    cpu_tensor, err, f32_slice, rms_norm_rows, rms_norm_rows_backward, with_f32, Attention,
+    CResult, RopeTables,
+};
+use crate::train::profile;
+use anyhow::Result;
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+/// The block's sizes.
+#[derive(Clone, Copy, Debug)]
+pub struct BlockDims {
+    pub dim: usize,
+    pub hidden: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub eps: f32,
+}
+
+impl BlockDims {
+    fn head_dim(&self) -> usize {
+        self.dim / self.n_heads.max(1)
+    }
+    /// Width of the fused `[q | k | v]` projection.
+    fn qkv_dim(&self) -> usize {
+        (self.n_heads + 2 * self.n_kv_heads) * self.head_dim()
+    }
+    /// Where each weight lies in the packed vector, in [`pack_weights`]' order.
+    fn layout(&self) -> WeightLayout {
+        let (d, h) = (self.dim, self.hidden);
+        let mut at = 0;
+        let mut next = |n: usize| {
+            at += n;
+            at - n..at
+        };
+        WeightLayout {
+            attn_norm: next(d),
+            wqkv: next(self.qkv_dim() * d),
+            wo: next(d * d),
+            ffn_norm: next(d),
+            w13: next(2 * h * d),
+            w2: next(d * h),
+        }
+    }
+}
+
+/// Ranges of the packed weight vector.
+struct WeightLayout {
+    attn_norm: Range<usize>,
+    /// `[wq; wk; wv]`, `(qkv_dim, dim)`.
+    wqkv: Range<usize>,
+    wo: Range<usize>,
+    ffn_norm: Range<usize>,
+    /// `[w1; w3]`, `(2·hidden, dim)`.
+    w13: Range<usize>,
+    w2: Range<usize>,
+}
+
+impl WeightLayout {
+    fn len(&self) -> usize {
+        self.w2.end
+    }
+}
+
+/// The block's weights as one vector, in the order the op reads them: `attn_norm`, `wq`, `wk`,
+/// `wv`, `wo`, `ffn_norm`, `w1`, `w3`, `w2` (each flattened; candle's concatenation carries
+/// each weight's gradient back to it).
+pub fn pack_weights(weights: &[&Tensor; 9]) -> Result<Tensor> {
+    let flat = weights
+        .iter()
+        .map(|w| w.flatten_all())
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Ok(Tensor::cat(&flat, 0)?)
+}
+
+/// The block over `x (B, T, dim)` with weights packed by [`pack_weights`].
+pub fn block(x: &Tensor, packed: &Tensor, dims: BlockDims, rope: &RopeTables) -> Result<Tensor> {
+    let (_, t, dim) = x.dims3()?;
+    if dim != dims.dim || packed.elem_count() != dims.layout().len() {
+        anyhow::bail!(
+            "block: input {:?} or {} packed weights do not match {dims:?}",
+            x.shape(),
+            packed.elem_count()
+        );
+    }
+    let attention = Attention::new(rope, dims.n_heads, dims.n_kv_heads, t, dims.qkv_dim())?;
+    let op = Block {
+        dims,
+        attention,
+        saved: Mutex::new(None),
+    };
+    Ok(x.contiguous()?
+        .apply_op2_arc(&packed.contiguous()?, Arc::new(Box::new(op)))?)
+}
+
+struct Block {
+    dims: BlockDims,
+    attention: Attention,
+    saved: Mutex<Option<Saved>>,
+}
+
+/// The forward pass's activations, kept for the backward pass.
+struct Saved {
+    /// `norm(x)`, the attention's input.
+    a: Vec<f32>,
+    qkv: Vec<f32>,
+    /// The attention's output (before `wo`) and its score rows' log-sum-exps.
+    y: Vec<f32>,
+    lse: Vec<f32>,
+    /// The residual stream after attention, and its norm (the feed-forward block's input).
+    h: Vec<f32>,
+    c: Vec<f32>,
+    ffn: ffn::Saved,
+}
+
+/// `a += b`, element by element.
+fn add_into(a: &mut [f32], b: &[f32]) {
+    for (a, &b) in a.iter_mut().zip(b) {
+        *a += b;
+    }
+}
+
+impl Block {
+    fn shape(&self, x: &Shape) -> CResult<(usize, usize, usize)> {
+        let (b, t, dim) = x.dims3()?;
+        if dim != self.dims.dim {
+            return Err(err(format!(
+                "block: input {x:?} is not {} wide",
+                self.dims.dim
+            )));
+        }
+        Ok((b, t, b * t))
+    }
+
+    fn ffn_dims(&self, rows: usize) -> FfnDims {
+        FfnDims {
+            rows,
+            dim: self.dims.dim,
+            hidden: self.dims.hidden,
+            dim_out: self.dims.dim,
+        }
+    }
+}
+
+impl CustomOp2 for Block {
+    fn name(&self) -> &'static str {
+        "badge-block"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        let (b, t, rows) = self.shape(l1.shape())?;
+        let x = f32_slice(s1, l1, "block x")?;
+        let w = f32_slice(s2, l2, "block weights")?;
+        let (lay, d) = (self.dims.layout(), self.dims);
+        if w.len() != lay.len() {
+            return Err(err("block: packed weights of the wrong size".into()));
+        }
+        let a = rms_norm_rows(x, &w[lay.attn_norm.clone()], d.eps);
+        let qkv = {
+            let _p = profile::op("linear.fwd");
+            times_wt(&a, &w[lay.wqkv.clone()], rows, d.dim, d.qkv_dim())?
+        };
+        let (y, lse) = self.attention.forward_rows(b, t, d.qkv_dim(), &qkv)?;
+        let mut h = {
+            let _p = profile::op("linear.fwd");
+            times_wt(&y, &w[lay.wo.clone()], rows, d.dim, d.dim)?
+        };
+        add_into(&mut h, x);
+        let c = rms_norm_rows(&h, &w[lay.ffn_norm.clone()], d.eps);
+        let (mut out, ffn) = ffn::forward_rows(
+            self.ffn_dims(rows),
+            &c,
+            &w[lay.w13.clone()],
+            &w[lay.w2.clone()],
+        )?;
+        add_into(&mut out, &h);
+        *self.saved.lock().unwrap() = Some(Saved {
+            a,
+            qkv,
+            y,
+            lse,
+            h,
+            c,
+            ffn,
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        packed: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> CResult<(Option<Tensor>, Option<Tensor>)> {
+        let (b, t, rows) = self.shape(x.shape())?;
+        let s = self
+            .saved
+            .lock()
+            .unwrap()
+            .take()
+            .ok_or_else(|| err("block backward without its forward".into()))?;
+        let (lay, d) = (self.dims.layout(), self.dims);
+        let mut dw = vec![0f32; lay.len()];
+        let dx = with_f32(x, |x| {
+            with_f32(packed, |w| {
+                with_f32(grad, |g| {
+                    // out = h + ffn(norm(h)): h's gradient is g plus the one through the norm.
+                    let (dc, dw13, dw2) = ffn::backward_rows(
+                        self.ffn_dims(rows),
+                        s.ffn,
+                        g,
+                        &s.c,
+                        &w[lay.w13.clone()],
+                        &w[lay.w2.clone()],
+                    )?;
+                    let (mut dh, dffn_norm) =
+                        rms_norm_rows_backward(&s.h, &w[lay.ffn_norm.clone()], &dc, d.eps);
+                    drop(dc);
+                    add_into(&mut dh, g);
+                    // h = x + wo·y.
+                    let (dy, dwo) = {
+                        let _p = profile::op("linear.bwd");
+                        let wo = &w[lay.wo.clone()];
+                        let dy = input_grad(&dh, wo, rows, d.dim, d.dim)?;
+                        (dy, weight_grad(&dh, &s.y, rows, d.dim, d.dim)?)
+                    };
+                    let dqkv = self.attention.backward_rows(
+                        b,
+                        t,
+                        d.qkv_dim(),
+                        &s.qkv,
+                        &s.y,
+                        &dy,
+                        &s.lse,
+                    )?;
+                    drop(dy);
+                    let (da, dwqkv) = {
+                        let _p = profile::op("linear.bwd");
+                        let wqkv = &w[lay.wqkv.clone()];
+                        let da = input_grad(&dqkv, wqkv, rows, d.dim, d.qkv_dim())?;
+                        (da, weight_grad(&dqkv, &s.a, rows, d.dim, d.qkv_dim())?)
+                    };
+                    drop(dqkv);
+                    let (mut dx, dattn_norm) =
+                        rms_norm_rows_backward(x, &w[lay.attn_norm.clone()], &da, d.eps);
+                    add_into(&mut dx, &dh);
+                    for (range, part) in [
+                        (&lay.attn_norm, &dattn_norm),
+                        (&lay.wqkv, &dwqkv),
+                        (&lay.wo, &dwo),
+                        (&lay.ffn_norm, &dffn_norm),
+                        (&lay.w13, &dw13),
+                        (&lay.w2, &dw2),
+                    ] {
+                        dw[range.clone()].copy_from_slice(part);
+                    }
+                    Ok(dx)
+                })
+            })
+        })?;
+        Ok((
+            Some(cpu_tensor(dx, x.shape())),
+            Some(cpu_tensor(dw, packed.shape())),
+        ))
+    }
+}
