@@ -26,6 +26,7 @@ use candle_core::{
     op::BackpropOp, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Storage,
     Tensor, D,
 };
+use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex};
 
 pub(crate) type CResult<T> = candle_core::Result<T>;
@@ -247,6 +248,33 @@ impl Out {
     unsafe fn at(&self, start: usize, len: usize) -> &mut [f32] {
         std::slice::from_raw_parts_mut(self.0.add(start), len)
     }
+}
+
+/// An output buffer not yet written, filled by several threads at disjoint ranges.
+#[derive(Clone, Copy)]
+struct Unwritten(*mut MaybeUninit<f32>);
+unsafe impl Send for Unwritten {}
+unsafe impl Sync for Unwritten {}
+impl Unwritten {
+    /// SAFETY: callers write disjoint ranges within the buffer's length.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn at(&self, start: usize, len: usize) -> &mut [MaybeUninit<f32>] {
+        std::slice::from_raw_parts_mut(self.0.add(start), len)
+    }
+}
+
+/// A vector of `n` values that `fill` writes, without zero-filling it first: for an
+/// activation-sized output that fill is one more pass over memory as long as the kernel's own.
+///
+/// # Safety
+///
+/// `fill` must write every one of the `n` elements (through [`Unwritten::at`]).
+unsafe fn written_vec(n: usize, fill: impl FnOnce(Unwritten)) -> Vec<f32> {
+    let mut v = Vec::<f32>::with_capacity(n);
+    fill(Unwritten(v.spare_capacity_mut().as_mut_ptr()));
+    // SAFETY: the caller's `fill` initialised all n elements (a panic in it leaves len 0).
+    unsafe { v.set_len(n) };
+    v
 }
 
 pub(crate) fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> CResult<&'a [f32]> {
@@ -924,24 +952,26 @@ impl CustomOp2 for RmsNorm {
 pub(crate) fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
     let _p = profile::op("rms_norm.fwd");
     let dim = w.len();
-    let mut out = vec![0f32; x.len()];
-    let po = Out::new(&mut out);
-    par(
-        x.len() / dim.max(1),
-        #[inline(always)]
-        |range| {
-            for r in range {
-                let xr = &x[r * dim..(r + 1) * dim];
-                let inv = 1.0 / (dot(xr, xr) / dim as f32 + eps).sqrt();
-                // SAFETY: row r belongs to this chunk only.
-                let o = unsafe { po.at(r * dim, dim) };
-                for ((o, &x), &w) in o.iter_mut().zip(xr).zip(w) {
-                    *o = x * inv * w;
+    assert!(dim > 0 && x.len().is_multiple_of(dim), "rms_norm: rows of {dim}");
+    let fill = |po: Unwritten| {
+        par(
+            x.len() / dim,
+            #[inline(always)]
+            |range| {
+                for r in range {
+                    let xr = &x[r * dim..(r + 1) * dim];
+                    let inv = 1.0 / (dot(xr, xr) / dim as f32 + eps).sqrt();
+                    // SAFETY: row r belongs to this chunk only.
+                    let o = unsafe { po.at(r * dim, dim) };
+                    for ((o, &x), &w) in o.iter_mut().zip(xr).zip(w) {
+                        o.write(x * inv * w);
+                    }
                 }
-            }
-        },
-    );
-    out
+            },
+        )
+    };
+    // SAFETY: `fill` writes every row.
+    unsafe { written_vec(x.len(), fill) }
 }
 
 /// The gradients of [`rms_norm_rows`] for the output gradient `dy`: `(dx, dw)`. The weight's
@@ -954,36 +984,41 @@ pub(crate) fn rms_norm_rows_backward(
 ) -> (Vec<f32>, Vec<f32>) {
     let _p = profile::op("rms_norm.bwd");
     let dim = w.len();
-    let rows = x.len() / dim.max(1);
+    assert!(dim > 0 && x.len().is_multiple_of(dim), "rms_norm: rows of {dim}");
+    let rows = x.len() / dim;
     let blocks = rows.div_ceil(NORM_BLOCK);
-    let mut dx = vec![0f32; x.len()];
     let mut dw_part = vec![0f32; blocks * dim];
-    let (px, pw) = (Out::new(&mut dx), Out::new(&mut dw_part));
-    par(
-        blocks,
-        #[inline(always)]
-        |range| {
-            let mut gw = vec![0f32; dim];
-            for blk in range {
-                // SAFETY: block blk's rows and partial sum belong to this chunk.
-                let part = unsafe { pw.at(blk * dim, dim) };
-                for r in blk * NORM_BLOCK..rows.min((blk + 1) * NORM_BLOCK) {
-                    let xr = &x[r * dim..(r + 1) * dim];
-                    let gr = &dy[r * dim..(r + 1) * dim];
-                    let inv = 1.0 / (dot(xr, xr) / dim as f32 + eps).sqrt();
-                    for ((gw, &g), &w) in gw.iter_mut().zip(gr).zip(w) {
-                        *gw = g * w;
-                    }
-                    let c = dot(&gw, xr) * inv * inv * inv / dim as f32;
-                    let o = unsafe { px.at(r * dim, dim) };
-                    for i in 0..dim {
-                        o[i] = gw[i] * inv - xr[i] * c;
-                        part[i] += gr[i] * xr[i] * inv;
+    let pw = Out::new(&mut dw_part);
+    let fill = |px: Unwritten| {
+        par(
+            blocks,
+            #[inline(always)]
+            |range| {
+                let mut gw = vec![0f32; dim];
+                for blk in range {
+                    // SAFETY: block blk's rows and partial sum belong to this chunk.
+                    let part = unsafe { pw.at(blk * dim, dim) };
+                    for r in blk * NORM_BLOCK..rows.min((blk + 1) * NORM_BLOCK) {
+                        let xr = &x[r * dim..(r + 1) * dim];
+                        let gr = &dy[r * dim..(r + 1) * dim];
+                        let inv = 1.0 / (dot(xr, xr) / dim as f32 + eps).sqrt();
+                        for ((gw, &g), &w) in gw.iter_mut().zip(gr).zip(w) {
+                            *gw = g * w;
+                        }
+                        let c = dot(&gw, xr) * inv * inv * inv / dim as f32;
+                        // SAFETY: row r belongs to this chunk only.
+                        let o = unsafe { px.at(r * dim, dim) };
+                        for i in 0..dim {
+                            o[i].write(gw[i] * inv - xr[i] * c);
+                            part[i] += gr[i] * xr[i] * inv;
+                        }
                     }
                 }
-            }
-        },
-    );
+            },
+        )
+    };
+    // SAFETY: `fill` writes every row of dx (the blocks cover all rows).
+    let dx = unsafe { written_vec(x.len(), fill) };
     let mut dw = vec![0f32; dim];
     for part in dw_part.chunks_exact(dim) {
         for (a, b) in dw.iter_mut().zip(part) {
@@ -1030,25 +1065,26 @@ const ROW_CHUNK: usize = 16;
 pub(crate) fn swiglu_rows(ab: &[f32], h: usize) -> Vec<f32> {
     let w = 2 * h;
     let rows = ab.len() / w.max(1);
-    let mut out = vec![0f32; rows * h];
-    let po = Out::new(&mut out);
-    par(
-        rows.div_ceil(ROW_CHUNK),
-        #[inline(always)]
-        |range| {
-            for c in range {
-                for r in c * ROW_CHUNK..rows.min((c + 1) * ROW_CHUNK) {
-                    let (a, b) = ab[r * w..(r + 1) * w].split_at(h);
-                    // SAFETY: row r belongs to this chunk only.
-                    let o = unsafe { po.at(r * h, h) };
-                    for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
-                        *o = a * sigmoid(a) * b;
+    let fill = |po: Unwritten| {
+        par(
+            rows.div_ceil(ROW_CHUNK),
+            #[inline(always)]
+            |range| {
+                for c in range {
+                    for r in c * ROW_CHUNK..rows.min((c + 1) * ROW_CHUNK) {
+                        let (a, b) = ab[r * w..(r + 1) * w].split_at(h);
+                        // SAFETY: row r belongs to this chunk only.
+                        let o = unsafe { po.at(r * h, h) };
+                        for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
+                            o.write(a * sigmoid(a) * b);
+                        }
                     }
                 }
-            }
-        },
-    );
-    out
+            },
+        )
+    };
+    // SAFETY: `fill` writes every row (the chunks cover all rows).
+    unsafe { written_vec(rows * h, fill) }
 }
 
 /// The gradient of [`swiglu_rows`] for the output gradient `g` (rows of width `h`): rows of
@@ -1056,29 +1092,30 @@ pub(crate) fn swiglu_rows(ab: &[f32], h: usize) -> Vec<f32> {
 pub(crate) fn swiglu_rows_backward(ab: &[f32], g: &[f32], h: usize) -> Vec<f32> {
     let w = 2 * h;
     let rows = ab.len() / w.max(1);
-    let mut dab = vec![0f32; rows * w];
-    let pd = Out::new(&mut dab);
-    par(
-        rows.div_ceil(ROW_CHUNK),
-        #[inline(always)]
-        |range| {
-            for c in range {
-                for r in c * ROW_CHUNK..rows.min((c + 1) * ROW_CHUNK) {
-                    let (a, b) = ab[r * w..(r + 1) * w].split_at(h);
-                    let g = &g[r * h..(r + 1) * h];
-                    // SAFETY: row r belongs to this chunk only.
-                    let (da, db) = unsafe { pd.at(r * w, w) }.split_at_mut(h);
-                    for i in 0..h {
-                        let (x, y) = (a[i], b[i]);
-                        let s = sigmoid(x);
-                        da[i] = g[i] * y * s * (1.0 + x * (1.0 - s));
-                        db[i] = g[i] * x * s;
+    let fill = |pd: Unwritten| {
+        par(
+            rows.div_ceil(ROW_CHUNK),
+            #[inline(always)]
+            |range| {
+                for c in range {
+                    for r in c * ROW_CHUNK..rows.min((c + 1) * ROW_CHUNK) {
+                        let (a, b) = ab[r * w..(r + 1) * w].split_at(h);
+                        let g = &g[r * h..(r + 1) * h];
+                        // SAFETY: row r belongs to this chunk only.
+                        let (da, db) = unsafe { pd.at(r * w, w) }.split_at_mut(h);
+                        for i in 0..h {
+                            let (x, y) = (a[i], b[i]);
+                            let s = sigmoid(x);
+                            da[i].write(g[i] * y * s * (1.0 + x * (1.0 - s)));
+                            db[i].write(g[i] * x * s);
+                        }
                     }
                 }
-            }
-        },
-    );
-    dab
+            },
+        )
+    };
+    // SAFETY: `fill` writes every row (the chunks cover all rows).
+    unsafe { written_vec(rows * w, fill) }
 }
 
 impl CustomOp1 for SwiGlu {
