@@ -505,6 +505,21 @@ impl AttnDims {
 /// (and the depth of the key and value gradients' products) at badge's 2 heads per group.
 const QUERY_TILE: usize = 32;
 
+/// The causal softmax works on a score row's first `live` entries (the keys up to the query's
+/// own position). Rounded up to whole vectors, with the padding masked to -inf, no row ends in a
+/// scalar loop: at badge's sizes rows average 128 entries, and the scalar tails of the max, exp,
+/// sum and scale passes took longer than their vector bodies. The padding's `exp` is the
+/// smallest normal float (`exp` clamps), which cannot move a sum that holds `e⁰ = 1`; callers
+/// zero everything past `live` afterwards. Returns the padded part of the row.
+const SOFTMAX_VECTOR: usize = 16;
+
+#[inline(always)]
+fn whole_vectors(row: &mut [f32], live: usize) -> &mut [f32] {
+    let end = live.next_multiple_of(SOFTMAX_VECTOR).min(row.len());
+    row[live..end].fill(f32::NEG_INFINITY);
+    &mut row[..end]
+}
+
 /// One task's scratch buffers (one task: a batch row and a key/value head).
 struct AttnScratch {
     /// Rotated keys `(T, hd)`.
@@ -610,13 +625,14 @@ impl Attention {
                         Self::tile_scores(&d, all, n, &mut s);
                         for row in 0..all {
                             let (h, i) = head_row(row);
-                            let (live, dead) = s.p[row * n..(row + 1) * n].split_at_mut(i + 1);
-                            let m = max(live);
-                            live.iter_mut().for_each(|x| *x = exp(*x - m));
-                            let z = sum(live);
+                            let scores = &mut s.p[row * n..(row + 1) * n];
+                            let (live, pad) = (i + 1, whole_vectors(scores, i + 1));
+                            let m = max(pad);
+                            pad.iter_mut().for_each(|x| *x = exp(*x - m));
+                            let z = sum(pad);
                             let inv = 1.0 / z;
-                            live.iter_mut().for_each(|x| *x *= inv);
-                            dead.fill(0.0);
+                            pad.iter_mut().for_each(|x| *x *= inv);
+                            scores[live..].fill(0.0);
                             // SAFETY: lse (b, h, i) belongs to this task only.
                             unsafe { pl.at((b * d.h + h) * d.t + i, 1)[0] = m + z.ln() };
                         }
@@ -791,9 +807,11 @@ impl Attention {
                         for row in 0..all {
                             let (h, i) = head_row(row);
                             let l = lse[(b * d.h + h) * t + i];
-                            let (live, dead) = s.p[row * n..(row + 1) * n].split_at_mut(i + 1);
-                            live.iter_mut().for_each(|x| *x = exp(*x - l));
-                            dead.fill(0.0);
+                            let scores = &mut s.p[row * n..(row + 1) * n];
+                            whole_vectors(scores, i + 1)
+                                .iter_mut()
+                                .for_each(|x| *x = exp(*x - l));
+                            scores[i + 1..].fill(0.0);
                             let yo = d.yo(b, i, h);
                             g_o[row * hd..(row + 1) * hd].copy_from_slice(&dy[yo..yo + hd]);
                             di[row] = dot(&dy[yo..yo + hd], &y[yo..yo + hd]);
