@@ -970,7 +970,10 @@ impl CustomOp2 for RmsNorm {
 pub(crate) fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
     let _p = profile::op("rms_norm.fwd");
     let dim = w.len();
-    assert!(dim > 0 && x.len().is_multiple_of(dim), "rms_norm: rows of {dim}");
+    assert!(
+        dim > 0 && x.len().is_multiple_of(dim),
+        "rms_norm: rows of {dim}"
+    );
     let fill = |po: Unwritten| {
         par(
             x.len() / dim,
@@ -1002,7 +1005,10 @@ pub(crate) fn rms_norm_rows_backward(
 ) -> (Vec<f32>, Vec<f32>) {
     let _p = profile::op("rms_norm.bwd");
     let dim = w.len();
-    assert!(dim > 0 && x.len().is_multiple_of(dim), "rms_norm: rows of {dim}");
+    assert!(
+        dim > 0 && x.len().is_multiple_of(dim),
+        "rms_norm: rows of {dim}"
+    );
     let rows = x.len() / dim;
     let blocks = rows.div_ceil(NORM_BLOCK);
     let mut dw_part = vec![0f32; blocks * dim];
