@@ -5,11 +5,12 @@
 //! edges (the two residual adds, the norms, the projections), and candle's backward pass gives
 //! every edge a fresh zero tensor and then adds the incoming gradient to it: about 7 % of a
 //! badge-1m step at one thread, all of it memory traffic no product needs. As one op the block
-//! has two edges: its input and its weights, packed into one vector ([`pack_weights`]; the
-//! weights are small, so the copy costs nothing next to the activations). The passes call the
-//! same slice kernels the separate ops use (RMSNorm, the linear products, attention, the
-//! feed-forward block), so both compute the same values; `tests/ops.rs` checks the op against
-//! the separate ops, forward and backward.
+//! has two edges: its input and its weights, packed into one vector ([`pack_weights`]: candle's
+//! custom ops take at most three inputs, and the copy is small next to the activations). The
+//! passes call the same slice kernels the separate ops use (RMSNorm, the linear products,
+//! attention, the feed-forward block), so both compute the same values; `tests/model.rs` checks
+//! the op against the separate ops, forward and backward. The profile (`bench-train
+//! --profile`) reports the block's parts under the separate ops' names.
 
 use crate::train::ffn::{self, FfnDims};
 use crate::train::linear::{input_grad, times_wt, weight_grad};
