@@ -15,8 +15,8 @@
 use crate::train::ffn::{self, FfnDims};
 use crate::train::linear::{input_grad, times_wt, weight_grad};
 use crate::train::ops::{
-    cpu_tensor, err, f32_slice, rms_norm_rows, rms_norm_rows_backward, with_f32, Attention,
-    CResult, RopeTables,
+    add_into, cpu_tensor, err, f32_slice, rms_norm_rows, rms_norm_rows_backward, with_f32,
+    Attention, CResult, RopeTables,
 };
 use crate::train::profile;
 use anyhow::Result;
@@ -77,6 +77,28 @@ impl WeightLayout {
     fn len(&self) -> usize {
         self.w2.end
     }
+
+    /// Each weight's part of the packed vector `w` (of [`WeightLayout::len`] values).
+    fn split<'a>(&self, w: &'a [f32]) -> Weights<'a> {
+        Weights {
+            attn_norm: &w[self.attn_norm.clone()],
+            wqkv: &w[self.wqkv.clone()],
+            wo: &w[self.wo.clone()],
+            ffn_norm: &w[self.ffn_norm.clone()],
+            w13: &w[self.w13.clone()],
+            w2: &w[self.w2.clone()],
+        }
+    }
+}
+
+/// The block's weights, as slices of the packed vector.
+struct Weights<'a> {
+    attn_norm: &'a [f32],
+    wqkv: &'a [f32],
+    wo: &'a [f32],
+    ffn_norm: &'a [f32],
+    w13: &'a [f32],
+    w2: &'a [f32],
 }
 
 /// The block's weights as one vector, in the order the op reads them: `attn_norm`, `wq`, `wk`,
@@ -130,13 +152,6 @@ struct Saved {
     ffn: ffn::Saved,
 }
 
-/// `a += b`, element by element.
-fn add_into(a: &mut [f32], b: &[f32]) {
-    for (a, &b) in a.iter_mut().zip(b) {
-        *a += b;
-    }
-}
-
 impl Block {
     fn shape(&self, x: &Shape) -> CResult<(usize, usize, usize)> {
         let (b, t, dim) = x.dims3()?;
@@ -178,24 +193,20 @@ impl CustomOp2 for Block {
         if w.len() != lay.len() {
             return Err(err("block: packed weights of the wrong size".into()));
         }
-        let a = rms_norm_rows(x, &w[lay.attn_norm.clone()], d.eps);
+        let w = lay.split(w);
+        let a = rms_norm_rows(x, w.attn_norm, d.eps);
         let qkv = {
             let _p = profile::op("linear.fwd");
-            times_wt(&a, &w[lay.wqkv.clone()], rows, d.dim, d.qkv_dim())?
+            times_wt(&a, w.wqkv, rows, d.dim, d.qkv_dim())?
         };
         let (y, lse) = self.attention.forward_rows(b, t, d.qkv_dim(), &qkv)?;
         let mut h = {
             let _p = profile::op("linear.fwd");
-            times_wt(&y, &w[lay.wo.clone()], rows, d.dim, d.dim)?
+            times_wt(&y, w.wo, rows, d.dim, d.dim)?
         };
         add_into(&mut h, x);
-        let c = rms_norm_rows(&h, &w[lay.ffn_norm.clone()], d.eps);
-        let (mut out, ffn) = ffn::forward_rows(
-            self.ffn_dims(rows),
-            &c,
-            &w[lay.w13.clone()],
-            &w[lay.w2.clone()],
-        )?;
+        let c = rms_norm_rows(&h, w.ffn_norm, d.eps);
+        let (mut out, ffn) = ffn::forward_rows(self.ffn_dims(rows), &c, w.w13, w.w2)?;
         add_into(&mut out, &h);
         *self.saved.lock().unwrap() = Some(Saved {
             a,
@@ -224,28 +235,23 @@ impl CustomOp2 for Block {
             .take()
             .ok_or_else(|| err("block backward without its forward".into()))?;
         let (lay, d) = (self.dims.layout(), self.dims);
-        let mut dw = vec![0f32; lay.len()];
-        let dx = with_f32(x, |x| {
+        let (dx, dw) = with_f32(x, |x| {
             with_f32(packed, |w| {
                 with_f32(grad, |g| {
+                    if w.len() != lay.len() {
+                        return Err(err("block: packed weights of the wrong size".into()));
+                    }
+                    let w = lay.split(w);
                     // out = h + ffn(norm(h)): h's gradient is g plus the one through the norm.
-                    let (dc, dw13, dw2) = ffn::backward_rows(
-                        self.ffn_dims(rows),
-                        s.ffn,
-                        g,
-                        &s.c,
-                        &w[lay.w13.clone()],
-                        &w[lay.w2.clone()],
-                    )?;
-                    let (mut dh, dffn_norm) =
-                        rms_norm_rows_backward(&s.h, &w[lay.ffn_norm.clone()], &dc, d.eps);
+                    let (dc, dw13, dw2) =
+                        ffn::backward_rows(self.ffn_dims(rows), s.ffn, g, &s.c, w.w13, w.w2)?;
+                    let (mut dh, dffn_norm) = rms_norm_rows_backward(&s.h, w.ffn_norm, &dc, d.eps);
                     drop(dc);
                     add_into(&mut dh, g);
                     // h = x + wo·y.
                     let (dy, dwo) = {
                         let _p = profile::op("linear.bwd");
-                        let wo = &w[lay.wo.clone()];
-                        let dy = input_grad(&dh, wo, rows, d.dim, d.dim)?;
+                        let dy = input_grad(&dh, w.wo, rows, d.dim, d.dim)?;
                         (dy, weight_grad(&dh, &s.y, rows, d.dim, d.dim)?)
                     };
                     let dqkv = self.attention.backward_rows(
@@ -260,25 +266,16 @@ impl CustomOp2 for Block {
                     drop(dy);
                     let (da, dwqkv) = {
                         let _p = profile::op("linear.bwd");
-                        let wqkv = &w[lay.wqkv.clone()];
-                        let da = input_grad(&dqkv, wqkv, rows, d.dim, d.qkv_dim())?;
+                        let da = input_grad(&dqkv, w.wqkv, rows, d.dim, d.qkv_dim())?;
                         (da, weight_grad(&dqkv, &s.a, rows, d.dim, d.qkv_dim())?)
                     };
                     drop(dqkv);
-                    let (mut dx, dattn_norm) =
-                        rms_norm_rows_backward(x, &w[lay.attn_norm.clone()], &da, d.eps);
+                    let (mut dx, dattn_norm) = rms_norm_rows_backward(x, w.attn_norm, &da, d.eps);
                     add_into(&mut dx, &dh);
-                    for (range, part) in [
-                        (&lay.attn_norm, &dattn_norm),
-                        (&lay.wqkv, &dwqkv),
-                        (&lay.wo, &dwo),
-                        (&lay.ffn_norm, &dffn_norm),
-                        (&lay.w13, &dw13),
-                        (&lay.w2, &dw2),
-                    ] {
-                        dw[range.clone()].copy_from_slice(part);
-                    }
-                    Ok(dx)
+                    // The packed gradient, in the layout's order.
+                    let dw =
+                        [&dattn_norm, &dwqkv, &dwo, &dffn_norm, &dw13, &dw2].map(Vec::as_slice);
+                    Ok((dx, dw.concat()))
                 })
             })
         })?;

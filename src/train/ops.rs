@@ -250,6 +250,13 @@ impl Out {
     }
 }
 
+/// `a += b`, element by element.
+pub(crate) fn add_into(a: &mut [f32], b: &[f32]) {
+    for (a, &b) in a.iter_mut().zip(b) {
+        *a += b;
+    }
+}
+
 /// An output buffer not yet written, filled by several threads at disjoint ranges.
 #[derive(Clone, Copy)]
 struct Unwritten(*mut MaybeUninit<f32>);
@@ -1045,9 +1052,7 @@ pub(crate) fn rms_norm_rows_backward(
     let dx = unsafe { written_vec(x.len(), fill) };
     let mut dw = vec![0f32; dim];
     for part in dw_part.chunks_exact(dim) {
-        for (a, b) in dw.iter_mut().zip(part) {
-            *a += b;
-        }
+        add_into(&mut dw, part);
     }
     (dx, dw)
 }
