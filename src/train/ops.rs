@@ -729,9 +729,11 @@ impl CustomOp1 for Attention {
         let (b, t, w) = l1.shape().dims3()?;
         let qkv = f32_slice(s1, l1, "attention q/k/v")?;
         let (out, lse) = self.forward_rows(b, t, w, qkv)?;
-        let d = self.dims(b, t, w)?;
         *self.lse.lock().unwrap() = lse;
-        Ok((CpuStorage::F32(out), Shape::from((d.b, d.t, d.h * d.hd))))
+        Ok((
+            CpuStorage::F32(out),
+            Shape::from((b, t, self.n_heads * self.hd)),
+        ))
     }
 
     fn bwd(&self, qkv: &Tensor, res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
