@@ -78,16 +78,24 @@ impl WeightLayout {
         self.w2.end
     }
 
-    /// Each weight's part of the packed vector `w` (of [`WeightLayout::len`] values).
-    fn split<'a>(&self, w: &'a [f32]) -> Weights<'a> {
-        Weights {
+    /// Each weight's part of the packed vector `w`; an error unless it holds exactly
+    /// [`WeightLayout::len`] values (forward and backward both check here, not each their own).
+    fn split<'a>(&self, w: &'a [f32]) -> CResult<Weights<'a>> {
+        if w.len() != self.len() {
+            return Err(err(format!(
+                "block: packed weights hold {} values, the layout needs {}",
+                w.len(),
+                self.len()
+            )));
+        }
+        Ok(Weights {
             attn_norm: &w[self.attn_norm.clone()],
             wqkv: &w[self.wqkv.clone()],
             wo: &w[self.wo.clone()],
             ffn_norm: &w[self.ffn_norm.clone()],
             w13: &w[self.w13.clone()],
             w2: &w[self.w2.clone()],
-        }
+        })
     }
 }
 
@@ -190,10 +198,7 @@ impl CustomOp2 for Block {
         let x = f32_slice(s1, l1, "block x")?;
         let w = f32_slice(s2, l2, "block weights")?;
         let (lay, d) = (self.dims.layout(), self.dims);
-        if w.len() != lay.len() {
-            return Err(err("block: packed weights of the wrong size".into()));
-        }
-        let w = lay.split(w);
+        let w = lay.split(w)?;
         let a = rms_norm_rows(x, w.attn_norm, d.eps);
         let qkv = {
             let _p = profile::op("linear.fwd");
@@ -238,10 +243,7 @@ impl CustomOp2 for Block {
         let (dx, dw) = with_f32(x, |x| {
             with_f32(packed, |w| {
                 with_f32(grad, |g| {
-                    if w.len() != lay.len() {
-                        return Err(err("block: packed weights of the wrong size".into()));
-                    }
-                    let w = lay.split(w);
+                    let w = lay.split(w)?;
                     // out = h + ffn(norm(h)): h's gradient is g plus the one through the norm.
                     let (dc, dw13, dw2) =
                         ffn::backward_rows(self.ffn_dims(rows), s.ffn, g, &s.c, w.w13, w.w2)?;
