@@ -101,13 +101,17 @@ fn fold(acc: &[f32; WIDE]) -> f32 {
     hsum(&a8)
 }
 
+/// The largest element (`-inf` for none), over whole vectors of [`SOFTMAX_VECTOR`] lanes: a
+/// softmax row padded by [`whole_vectors`] then has no scalar tail (LLVM's own vectorisation of
+/// such loops runs several vectors per iteration and leaves up to 63 elements to a scalar loop,
+/// which at rows of ~128 entries cost more than the vector body).
 #[inline(always)]
 fn max(a: &[f32]) -> f32 {
-    let mut acc = [f32::NEG_INFINITY; LANES];
-    let ca = a.chunks_exact(LANES);
+    let mut acc = [f32::NEG_INFINITY; SOFTMAX_VECTOR];
+    let ca = a.chunks_exact(SOFTMAX_VECTOR);
     let ra = ca.remainder();
     for x in ca {
-        for l in 0..LANES {
+        for l in 0..SOFTMAX_VECTOR {
             acc[l] = if x[l] > acc[l] { x[l] } else { acc[l] };
         }
     }
@@ -116,6 +120,61 @@ fn max(a: &[f32]) -> f32 {
         m = if x > m { x } else { m };
     }
     m
+}
+
+/// `x ← f(x)` for every element, one vector of [`SOFTMAX_VECTOR`] lanes per step (see [`max`]).
+#[inline(always)]
+fn map_vectors(a: &mut [f32], f: impl Fn(f32) -> f32) {
+    let mut ca = a.chunks_exact_mut(SOFTMAX_VECTOR);
+    for x in &mut ca {
+        for l in 0..SOFTMAX_VECTOR {
+            x[l] = f(x[l]);
+        }
+    }
+    ca.into_remainder().iter_mut().for_each(|x| *x = f(*x));
+}
+
+/// `x ← p·(x - d)` element by element, one vector of [`SOFTMAX_VECTOR`] lanes per step (see
+/// [`max`]).
+#[inline(always)]
+fn scale_shifted(x: &mut [f32], p: &[f32], d: f32) {
+    let n = x.len().min(p.len());
+    let (x, p) = (&mut x[..n], &p[..n]);
+    let mut cx = x.chunks_exact_mut(SOFTMAX_VECTOR);
+    let mut cp = p.chunks_exact(SOFTMAX_VECTOR);
+    for (x, p) in (&mut cx).zip(&mut cp) {
+        for l in 0..SOFTMAX_VECTOR {
+            x[l] = p[l] * (x[l] - d);
+        }
+    }
+    for (x, &p) in cx.into_remainder().iter_mut().zip(cp.remainder()) {
+        *x = p * (*x - d);
+    }
+}
+
+/// Replaces every `x` by `e^(x - m)` and returns their sum, in one pass over whole vectors
+/// (see [`max`]); the lanes are summed in a fixed order.
+#[inline(always)]
+fn exp_shifted_sum(a: &mut [f32], m: f32) -> f32 {
+    let mut acc = [0f32; SOFTMAX_VECTOR];
+    let mut ca = a.chunks_exact_mut(SOFTMAX_VECTOR);
+    for x in &mut ca {
+        for l in 0..SOFTMAX_VECTOR {
+            x[l] = exp(x[l] - m);
+            acc[l] += x[l];
+        }
+    }
+    let mut tail = 0f32;
+    for x in ca.into_remainder() {
+        *x = exp(*x - m);
+        tail += *x;
+    }
+    let (lo, hi) = acc.split_at(LANES);
+    let mut a8 = [0f32; LANES];
+    for l in 0..LANES {
+        a8[l] = lo[l] + hi[l];
+    }
+    hsum(&a8) + tail
 }
 
 #[inline(always)]
@@ -533,10 +592,13 @@ struct AttnScratch {
     kr: Vec<f32>,
     /// Rotated, scaled queries of one tile, heads stacked: `(rep·QUERY_TILE, hd)`.
     qs: Vec<f32>,
-    /// Scores, then probabilities, of one tile `(rep·QUERY_TILE, n)`.
+    /// Scores, then (unnormalised, in the forward pass) probabilities, of one tile
+    /// `(rep·QUERY_TILE, n)`.
     p: Vec<f32>,
     /// A tile's output (forward) or query gradient (backward) before it is scattered.
     tile: Vec<f32>,
+    /// Each stacked row's `1/Σ e^(s - max)` (forward).
+    inv_z: Vec<f32>,
 }
 
 impl AttnScratch {
@@ -547,6 +609,7 @@ impl AttnScratch {
             qs: vec![0f32; rows * d.hd],
             p: vec![0f32; rows * d.t],
             tile: vec![0f32; rows * d.hd],
+            inv_z: vec![0f32; rows],
         }
     }
 }
@@ -630,15 +693,15 @@ impl Attention {
                         let head_row = |row: usize| (g * d.rep + row / rows, i0 + row % rows);
                         self.stacked_queries(&d, qkv, b, g, i0, rows, &mut s.qs);
                         Self::tile_scores(&d, all, n, &mut s);
+                        // Unnormalised probabilities: each output row is scaled by its 1/z
+                        // after the product (hd values instead of a row of n scores).
                         for row in 0..all {
                             let (h, i) = head_row(row);
                             let scores = &mut s.p[row * n..(row + 1) * n];
                             let (live, pad) = (i + 1, whole_vectors(scores, i + 1));
                             let m = max(pad);
-                            pad.iter_mut().for_each(|x| *x = exp(*x - m));
-                            let z = sum(pad);
-                            let inv = 1.0 / z;
-                            pad.iter_mut().for_each(|x| *x *= inv);
+                            let z = exp_shifted_sum(pad, m);
+                            s.inv_z[row] = 1.0 / z;
                             scores[live..].fill(0.0);
                             // SAFETY: lse (b, h, i) belongs to this task only.
                             unsafe { pl.at((b * d.h + h) * d.t + i, 1)[0] = m + z.ln() };
@@ -658,7 +721,10 @@ impl Attention {
                             let (h, i) = head_row(row);
                             // SAFETY: output row (b, i, h) belongs to this task only.
                             let o = unsafe { po.at(d.yo(b, i, h), hd) };
-                            o.copy_from_slice(&s.tile[row * hd..(row + 1) * hd]);
+                            let inv = s.inv_z[row];
+                            for (o, &x) in o.iter_mut().zip(&s.tile[row * hd..(row + 1) * hd]) {
+                                *o = x * inv;
+                            }
                         }
                     }
                 }
