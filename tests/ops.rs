@@ -203,6 +203,19 @@ fn fast_exp_is_accurate() {
 }
 
 #[test]
+fn sum_of_squares_matches_an_f64_sum() {
+    // An odd length: whole chunks, a partial chunk, and a tail shorter than one vector.
+    let x: Vec<f32> = (0..3 * 4096 + 1027)
+        .map(|i| ((i * 7919 % 1000) as f32 - 500.0) * 1e-3)
+        .collect();
+    let want: f64 = x.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+    let got = ops::sum_of_squares(&x);
+    assert!(((got - want) / want).abs() < 1e-6, "{got} vs {want}");
+    assert_eq!(ops::sum_of_squares(&[]), 0.0);
+    assert_eq!(ops::sum_of_squares(&[3.0]), 9.0);
+}
+
+#[test]
 fn cross_entropy_matches_stock_ops_forward_and_backward() {
     let (n, v) = (3 * 17, 300);
     let logits = rand(&[3, 17, v], 1, 8.0);

@@ -134,24 +134,6 @@ fn map_vectors(a: &mut [f32], f: impl Fn(f32) -> f32) {
     ca.into_remainder().iter_mut().for_each(|x| *x = f(*x));
 }
 
-/// `x ← p·(x - d)` element by element, one vector of [`SOFTMAX_VECTOR`] lanes per step (see
-/// [`max`]).
-#[inline(always)]
-fn scale_shifted(x: &mut [f32], p: &[f32], d: f32) {
-    let n = x.len().min(p.len());
-    let (x, p) = (&mut x[..n], &p[..n]);
-    let mut cx = x.chunks_exact_mut(SOFTMAX_VECTOR);
-    let mut cp = p.chunks_exact(SOFTMAX_VECTOR);
-    for (x, p) in (&mut cx).zip(&mut cp) {
-        for l in 0..SOFTMAX_VECTOR {
-            x[l] = p[l] * (x[l] - d);
-        }
-    }
-    for (x, &p) in cx.into_remainder().iter_mut().zip(cp.remainder()) {
-        *x = p * (*x - d);
-    }
-}
-
 /// Replaces every `x` by `e^(x - m)` and returns their sum, in one pass over whole vectors
 /// (see [`max`]); the lanes are summed in a fixed order.
 #[inline(always)]
@@ -883,9 +865,7 @@ impl Attention {
                             let (h, i) = head_row(row);
                             let l = lse[(b * d.h + h) * t + i];
                             let scores = &mut s.p[row * n..(row + 1) * n];
-                            whole_vectors(scores, i + 1)
-                                .iter_mut()
-                                .for_each(|x| *x = exp(*x - l));
+                            map_vectors(whole_vectors(scores, i + 1), |x| exp(x - l));
                             scores[i + 1..].fill(0.0);
                             let yo = d.yo(b, i, h);
                             g_o[row * hd..(row + 1) * hd].copy_from_slice(&dy[yo..yo + hd]);
@@ -1427,6 +1407,51 @@ pub struct AdamHyper {
 }
 
 /// One fused AdamW update of a CPU f32 parameter: returns the new weights and moments.
+/// `Σ x²` in f64, deterministic whatever the thread count: fixed chunks, each summed in f32
+/// lanes (like [`sum`]), their sums added in order. The gradient norm's f64 sum one element
+/// at a time was a latency-bound serial pass over every gradient, a few percent of a step.
+pub fn sum_of_squares(x: &[f32]) -> f64 {
+    const CHUNK: usize = 4096;
+    let chunks = x.len().div_ceil(CHUNK);
+    let mut partial = vec![0f64; chunks];
+    let out = PartialSums(partial.as_mut_ptr());
+    par(
+        chunks,
+        #[inline(always)]
+        |range| {
+            for c in range {
+                let x = &x[c * CHUNK..x.len().min((c + 1) * CHUNK)];
+                let mut acc = [0f32; WIDE];
+                let cx = x.chunks_exact(WIDE);
+                let mut tail = 0f32;
+                for &v in cx.remainder() {
+                    tail += v * v;
+                }
+                for v in cx {
+                    for l in 0..WIDE {
+                        acc[l] += v[l] * v[l];
+                    }
+                }
+                // SAFETY: chunk c's slot is written by this range only, and lies in `partial`.
+                unsafe { out.write(c, f64::from(fold(&acc) + tail)) };
+            }
+        },
+    );
+    partial.iter().sum()
+}
+
+/// The per-chunk sums of [`sum_of_squares`], written by several threads at disjoint slots.
+#[derive(Clone, Copy)]
+struct PartialSums(*mut f64);
+unsafe impl Send for PartialSums {}
+unsafe impl Sync for PartialSums {}
+impl PartialSums {
+    /// SAFETY: `c` lies within the buffer, and no other thread writes it.
+    unsafe fn write(self, c: usize, v: f64) {
+        unsafe { *self.0.add(c) = v };
+    }
+}
+
 pub fn adamw_update(
     w: &Tensor,
     g: &Tensor,
@@ -1439,12 +1464,18 @@ pub fn adamw_update(
     if g.elem_count() != n || m.elem_count() != n || v.elem_count() != n {
         anyhow::bail!("adamw: parameter, gradient and moments differ in size");
     }
-    let (mut nw, mut nm, mut nv) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+    // Not zero-filled: the chunks write every element (three parameter-sized memsets a step).
+    let (mut nw, mut nm, mut nv) = (
+        Vec::<f32>::with_capacity(n),
+        Vec::<f32>::with_capacity(n),
+        Vec::<f32>::with_capacity(n),
+    );
     with_f32_data(w, |w| {
         with_f32_data(g, |g| {
             with_f32_data(m, |m| {
                 with_f32_data(v, |v| {
-                    let (pw, pm, pv) = (Out::new(&mut nw), Out::new(&mut nm), Out::new(&mut nv));
+                    let [pw, pm, pv] = [&mut nw, &mut nm, &mut nv]
+                        .map(|o| Unwritten(o.spare_capacity_mut().as_mut_ptr()));
                     par(
                         n.div_ceil(ADAM_CHUNK),
                         #[inline(always)]
@@ -1460,13 +1491,17 @@ pub fn adamw_update(
                                     let mi = m[lo + i] * h.beta1 + gi * (1.0 - h.beta1);
                                     let vi = v[lo + i] * h.beta2 + gi * gi * (1.0 - h.beta2);
                                     let upd = (mi / h.bc1) / ((vi / h.bc2).sqrt() + h.eps);
-                                    ow[i] = w[lo + i] * h.decay - upd * h.lr;
-                                    om[i] = mi;
-                                    ov[i] = vi;
+                                    ow[i].write(w[lo + i] * h.decay - upd * h.lr);
+                                    om[i].write(mi);
+                                    ov[i].write(vi);
                                 }
                             }
                         },
                     );
+                    // SAFETY: the chunks cover 0..n and each wrote all of its elements.
+                    for o in [&mut nw, &mut nm, &mut nv] {
+                        unsafe { o.set_len(n) };
+                    }
                     Ok(())
                 })
             })

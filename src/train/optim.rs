@@ -56,7 +56,7 @@ impl AdamW {
                 .get(p.as_tensor())
                 .ok_or_else(|| anyhow!("parameter {name} received no gradient"))?;
             sum += if g.device().is_cpu() && g.dtype() == DType::F32 {
-                ops::with_f32_data(g, |g| Ok(g.iter().map(|&x| f64::from(x * x)).sum::<f64>()))?
+                ops::with_f32_data(g, |g| Ok(ops::sum_of_squares(g)))?
             } else {
                 f64::from(g.sqr()?.sum_all()?.to_scalar::<f32>()?)
             };
