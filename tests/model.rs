@@ -49,7 +49,7 @@ fn every_parameter_receives_a_nonzero_gradient() {
     let params = model::init_params(&c, 3, &Device::Cpu).unwrap();
     let m = model::build(&c, &params, &Device::Cpu).unwrap();
     let (ids, tg, mask) = batch(&c, 2, 16);
-    let grads = m.loss(&ids, &tg, &mask).unwrap().backward().unwrap();
+    let grads = m.backward(&m.loss(&ids, &tg, &mask).unwrap()).unwrap();
     for (name, p) in &params {
         let g = grads
             .get(p.as_tensor())
@@ -255,12 +255,8 @@ fn gradients_match_finite_differences_for_every_tensor_kind() {
         )
     };
     let params = make(&w);
-    let grads = model::build(&c, &params, &device)
-        .unwrap()
-        .loss(&ids, &tg, &mask)
-        .unwrap()
-        .backward()
-        .unwrap();
+    let m = model::build(&c, &params, &device).unwrap();
+    let grads = m.backward(&m.loss(&ids, &tg, &mask).unwrap()).unwrap();
     for (name, var) in &params {
         let g: Vec<f32> = grads
             .get(var.as_tensor())
@@ -288,6 +284,22 @@ fn gradients_match_finite_differences_for_every_tensor_kind() {
             );
         }
     }
+}
+
+/// A backward pass whose block gradients were never collected must not leak into the next
+/// one: the second collection finds the stale gradients and says so.
+#[test]
+fn uncollected_block_gradients_are_an_error_not_a_silent_sum() {
+    let c = common::tiny_config();
+    let params = model::init_params(&c, 5, &Device::Cpu).unwrap();
+    let m = model::build(&c, &params, &Device::Cpu).unwrap();
+    let (ids, tg, mask) = batch(&c, 2, 16);
+    m.loss(&ids, &tg, &mask).unwrap().backward().unwrap();
+    let err = m.backward(&m.loss(&ids, &tg, &mask).unwrap()).err();
+    let msg = format!("{:#}", err.expect("stale block gradients were accepted"));
+    assert!(msg.contains("two gradients"), "{msg}");
+    // Collected, the next step is clean again.
+    m.backward(&m.loss(&ids, &tg, &mask).unwrap()).unwrap();
 }
 
 /// The fused block op against the same block from the separate ops: output, the input's
@@ -332,7 +344,8 @@ fn fused_block_matches_the_separate_ops_forward_and_backward() {
             } else {
                 block.forward_separate(x.as_tensor(), &rope).unwrap()
             };
-            let grads = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let mut grads = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            block.collect_weight_grads(&mut grads).unwrap();
             let mut g = vec![("x".to_string(), grads.get(x.as_tensor()).unwrap().clone())];
             for (name, p) in params.iter().filter(|(k, _)| k.starts_with("layers.0.")) {
                 let gp = grads.get(p.as_tensor());

@@ -114,7 +114,7 @@ fn bench(name: &str, a: &Args) -> Result<Bench> {
         let loss = m.loss(&ids, &tg, &mask)?;
         device.synchronize()?;
         let t1 = Instant::now();
-        let grads = loss.backward()?;
+        let grads = m.backward(&loss)?;
         device.synchronize()?;
         let t2 = Instant::now();
         opt.step(&params, &grads, 1e-3, 0.1, 1.0)?;

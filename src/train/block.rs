@@ -5,9 +5,14 @@
 //! edges (the two residual adds, the norms, the projections), and candle's backward pass gives
 //! every edge a fresh zero tensor and then adds the incoming gradient to it: about 7 % of a
 //! badge-1m step at one thread, all of it memory traffic no product needs. As one op the block
-//! has two edges: its input and its weights, packed into one vector ([`pack_weights`]: candle's
-//! custom ops take at most three inputs, and the copy is small next to the activations). The
-//! passes call the same slice kernels the separate ops use (RMSNorm, the linear products,
+//! has a single edge in candle's graph, its input. The nine weights do not travel through the
+//! graph at all: candle's backward pass would give each a zero tensor and an add per edge
+//! (three edges each when they were packed into one input by concatenation, a few percent of a
+//! badge-6m step), and each weight feeds exactly one block. The op reads them itself, and its
+//! backward pass hands their gradients to the block's [`WeightGrads`], which
+//! [`crate::train::model::Transformer::backward`] moves into the gradient store.
+//!
+//! The passes call the same slice kernels the separate ops use (RMSNorm, the linear products,
 //! attention, the feed-forward block), so both compute the same values; `tests/model.rs` checks
 //! the op against the separate ops, forward and backward. The profile (`bench-train
 //! --profile`) reports the block's parts under the separate ops' names.
@@ -15,12 +20,13 @@
 use crate::train::ffn::{self, FfnDims};
 use crate::train::linear::{input_grad, times_wt, weight_grad};
 use crate::train::ops::{
-    add_into, cpu_tensor, err, f32_slice, rms_norm_rows, rms_norm_rows_backward, with_f32,
-    Attention, CResult, RopeTables,
+    add_into, cpu_tensor, err, f32_slice, rms_norm_rows, rms_norm_rows_backward, use_fused,
+    with_f32, Attention, CResult, RopeTables,
 };
 use crate::train::profile;
 use anyhow::Result;
-use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
+use candle_core::backprop::GradStore;
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
@@ -42,7 +48,7 @@ impl BlockDims {
     fn qkv_dim(&self) -> usize {
         (self.n_heads + 2 * self.n_kv_heads) * self.head_dim()
     }
-    /// Where each weight lies in the packed vector, in [`pack_weights`]' order.
+    /// Where each weight lies in the packed vector, in [`BlockWeights`]' order.
     fn layout(&self) -> WeightLayout {
         let (d, h) = (self.dim, self.hidden);
         let mut at = 0;
@@ -78,6 +84,22 @@ impl WeightLayout {
         self.w2.end
     }
 
+    /// The element counts of the nine weights, in [`BlockWeights`]' order.
+    fn sizes(&self) -> [usize; 9] {
+        let (kv, w1) = (self.wqkv.len() - self.wo.len(), self.w13.len() / 2);
+        [
+            self.attn_norm.len(),
+            self.wo.len(),
+            kv / 2,
+            kv / 2,
+            self.wo.len(),
+            self.ffn_norm.len(),
+            w1,
+            w1,
+            self.w2.len(),
+        ]
+    }
+
     /// Each weight's part of the packed vector `w`; an error unless it holds exactly
     /// [`WeightLayout::len`] values (forward and backward both check here, not each their own).
     fn split<'a>(&self, w: &'a [f32]) -> CResult<Weights<'a>> {
@@ -109,45 +131,84 @@ struct Weights<'a> {
     w2: &'a [f32],
 }
 
-/// The block's weights as one vector, in the order the op reads them: `attn_norm`, `wq`, `wk`,
-/// `wv`, `wo`, `ffn_norm`, `w1`, `w3`, `w2` (each flattened; candle's concatenation carries
-/// each weight's gradient back to it).
-pub fn pack_weights(weights: &[&Tensor; 9]) -> Result<Tensor> {
-    let flat = weights
-        .iter()
-        .map(|w| w.flatten_all())
-        .collect::<candle_core::Result<Vec<_>>>()?;
-    Ok(Tensor::cat(&flat, 0)?)
+/// The block's nine weights, in the order the op packs them: `attn_norm`, `wq`, `wk`, `wv`,
+/// `wo`, `ffn_norm`, `w1`, `w3`, `w2` (`[wq; wk; wv]` and `[w1; w3]` each become one
+/// contiguous matrix, the fused projections' operands).
+pub type BlockWeights<'a> = [&'a Tensor; 9];
+
+/// Weight gradients a fused block's backward pass computed, waiting to join the gradient store
+/// that candle's backward pass returns (the weights are not in candle's graph; see the module
+/// documentation). Shared by the block and the ops it builds.
+#[derive(Clone, Default)]
+pub struct WeightGrads(Arc<Mutex<Vec<(Tensor, Tensor)>>>);
+
+impl WeightGrads {
+    fn deliver(&self, grads: impl IntoIterator<Item = (Tensor, Tensor)>) {
+        self.0.lock().unwrap().extend(grads);
+    }
+
+    /// Moves the delivered gradients into `store`. An error when a weight already has a
+    /// gradient there: the weight fed the graph elsewhere too, or an earlier backward pass's
+    /// gradients were never collected, and either would train on a wrong gradient.
+    pub fn collect_into(&self, store: &mut GradStore) -> Result<()> {
+        for (weight, grad) in std::mem::take(&mut *self.0.lock().unwrap()) {
+            if store.insert(&weight, grad).is_some() {
+                anyhow::bail!(
+                    "block: a weight {:?} received two gradients (used twice in the graph, or a backward pass without collecting its gradients)",
+                    weight.shape()
+                );
+            }
+        }
+        Ok(())
+    }
 }
 
-/// The block over `x (B, T, dim)` with weights packed by [`pack_weights`].
-pub fn block(x: &Tensor, packed: &Tensor, dims: BlockDims, rope: &RopeTables) -> Result<Tensor> {
+/// The block over `x (B, T, dim)`; its weights' gradients go to `grads` in the backward pass.
+pub fn block(
+    x: &Tensor,
+    weights: BlockWeights<'_>,
+    dims: BlockDims,
+    rope: &RopeTables,
+    grads: &WeightGrads,
+) -> Result<Tensor> {
     let (_, t, dim) = x.dims3()?;
-    if dim != dims.dim || packed.elem_count() != dims.layout().len() {
+    let lay = dims.layout();
+    let sizes = lay.sizes();
+    let fits = weights
+        .iter()
+        .zip(sizes)
+        .all(|(w, n)| w.elem_count() == n && use_fused(w));
+    if dim != dims.dim || !fits {
         anyhow::bail!(
-            "block: input {:?} or {} packed weights do not match {dims:?}",
+            "block: input {:?} or weights {:?} do not match {dims:?}",
             x.shape(),
-            packed.elem_count()
+            weights.map(|w| w.shape().clone())
         );
     }
     let attention = Attention::new(rope, dims.n_heads, dims.n_kv_heads, t, dims.qkv_dim())?;
     let op = Block {
         dims,
         attention,
+        weights: weights.map(Tensor::clone),
+        grads: grads.clone(),
         saved: Mutex::new(None),
     };
-    Ok(x.contiguous()?
-        .apply_op2_arc(&packed.contiguous()?, Arc::new(Box::new(op)))?)
+    Ok(x.contiguous()?.apply_op1_arc(Arc::new(Box::new(op)))?)
 }
 
 struct Block {
     dims: BlockDims,
     attention: Attention,
+    /// The weights in [`BlockWeights`]' order.
+    weights: [Tensor; 9],
+    grads: WeightGrads,
     saved: Mutex<Option<Saved>>,
 }
 
 /// The forward pass's activations, kept for the backward pass.
 struct Saved {
+    /// The weights packed in the layout's order.
+    packed: Vec<f32>,
     /// `norm(x)`, the attention's input.
     a: Vec<f32>,
     qkv: Vec<f32>,
@@ -182,23 +243,23 @@ impl Block {
     }
 }
 
-impl CustomOp2 for Block {
+impl CustomOp1 for Block {
     fn name(&self) -> &'static str {
         "badge-block"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> CResult<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout) -> CResult<(CpuStorage, Shape)> {
         let (b, t, rows) = self.shape(l1.shape())?;
         let x = f32_slice(s1, l1, "block x")?;
-        let w = f32_slice(s2, l2, "block weights")?;
         let (lay, d) = (self.dims.layout(), self.dims);
-        let w = lay.split(w)?;
+        let mut packed = Vec::with_capacity(lay.len());
+        for w in &self.weights {
+            with_f32(w, |w| {
+                packed.extend_from_slice(w);
+                Ok(())
+            })?;
+        }
+        let w = lay.split(&packed)?;
         let a = rms_norm_rows(x, w.attn_norm, d.eps);
         let qkv = {
             let _p = profile::op("linear.fwd");
@@ -213,7 +274,9 @@ impl CustomOp2 for Block {
         let c = rms_norm_rows(&h, w.ffn_norm, d.eps);
         let (mut out, ffn) = ffn::forward_rows(self.ffn_dims(rows), &c, w.w13, w.w2)?;
         add_into(&mut out, &h);
+        drop(w);
         *self.saved.lock().unwrap() = Some(Saved {
+            packed,
             a,
             qkv,
             y,
@@ -225,13 +288,7 @@ impl CustomOp2 for Block {
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
-    fn bwd(
-        &self,
-        x: &Tensor,
-        packed: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> CResult<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
         let (b, t, rows) = self.shape(x.shape())?;
         let s = self
             .saved
@@ -241,9 +298,9 @@ impl CustomOp2 for Block {
             .ok_or_else(|| err("block backward without its forward".into()))?;
         let (lay, d) = (self.dims.layout(), self.dims);
         let (dx, dw) = with_f32(x, |x| {
-            with_f32(packed, |w| {
+            {
                 with_f32(grad, |g| {
-                    let w = lay.split(w)?;
+                    let w = lay.split(&s.packed)?;
                     // out = h + ffn(norm(h)): h's gradient is g plus the one through the norm.
                     let (dc, dw13, dw2) =
                         ffn::backward_rows(self.ffn_dims(rows), s.ffn, g, &s.c, w.w13, w.w2)?;
@@ -274,16 +331,47 @@ impl CustomOp2 for Block {
                     drop(dqkv);
                     let (mut dx, dattn_norm) = rms_norm_rows_backward(x, w.attn_norm, &da, d.eps);
                     add_into(&mut dx, &dh);
-                    // The packed gradient, in the layout's order.
-                    let dw =
-                        [&dattn_norm, &dwqkv, &dwo, &dffn_norm, &dw13, &dw2].map(Vec::as_slice);
-                    Ok((dx, dw.concat()))
+                    // The packed gradient's parts, in the layout's order.
+                    let parts = [dattn_norm, dwqkv, dwo, dffn_norm, dw13, dw2];
+                    Ok((dx, cut_into_weights(parts, lay.sizes())?))
                 })
-            })
+            }
         })?;
-        Ok((
-            Some(cpu_tensor(dx, x.shape())),
-            Some(cpu_tensor(dw, packed.shape())),
-        ))
+        let shapes = self.weights.iter().map(Tensor::shape);
+        let dw: Vec<Tensor> = dw
+            .into_iter()
+            .zip(shapes)
+            .map(|(g, s)| cpu_tensor(g, s))
+            .collect();
+        self.grads.deliver(self.weights.iter().cloned().zip(dw));
+        Ok(Some(cpu_tensor(dx, x.shape())))
     }
+}
+
+/// The packed gradient's parts (in the layout's order) cut into the nine weights' gradients
+/// (in [`BlockWeights`]' order): a part that is one weight's whole gradient moves, the
+/// stacked projections' parts are copied out weight by weight.
+fn cut_into_weights(parts: [Vec<f32>; 6], sizes: [usize; 9]) -> CResult<Vec<Vec<f32>>> {
+    let mut out = Vec::with_capacity(sizes.len());
+    let mut sizes = sizes.into_iter().peekable();
+    for part in parts {
+        if sizes.peek() == Some(&part.len()) {
+            sizes.next();
+            out.push(part);
+            continue;
+        }
+        let mut at = 0;
+        while at < part.len() {
+            let n = sizes.next().unwrap_or(usize::MAX);
+            let end = at.checked_add(n).filter(|&e| e <= part.len());
+            let end =
+                end.ok_or_else(|| err("block: gradient parts do not match the weights".into()))?;
+            out.push(part[at..end].to_vec());
+            at = end;
+        }
+    }
+    if out.len() != 9 || sizes.next().is_some() {
+        return Err(err("block: gradient parts do not match the weights".into()));
+    }
+    Ok(out)
 }

@@ -13,6 +13,7 @@
 use crate::train::{block, ffn, linear, ops};
 use anyhow::Result;
 use badge_firmware::config::ModelConfig;
+use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Module, Tensor, Var};
 use candle_nn::VarBuilder;
 use rand::rngs::StdRng;
@@ -124,6 +125,8 @@ pub struct Block {
     ffn_norm: RmsNorm,
     ffn: FeedForward,
     dims: block::BlockDims,
+    /// The fused block's weight gradients, until [`Block::collect_weight_grads`].
+    weight_grads: block::WeightGrads,
 }
 
 impl Block {
@@ -141,6 +144,7 @@ impl Block {
                 n_kv_heads: c.n_kv_heads as usize,
                 eps: c.norm_eps,
             },
+            weight_grads: block::WeightGrads::default(),
         })
     }
 
@@ -151,7 +155,7 @@ impl Block {
             return self.forward_separate(x, rope);
         }
         let (a, f) = (&self.attn, &self.ffn);
-        let packed = block::pack_weights(&[
+        let weights = [
             &self.attn_norm.weight,
             &a.wq.weight,
             &a.wk.weight,
@@ -161,8 +165,14 @@ impl Block {
             &f.w1.weight,
             &f.w3.weight,
             &f.w2.weight,
-        ])?;
-        block::block(x, &packed, self.dims, &rope.tables)
+        ];
+        block::block(x, weights, self.dims, &rope.tables, &self.weight_grads)
+    }
+
+    /// Moves the weight gradients the fused block computed into `grads` (see
+    /// [`crate::train::block`]); call it after every backward pass through [`Block::forward`].
+    pub fn collect_weight_grads(&self, grads: &mut GradStore) -> Result<()> {
+        self.weight_grads.collect_into(grads)
     }
 
     /// The same block from the separate ops (each fused on its own): the fallback off the CPU,
@@ -243,6 +253,21 @@ impl Transformer {
         let logits = linear::linear(&x, &self.tok_embeddings)?;
         debug_assert_eq!(logits.dims(), [b, t, self.config.vocab_size as usize]);
         Ok(logits)
+    }
+
+    /// The gradients of `loss` (computed through [`Transformer::forward`]): candle's backward
+    /// pass plus the weight gradients the fused blocks deliver beside the graph. Use this,
+    /// not `loss.backward()`, which leaves the blocks' weights without gradients.
+    pub fn backward(&self, loss: &Tensor) -> Result<GradStore> {
+        let mut grads = loss.backward()?;
+        // Every block is emptied, even after an error, so that the next step starts clean.
+        let collected: Vec<Result<()>> = self
+            .blocks
+            .iter()
+            .map(|b| b.collect_weight_grads(&mut grads))
+            .collect();
+        collected.into_iter().collect::<Result<()>>()?;
+        Ok(grads)
     }
 
     /// Mean cross-entropy over the positions where `mask` is 1: logits `(B,T,V)`, targets and

@@ -406,7 +406,7 @@ pub fn run(opts: &TrainOptions) -> Result<Summary> {
                     run.latest().display()
                 );
             }
-            let grads = loss.backward()?;
+            let grads = model.backward(&loss)?;
             let lr = phase.lr_at(step);
             let info = opt.step(&params, &grads, lr, phase.weight_decay, phase.grad_clip)?;
             let tps = (phase.batch_size * seq_len) as f64 / ts.elapsed().as_secs_f64();
