@@ -171,41 +171,69 @@ pub fn block(
     rope: &RopeTables,
     grads: &WeightGrads,
 ) -> Result<Tensor> {
+    blocks(x, &[weights], dims, rope, grads)
+}
+
+/// A stack of blocks over `x (B, T, dim)`, one after the other, as one op: the whole stack is
+/// one edge in candle's graph (each block's input would be another zero tensor and add in the
+/// backward pass). The blocks' weight gradients go to `grads`.
+pub fn blocks(
+    x: &Tensor,
+    layers: &[BlockWeights<'_>],
+    dims: BlockDims,
+    rope: &RopeTables,
+    grads: &WeightGrads,
+) -> Result<Tensor> {
     let (_, t, dim) = x.dims3()?;
-    let lay = dims.layout();
-    let sizes = lay.sizes();
-    let fits = weights
-        .iter()
-        .zip(sizes)
-        .all(|(w, n)| w.elem_count() == n && use_fused(w));
-    if dim != dims.dim || !fits {
+    let sizes = dims.layout().sizes();
+    for (i, weights) in layers.iter().enumerate() {
+        let fits = weights
+            .iter()
+            .zip(sizes)
+            .all(|(w, n)| w.elem_count() == n && use_fused(w));
+        if !fits {
+            anyhow::bail!(
+                "block {i}: weights {:?} do not match {dims:?}",
+                weights.map(|w| w.shape().clone())
+            );
+        }
+    }
+    if dim != dims.dim || layers.is_empty() {
         anyhow::bail!(
-            "block: input {:?} or weights {:?} do not match {dims:?}",
+            "blocks: input {:?} and {} layers do not match {dims:?}",
             x.shape(),
-            weights.map(|w| w.shape().clone())
+            layers.len()
         );
     }
     let attention = Attention::new(rope, dims.n_heads, dims.n_kv_heads, t, dims.qkv_dim())?;
-    let op = Block {
+    let op = Stack {
         dims,
         attention,
-        weights: weights.map(Tensor::clone),
+        layers: layers.iter().map(|w| w.map(Tensor::clone)).collect(),
         grads: grads.clone(),
         saved: Mutex::new(None),
     };
     Ok(x.contiguous()?.apply_op1_arc(Arc::new(Box::new(op)))?)
 }
 
-struct Block {
+/// The op: the blocks' shared sizes and attention, and each block's weights.
+struct Stack {
     dims: BlockDims,
     attention: Attention,
-    /// The weights in [`BlockWeights`]' order.
-    weights: [Tensor; 9],
+    /// Each block's weights, in [`BlockWeights`]' order.
+    layers: Vec<[Tensor; 9]>,
     grads: WeightGrads,
-    saved: Mutex<Option<Saved>>,
+    saved: Mutex<Option<StackSaved>>,
 }
 
-/// The forward pass's activations, kept for the backward pass.
+/// What the backward pass needs: each block's activations, and the inputs of all blocks but
+/// the first (the op's own input is the first's).
+struct StackSaved {
+    blocks: Vec<Saved>,
+    inputs: Vec<Vec<f32>>,
+}
+
+/// One block's forward activations, kept for the backward pass.
 struct Saved {
     /// The weights packed in the layout's order.
     packed: Vec<f32>,
@@ -221,7 +249,7 @@ struct Saved {
     ffn: ffn::Saved,
 }
 
-impl Block {
+impl Stack {
     fn shape(&self, x: &Shape) -> CResult<(usize, usize, usize)> {
         let (b, t, dim) = x.dims3()?;
         if dim != self.dims.dim {
@@ -241,19 +269,18 @@ impl Block {
             dim_out: self.dims.dim,
         }
     }
-}
 
-impl CustomOp1 for Block {
-    fn name(&self) -> &'static str {
-        "badge-block"
-    }
-
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout) -> CResult<(CpuStorage, Shape)> {
-        let (b, t, rows) = self.shape(l1.shape())?;
-        let x = f32_slice(s1, l1, "block x")?;
-        let (lay, d) = (self.dims.layout(), self.dims);
+    /// One block's forward pass over `x` (`b·t` rows): its output and activations.
+    fn block_forward(
+        &self,
+        weights: &[Tensor; 9],
+        x: &[f32],
+        b: usize,
+        t: usize,
+    ) -> CResult<(Vec<f32>, Saved)> {
+        let (lay, d, rows) = (self.dims.layout(), self.dims, b * t);
         let mut packed = Vec::with_capacity(lay.len());
-        for w in &self.weights {
+        for w in weights {
             with_f32(w, |w| {
                 packed.extend_from_slice(w);
                 Ok(())
@@ -274,8 +301,7 @@ impl CustomOp1 for Block {
         let c = rms_norm_rows(&h, w.ffn_norm, d.eps);
         let (mut out, ffn) = ffn::forward_rows(self.ffn_dims(rows), &c, w.w13, w.w2)?;
         add_into(&mut out, &h);
-        drop(w);
-        *self.saved.lock().unwrap() = Some(Saved {
+        let saved = Saved {
             packed,
             a,
             qkv,
@@ -284,66 +310,110 @@ impl CustomOp1 for Block {
             h,
             c,
             ffn,
-        });
+        };
+        Ok((out, saved))
+    }
+
+    /// One block's backward pass for the output gradient `g`, given its input `x`: the input's
+    /// gradient and the nine weights' gradients (in [`BlockWeights`]' order).
+    fn block_backward(
+        &self,
+        s: Saved,
+        x: &[f32],
+        g: &[f32],
+        b: usize,
+        t: usize,
+    ) -> CResult<(Vec<f32>, Vec<Vec<f32>>)> {
+        let (lay, d, rows) = (self.dims.layout(), self.dims, b * t);
+        let w = lay.split(&s.packed)?;
+        // out = h + ffn(norm(h)): h's gradient is g plus the one through the norm.
+        let (dc, dw13, dw2) = ffn::backward_rows(self.ffn_dims(rows), s.ffn, g, &s.c, w.w13, w.w2)?;
+        let (mut dh, dffn_norm) = rms_norm_rows_backward(&s.h, w.ffn_norm, &dc, d.eps);
+        drop(dc);
+        add_into(&mut dh, g);
+        // h = x + wo·y.
+        let (dy, dwo) = {
+            let _p = profile::op("linear.bwd");
+            let dy = input_grad(&dh, w.wo, rows, d.dim, d.dim)?;
+            (dy, weight_grad(&dh, &s.y, rows, d.dim, d.dim)?)
+        };
+        let dqkv = self
+            .attention
+            .backward_rows(b, t, d.qkv_dim(), &s.qkv, &s.y, &dy, &s.lse)?;
+        drop(dy);
+        let (da, dwqkv) = {
+            let _p = profile::op("linear.bwd");
+            let da = input_grad(&dqkv, w.wqkv, rows, d.dim, d.qkv_dim())?;
+            (da, weight_grad(&dqkv, &s.a, rows, d.dim, d.qkv_dim())?)
+        };
+        drop(dqkv);
+        let (mut dx, dattn_norm) = rms_norm_rows_backward(x, w.attn_norm, &da, d.eps);
+        add_into(&mut dx, &dh);
+        // The packed gradient's parts, in the layout's order.
+        let parts = [dattn_norm, dwqkv, dwo, dffn_norm, dw13, dw2];
+        Ok((dx, cut_into_weights(parts, lay.sizes())?))
+    }
+}
+
+impl CustomOp1 for Stack {
+    fn name(&self) -> &'static str {
+        "badge-blocks"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let (b, t, _) = self.shape(l1.shape())?;
+        let x = f32_slice(s1, l1, "block x")?;
+        let mut blocks = Vec::with_capacity(self.layers.len());
+        let mut inputs = Vec::with_capacity(self.layers.len().saturating_sub(1));
+        let mut out: Option<Vec<f32>> = None;
+        for weights in &self.layers {
+            let (next, saved) = self.block_forward(weights, out.as_deref().unwrap_or(x), b, t)?;
+            blocks.push(saved);
+            inputs.extend(out.replace(next));
+        }
+        let out = out.ok_or_else(|| err("blocks: no layers".into()))?;
+        *self.saved.lock().unwrap() = Some(StackSaved { blocks, inputs });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
-        let (b, t, rows) = self.shape(x.shape())?;
-        let s = self
+        let (b, t, _) = self.shape(x.shape())?;
+        let StackSaved { blocks, mut inputs } = self
             .saved
             .lock()
             .unwrap()
             .take()
             .ok_or_else(|| err("block backward without its forward".into()))?;
-        let (lay, d) = (self.dims.layout(), self.dims);
-        let (dx, dw) = with_f32(x, |x| {
-            {
-                with_f32(grad, |g| {
-                    let w = lay.split(&s.packed)?;
-                    // out = h + ffn(norm(h)): h's gradient is g plus the one through the norm.
-                    let (dc, dw13, dw2) =
-                        ffn::backward_rows(self.ffn_dims(rows), s.ffn, g, &s.c, w.w13, w.w2)?;
-                    let (mut dh, dffn_norm) = rms_norm_rows_backward(&s.h, w.ffn_norm, &dc, d.eps);
-                    drop(dc);
-                    add_into(&mut dh, g);
-                    // h = x + wo·y.
-                    let (dy, dwo) = {
-                        let _p = profile::op("linear.bwd");
-                        let dy = input_grad(&dh, w.wo, rows, d.dim, d.dim)?;
-                        (dy, weight_grad(&dh, &s.y, rows, d.dim, d.dim)?)
+        let mut weight_grads = Vec::with_capacity(blocks.len());
+        let dx = with_f32(x, |x| {
+            with_f32(grad, |grad| {
+                // The gradient flowing back into the block being differentiated.
+                let mut g: Option<Vec<f32>> = None;
+                for (i, saved) in blocks.into_iter().enumerate().rev() {
+                    let input = match i.checked_sub(1) {
+                        Some(j) => inputs.pop().filter(|_| inputs.len() == j),
+                        None => None,
                     };
-                    let dqkv = self.attention.backward_rows(
-                        b,
-                        t,
-                        d.qkv_dim(),
-                        &s.qkv,
-                        &s.y,
-                        &dy,
-                        &s.lse,
-                    )?;
-                    drop(dy);
-                    let (da, dwqkv) = {
-                        let _p = profile::op("linear.bwd");
-                        let da = input_grad(&dqkv, w.wqkv, rows, d.dim, d.qkv_dim())?;
-                        (da, weight_grad(&dqkv, &s.a, rows, d.dim, d.qkv_dim())?)
-                    };
-                    drop(dqkv);
-                    let (mut dx, dattn_norm) = rms_norm_rows_backward(x, w.attn_norm, &da, d.eps);
-                    add_into(&mut dx, &dh);
-                    // The packed gradient's parts, in the layout's order.
-                    let parts = [dattn_norm, dwqkv, dwo, dffn_norm, dw13, dw2];
-                    Ok((dx, cut_into_weights(parts, lay.sizes())?))
-                })
-            }
+                    if i > 0 && input.is_none() {
+                        return Err(err("blocks: backward lost a block's input".into()));
+                    }
+                    let input = input.as_deref().unwrap_or(x);
+                    let (dx, dw) =
+                        self.block_backward(saved, input, g.as_deref().unwrap_or(grad), b, t)?;
+                    weight_grads.push((i, dw));
+                    g = Some(dx);
+                }
+                g.ok_or_else(|| err("blocks: no layers".into()))
+            })
         })?;
-        let shapes = self.weights.iter().map(Tensor::shape);
-        let dw: Vec<Tensor> = dw
-            .into_iter()
-            .zip(shapes)
-            .map(|(g, s)| cpu_tensor(g, s))
-            .collect();
-        self.grads.deliver(self.weights.iter().cloned().zip(dw));
+        for (i, dw) in weight_grads {
+            let weights = &self.layers[i];
+            let dw = dw
+                .into_iter()
+                .zip(weights)
+                .map(|(g, w)| (w.clone(), cpu_tensor(g, w.shape())));
+            self.grads.deliver(dw);
+        }
         Ok(Some(cpu_tensor(dx, x.shape())))
     }
 }

@@ -154,8 +154,19 @@ impl Block {
         if !ops::use_fused(x) {
             return self.forward_separate(x, rope);
         }
+        block::block(
+            x,
+            self.weights(),
+            self.dims,
+            &rope.tables,
+            &self.weight_grads,
+        )
+    }
+
+    /// The weights in the fused block's order ([`block::BlockWeights`]).
+    fn weights(&self) -> block::BlockWeights<'_> {
         let (a, f) = (&self.attn, &self.ffn);
-        let weights = [
+        [
             &self.attn_norm.weight,
             &a.wq.weight,
             &a.wk.weight,
@@ -165,8 +176,7 @@ impl Block {
             &f.w1.weight,
             &f.w3.weight,
             &f.w2.weight,
-        ];
-        block::block(x, weights, self.dims, &rope.tables, &self.weight_grads)
+        ]
     }
 
     /// Moves the weight gradients the fused block computed into `grads` (see
@@ -222,6 +232,8 @@ pub struct Transformer {
     pub config: ModelConfig,
     tok_embeddings: Tensor,
     blocks: Vec<Block>,
+    /// The fused block stack's weight gradients, until [`Transformer::backward`].
+    weight_grads: block::WeightGrads,
     norm: RmsNorm,
     rope: Rope,
 }
@@ -236,6 +248,7 @@ impl Transformer {
             config: *c,
             tok_embeddings: vb.get((c.vocab_size as usize, c.dim as usize), "tok_embeddings")?,
             blocks,
+            weight_grads: block::WeightGrads::default(),
             norm: RmsNorm::new(vb.clone(), c.dim as usize, f64::from(c.norm_eps), "norm")?,
             rope: Rope::new(c, &device)?,
         })
@@ -246,8 +259,18 @@ impl Transformer {
         let (b, t) = ids.dims2()?;
         let emb = candle_nn::Embedding::new(self.tok_embeddings.clone(), self.config.dim as usize);
         let mut x = emb.forward(ids)?;
-        for block in &self.blocks {
-            x = block.forward(&x, &self.rope)?;
+        match self.blocks.first() {
+            // On the CPU the whole stack is one fused op (see `crate::train::block`).
+            Some(first) if ops::use_fused(&x) => {
+                let layers: Vec<_> = self.blocks.iter().map(Block::weights).collect();
+                let tables = &self.rope.tables;
+                x = block::blocks(&x, &layers, first.dims, tables, &self.weight_grads)?;
+            }
+            _ => {
+                for block in &self.blocks {
+                    x = block.forward(&x, &self.rope)?;
+                }
+            }
         }
         let x = self.norm.forward(&x)?;
         let logits = linear::linear(&x, &self.tok_embeddings)?;
@@ -260,13 +283,7 @@ impl Transformer {
     /// not `loss.backward()`, which leaves the blocks' weights without gradients.
     pub fn backward(&self, loss: &Tensor) -> Result<GradStore> {
         let mut grads = loss.backward()?;
-        // Every block is emptied, even after an error, so that the next step starts clean.
-        let collected: Vec<Result<()>> = self
-            .blocks
-            .iter()
-            .map(|b| b.collect_weight_grads(&mut grads))
-            .collect();
-        collected.into_iter().collect::<Result<()>>()?;
+        self.weight_grads.collect_into(&mut grads)?;
         Ok(grads)
     }
 

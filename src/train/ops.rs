@@ -127,8 +127,8 @@ fn max(a: &[f32]) -> f32 {
 fn map_vectors(a: &mut [f32], f: impl Fn(f32) -> f32) {
     let mut ca = a.chunks_exact_mut(SOFTMAX_VECTOR);
     for x in &mut ca {
-        for l in 0..SOFTMAX_VECTOR {
-            x[l] = f(x[l]);
+        for v in x.iter_mut() {
+            *v = f(*v);
         }
     }
     ca.into_remainder().iter_mut().for_each(|x| *x = f(*x));
