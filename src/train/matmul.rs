@@ -237,6 +237,24 @@ unsafe fn gemm_serial(
     }
 }
 
+/// The transpose of a row-major `(rows, cols)` matrix, in square tiles so that both the
+/// reads and the writes stay within a few cache lines per tile.
+pub fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    const TILE: usize = 16;
+    assert!(src.len() >= rows * cols, "transpose: source too small");
+    let mut dst = vec![0f32; rows * cols];
+    for r0 in (0..rows).step_by(TILE) {
+        for c0 in (0..cols).step_by(TILE) {
+            for r in r0..rows.min(r0 + TILE) {
+                for c in c0..cols.min(c0 + TILE) {
+                    dst[c * rows + r] = src[r * cols + c];
+                }
+            }
+        }
+    }
+    dst
+}
+
 /// Threads for products over whole activations: candle's pool, its workers and the caller.
 pub fn pool_threads() -> usize {
     candle_core::utils::barrier_pool().n_workers() + 1
@@ -245,6 +263,30 @@ pub fn pool_threads() -> usize {
 #[cfg(test)]
 mod tests {
     use super::row_blocks;
+
+    #[test]
+    fn transpose_moves_every_element_across_the_diagonal() {
+        // Sizes that are and are not multiples of the tile, and degenerate ones.
+        for (rows, cols) in [(0, 3), (1, 1), (1, 17), (16, 16), (33, 7), (40, 129)] {
+            let src: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
+            let t = super::transpose(&src, rows, cols);
+            assert_eq!(t.len(), rows * cols);
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(
+                        t[c * rows + r],
+                        src[r * cols + c],
+                        "{rows}x{cols} ({r}, {c})"
+                    );
+                }
+            }
+            assert_eq!(
+                super::transpose(&t, cols, rows),
+                src,
+                "{rows}x{cols} round trip"
+            );
+        }
+    }
 
     #[test]
     fn row_blocks_cover_every_row_once_in_aligned_blocks() {
