@@ -5,11 +5,12 @@
 //! edges (the two residual adds, the norms, the projections), and candle's backward pass gives
 //! every edge a fresh zero tensor and then adds the incoming gradient to it: about 7 % of a
 //! badge-1m step at one thread, all of it memory traffic no product needs. As one op the block
-//! has a single edge in candle's graph, its input. The nine weights do not travel through the
+//! has a single edge in candle's graph, its input, and the model runs its whole stack of blocks
+//! as one op ([`blocks`]), one edge for all of them. The nine weights do not travel through the
 //! graph at all: candle's backward pass would give each a zero tensor and an add per edge
 //! (three edges each when they were packed into one input by concatenation, a few percent of a
 //! badge-6m step), and each weight feeds exactly one block. The op reads them itself, and its
-//! backward pass hands their gradients to the block's [`WeightGrads`], which
+//! backward pass hands their gradients to a [`WeightGrads`], which
 //! [`crate::train::model::Transformer::backward`] moves into the gradient store.
 //!
 //! The passes call the same slice kernels the separate ops use (RMSNorm, the linear products,

@@ -11,7 +11,7 @@
 //! split over candle's pool), so results stay deterministic for a given thread count. Off the CPU, or for
 //! other dtypes, the layer falls back to stock tensor ops ([`linear_reference`]).
 
-use crate::train::matmul::{pool_threads, product, transpose, MatRef};
+use crate::train::matmul::{pool_threads, product, row_split, transpose, MatRef};
 use crate::train::ops::{cpu_tensor, err, f32_slice, with_f32, with_last_dim, CResult};
 use crate::train::profile;
 use anyhow::Result;
@@ -102,7 +102,9 @@ pub(crate) fn input_grad(
 /// thin products (depth: every row of the batch) ran at half the speed of the forward
 /// product with the same work (`bench-train --profile`: badge-1m's `w1|w3` gradient took
 /// 2.3 times as long as its forward product, 1.2 times after). The transpose is the size of
-/// the weight, a small fraction of the product.
+/// the weight, a small fraction of the product. Not when the short side is too short to
+/// share over the threads the long side would use (badge-tiny's 96 at two threads): one
+/// thread's product in the good orientation lost to two in the other.
 pub(crate) fn weight_grad(
     g: &[f32],
     x: &[f32],
@@ -110,7 +112,8 @@ pub(crate) fn weight_grad(
     in_dim: usize,
     out_dim: usize,
 ) -> CResult<Vec<f32>> {
-    if out_dim > in_dim {
+    let threads = pool_threads();
+    if out_dim > in_dim && row_split(in_dim, threads) >= row_split(out_dim, threads) {
         let dw_t = matmul(
             in_dim,
             out_dim,

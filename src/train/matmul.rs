@@ -175,6 +175,11 @@ fn row_blocks(m: usize, threads: usize) -> Vec<std::ops::Range<usize>> {
     (0..m).step_by(per).map(|s| s..(s + per).min(m)).collect()
 }
 
+/// How many threads' blocks an `m`-row product splits into ([`row_blocks`]).
+pub fn row_split(m: usize, threads: usize) -> usize {
+    row_blocks(m, threads).len()
+}
+
 /// Block sizes are multiples of this (a few of the kernels' register tiles).
 const ROW_ALIGN: usize = 16;
 /// Products with fewer rows than this per thread run on one thread.
