@@ -95,6 +95,14 @@ struct Bench {
 
 fn bench(name: &str, a: &Args) -> Result<Bench> {
     let cfg = badge::config::load_model_config(&config_path(name))?;
+    if a.seq == 0 || a.seq > cfg.seq_len as usize {
+        bail!(
+            "--seq {} does not fit {name}: its sequences hold 1 to {} positions (seq_len); pass --seq {} or less",
+            a.seq,
+            cfg.seq_len,
+            cfg.seq_len
+        );
+    }
     let device = badge::train::parse_device(&a.device)?;
     let params = model::init_params(&cfg, 1, &device)?;
     let m = model::build(&cfg, &params, &device)?;
