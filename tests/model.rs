@@ -43,12 +43,17 @@ fn batch(c: &ModelConfig, b: usize, t: usize) -> (Tensor, Tensor, Tensor) {
     )
 }
 
+/// The tiny config's model from `seed` on the CPU, its parameters, and a 2 × 16 batch.
+fn tiny_model(seed: u64) -> (model::Params, model::Transformer, (Tensor, Tensor, Tensor)) {
+    let c = common::tiny_config();
+    let params = model::init_params(&c, seed, &Device::Cpu).unwrap();
+    let m = model::build(&c, &params, &Device::Cpu).unwrap();
+    (params, m, batch(&c, 2, 16))
+}
+
 #[test]
 fn every_parameter_receives_a_nonzero_gradient() {
-    let c = common::tiny_config();
-    let params = model::init_params(&c, 3, &Device::Cpu).unwrap();
-    let m = model::build(&c, &params, &Device::Cpu).unwrap();
-    let (ids, tg, mask) = batch(&c, 2, 16);
+    let (params, m, (ids, tg, mask)) = tiny_model(3);
     let grads = m.backward(&m.loss(&ids, &tg, &mask).unwrap()).unwrap();
     for (name, p) in &params {
         let g = grads
@@ -290,10 +295,7 @@ fn gradients_match_finite_differences_for_every_tensor_kind() {
 /// one: the second collection finds the stale gradients and says so.
 #[test]
 fn uncollected_block_gradients_are_an_error_not_a_silent_sum() {
-    let c = common::tiny_config();
-    let params = model::init_params(&c, 5, &Device::Cpu).unwrap();
-    let m = model::build(&c, &params, &Device::Cpu).unwrap();
-    let (ids, tg, mask) = batch(&c, 2, 16);
+    let (_, m, (ids, tg, mask)) = tiny_model(5);
     m.loss(&ids, &tg, &mask).unwrap().backward().unwrap();
     let err = m.backward(&m.loss(&ids, &tg, &mask).unwrap()).err();
     let msg = format!("{:#}", err.expect("stale block gradients were accepted"));

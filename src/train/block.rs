@@ -391,13 +391,14 @@ impl CustomOp1 for Stack {
                 // The gradient flowing back into the block being differentiated.
                 let mut g: Option<Vec<f32>> = None;
                 for (i, saved) in blocks.into_iter().enumerate().rev() {
-                    let input = match i.checked_sub(1) {
-                        Some(j) => inputs.pop().filter(|_| inputs.len() == j),
-                        None => None,
-                    };
-                    if i > 0 && input.is_none() {
-                        return Err(err("blocks: backward lost a block's input".into()));
-                    }
+                    // Block i > 0 reads the last input still saved; block 0 the op's own.
+                    let input =
+                        match i {
+                            0 => None,
+                            _ => Some(inputs.pop().ok_or_else(|| {
+                                err("blocks: backward lost a block's input".into())
+                            })?),
+                        };
                     let input = input.as_deref().unwrap_or(x);
                     let (dx, dw) =
                         self.block_backward(saved, input, g.as_deref().unwrap_or(grad), b, t)?;

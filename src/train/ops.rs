@@ -282,17 +282,22 @@ fn par(n: usize, f: impl Fn(std::ops::Range<usize>) + Sync) {
 }
 
 /// A raw output buffer written by several threads at disjoint ranges.
-#[derive(Clone, Copy)]
-struct Out(*mut f32);
-unsafe impl Send for Out {}
-unsafe impl Sync for Out {}
-impl Out {
-    fn new(v: &mut [f32]) -> Self {
+struct Out<T = f32>(*mut T);
+impl<T> Clone for Out<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Out<T> {}
+unsafe impl<T: Send> Send for Out<T> {}
+unsafe impl<T: Send> Sync for Out<T> {}
+impl<T> Out<T> {
+    fn new(v: &mut [T]) -> Self {
         Out(v.as_mut_ptr())
     }
     /// SAFETY: callers write disjoint ranges within the buffer's length.
     #[allow(clippy::mut_from_ref)]
-    unsafe fn at(&self, start: usize, len: usize) -> &mut [f32] {
+    unsafe fn at(&self, start: usize, len: usize) -> &mut [T] {
         std::slice::from_raw_parts_mut(self.0.add(start), len)
     }
 }
@@ -1409,7 +1414,6 @@ pub struct AdamHyper {
     pub decay: f32,
 }
 
-/// One fused AdamW update of a CPU f32 parameter: returns the new weights and moments.
 /// `Σ x²` (each square in f32, as f64), deterministic whatever the thread count: fixed
 /// chunks, each summed in f64 lanes, their sums added in order. The gradient norm's one f64
 /// add chain over every element was a latency-bound serial pass, a few percent of a step;
@@ -1420,7 +1424,7 @@ pub fn sum_of_squares(x: &[f32]) -> f64 {
     const F64_LANES: usize = 16;
     let chunks = x.len().div_ceil(CHUNK);
     let mut partial = vec![0f64; chunks];
-    let out = PartialSums(partial.as_mut_ptr());
+    let out = Out::new(&mut partial);
     par(
         chunks,
         #[inline(always)]
@@ -1439,25 +1443,14 @@ pub fn sum_of_squares(x: &[f32]) -> f64 {
                     }
                 }
                 // SAFETY: chunk c's slot is written by this range only, and lies in `partial`.
-                unsafe { out.write(c, acc.iter().sum::<f64>() + tail) };
+                unsafe { out.at(c, 1)[0] = acc.iter().sum::<f64>() + tail };
             }
         },
     );
     partial.iter().sum()
 }
 
-/// The per-chunk sums of [`sum_of_squares`], written by several threads at disjoint slots.
-#[derive(Clone, Copy)]
-struct PartialSums(*mut f64);
-unsafe impl Send for PartialSums {}
-unsafe impl Sync for PartialSums {}
-impl PartialSums {
-    /// SAFETY: `c` lies within the buffer, and no other thread writes it.
-    unsafe fn write(self, c: usize, v: f64) {
-        unsafe { *self.0.add(c) = v };
-    }
-}
-
+/// One fused AdamW update of a CPU f32 parameter: returns the new weights and moments.
 pub fn adamw_update(
     w: &Tensor,
     g: &Tensor,
