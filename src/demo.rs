@@ -18,6 +18,8 @@ pub struct DemoOptions {
     pub out: PathBuf,
     /// Cap every phase at this many steps (a reduced demo for tests).
     pub max_steps: Option<usize>,
+    /// Train with this seed instead of the curriculum's.
+    pub seed: Option<u64>,
     pub questions: usize,
     pub quiet: bool,
 }
@@ -92,7 +94,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport> {
         out: run_dir.clone(),
         resume: false,
         device: candle_core::Device::Cpu,
-        seed: None,
+        seed: opts.seed,
         download: false,
         strict: false,
         from_phase: None,

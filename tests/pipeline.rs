@@ -279,11 +279,17 @@ fn reduced_demo_runs_end_to_end() {
         curriculum: common::repo().join("configs/badge-tiny.toml"),
         out: dir.path().to_path_buf(),
         max_steps: Some(15),
+        seed: Some(7),
         questions: 3,
         quiet: true,
     })
     .unwrap();
     assert_eq!(report.asked.len(), 3);
+    // `--seed` replaces the curriculum's (1) in the run it trains.
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("run/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["curriculum"]["seed"], 7, "{config}");
     assert_eq!(report.image, dir.path().join("flash.bin"));
     assert!(report.trained.total >= 100 && report.heldout.total >= 30);
     // model.bin, the checkpoints, summary.json, tokenizer.json, the WAVs: readable like any

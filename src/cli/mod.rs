@@ -203,6 +203,11 @@ enum Command {
         /// Cap every phase at this many steps (quick check).
         #[arg(long)]
         max_steps: Option<usize>,
+        /// Train with this seed instead of the curriculum's. The held-out figures swing by a
+        /// few questions from seed to seed: judge a change over several
+        /// (scripts/demo_seeds.sh).
+        #[arg(long)]
+        seed: Option<u64>,
         /// How many trained questions to ask aloud.
         #[arg(long, default_value_t = 8)]
         questions: usize,
@@ -626,6 +631,7 @@ fn run(cli: Cli) -> Result<()> {
             curriculum,
             out,
             max_steps,
+            seed,
             questions,
             json,
         } => {
@@ -633,6 +639,7 @@ fn run(cli: Cli) -> Result<()> {
                 curriculum,
                 out,
                 max_steps,
+                seed,
                 questions,
                 quiet: json,
             })?;
