@@ -88,7 +88,10 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport> {
             eprintln!("\n== {msg}");
         }
     };
-    step("1/4 training the tiny curriculum (tokenizer, stories, profile, Q&A)");
+    step(&format!(
+        "1/4 training {} (tokenizer, stories, profile, Q&A)",
+        opts.curriculum.display()
+    ));
     let summary = crate::train::run(&TrainOptions {
         curriculum: Some(curriculum.clone()),
         out: run_dir.clone(),
