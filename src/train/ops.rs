@@ -140,7 +140,8 @@ fn map_vectors(a: &mut [f32], f: impl Fn(f32) -> f32) {
 #[inline(always)]
 fn exp_shifted_sum(a: &mut [f32], m: f32) -> f32 {
     const HALF: usize = WIDE / 2;
-    let (mut lo, mut hi) = ([0f32; HALF], [0f32; HALF]);
+    let mut acc = [0f32; WIDE];
+    let (lo, hi) = acc.split_at_mut(HALF);
     let mut ca = a.chunks_exact_mut(WIDE);
     for x in &mut ca {
         let (xl, xh) = x.split_at_mut(HALF);
@@ -159,9 +160,6 @@ fn exp_shifted_sum(a: &mut [f32], m: f32) -> f32 {
     for &x in rest.iter() {
         tail += x;
     }
-    let mut acc = [0f32; WIDE];
-    acc[..HALF].copy_from_slice(&lo);
-    acc[HALF..].copy_from_slice(&hi);
     fold(&acc) + tail
 }
 
