@@ -418,7 +418,13 @@ fn init_refuses_to_overwrite_and_force_keeps_the_owner_files() {
     s.ok(&["init", &dir, "--name", "Łukasz Żółć"], None);
     let facts = std::fs::read_to_string(s.dir.join("facts.toml")).unwrap();
     assert!(facts.contains("name = \"Łukasz Żółć\""), "{facts}");
-    for f in ["qa.csv", "badge.toml", "model.toml", "prose/badge.txt"] {
+    for f in [
+        "qa.csv",
+        "badge.toml",
+        "model.toml",
+        "prose/badge.txt",
+        "templates/synonyms.txt",
+    ] {
         assert!(s.dir.join(f).is_file(), "{f}");
     }
     let e = s.err(&["init", &dir]);
@@ -429,10 +435,21 @@ fn init_refuses_to_overwrite_and_force_keeps_the_owner_files() {
 
     std::fs::write(s.dir.join("facts.toml"), "name = \"Mine\"\n").unwrap();
     std::fs::write(s.dir.join("badge.toml"), "broken").unwrap();
+    let thesaurus = s.dir.join("templates/synonyms.txt");
+    std::fs::write(&thesaurus, "gig, job\n").unwrap();
     s.ok(&["init", &dir, "--force", "--size", "1m"], None);
     assert_eq!(
         std::fs::read_to_string(s.dir.join("facts.toml")).unwrap(),
         "name = \"Mine\"\n"
+    );
+    // The owner's own words stay; a thesaurus that is gone comes back, as the curriculum
+    // names it.
+    assert_eq!(std::fs::read_to_string(&thesaurus).unwrap(), "gig, job\n");
+    std::fs::remove_file(&thesaurus).unwrap();
+    s.ok(&["init", &dir, "--force", "--size", "1m"], None);
+    assert_eq!(
+        std::fs::read_to_string(&thesaurus).unwrap(),
+        std::fs::read_to_string(repo().join("data/templates/synonyms.txt")).unwrap()
     );
     let c = std::fs::read_to_string(s.dir.join("badge.toml")).unwrap();
     assert!(c.contains("model.toml") && c.contains("facts.toml"), "{c}");

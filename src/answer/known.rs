@@ -31,7 +31,14 @@ pub fn taught_answers(rc: &ResolvedCurriculum, synth_root: &Path) -> Result<Taug
     let template = PromptTemplate::parse(&rc.curriculum.template).map_err(anyhow::Error::msg)?;
     let mut answers = BTreeSet::new();
     let (mut synth_heldout, mut qa_heldout) = (Vec::new(), Vec::new());
+    let mut thesaurus = None;
     for (name, cfg) in &rc.curriculum.sources {
+        if let SourceConfig::Synth {
+            synonyms: Some(s), ..
+        } = cfg
+        {
+            thesaurus = Some(crate::data::thesaurus::Thesaurus::load(&s.thesaurus)?);
+        }
         let heldout = match cfg {
             SourceConfig::Synth { .. } => &mut synth_heldout,
             SourceConfig::Qa { .. } | SourceConfig::Offtopic { .. } => &mut qa_heldout,
@@ -45,16 +52,20 @@ pub fn taught_answers(rc: &ResolvedCurriculum, synth_root: &Path) -> Result<Taug
     // The synth holdout calibrates; a Q&A `valid` file only when there is none, since it is
     // the set the figures are measured on (calibrating on it would flatter them).
     // Strangers use words the owner never wrote: a noisy copy of each generated question
-    // (one word dropped, made up or misspelt) stands for them, so the threshold is not set
-    // on phrasings as close to training as the templates' own.
+    // (one word dropped, made up or misspelt) and, where the synth source has a thesaurus, a
+    // synonym copy stand for them, so the threshold is not set on phrasings as close to
+    // training as the templates' own.
     let heldout = if synth_heldout.is_empty() {
         qa_heldout
     } else {
-        let noisy: Vec<String> = synth_heldout
+        let mut strangers: Vec<String> = synth_heldout
             .iter()
             .flat_map(|q| crate::data::noise::noisy_copies(q, 0, 1, crate::data::noise::Edits::Any))
             .collect();
-        synth_heldout.extend(noisy);
+        if let Some(t) = &thesaurus {
+            strangers.extend(synth_heldout.iter().flat_map(|q| t.copies(q, 0, 1)));
+        }
+        synth_heldout.extend(strangers);
         synth_heldout
     };
     answers.retain(|a| !a.is_empty());

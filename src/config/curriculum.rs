@@ -114,6 +114,9 @@ pub enum SourceConfig {
         /// dropped, made up or misspelt), so one unfamiliar word does not derail the answer.
         #[serde(default)]
         noise: usize,
+        /// Also train on copies of each question with one word or phrase swapped for a
+        /// synonym from a thesaurus (data::thesaurus), so a stranger's word is one it knows.
+        synonyms: Option<Synonyms>,
     },
     /// Questions the badge cannot answer from its owner's facts (one per line, `#` comments),
     /// each taught with the `[answers]` fallback line as its answer, so that the model learns
@@ -128,6 +131,8 @@ pub enum SourceConfig {
         /// leave a question about the owner, taught the fallback.
         #[serde(default)]
         noise: usize,
+        /// Synonym copies per question, as for a Q&A source: they keep its meaning.
+        synonyms: Option<Synonyms>,
         /// The answer taught: always the `[answers]` fallback line, set when the curriculum
         /// loads (a value written here is replaced), so the two never drift apart.
         #[serde(default)]
@@ -149,7 +154,19 @@ pub enum SourceConfig {
         /// Noisy copies per generated question, as for a Q&A source.
         #[serde(default)]
         noise: usize,
+        /// Synonym copies per generated question, as for a Q&A source.
+        synonyms: Option<Synonyms>,
     },
+}
+
+/// A source's synonym copies: `synonyms = { thesaurus = "...", copies = 2 }`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Synonyms {
+    /// The thesaurus file (one group of interchangeable words per line, commas between).
+    pub thesaurus: PathBuf,
+    /// Copies per question, each with one word or phrase swapped.
+    pub copies: usize,
 }
 
 fn default_holdout() -> f64 {
@@ -329,21 +346,35 @@ impl Curriculum {
                     train.iter_mut().chain(valid.iter_mut()).for_each(fix);
                 }
                 SourceConfig::Prose { path, .. } => fix(path),
-                SourceConfig::Qa { train, valid, .. } => {
+                SourceConfig::Qa {
+                    train,
+                    valid,
+                    synonyms,
+                    ..
+                } => {
                     fix(train);
                     valid.iter_mut().for_each(fix);
+                    synonyms.iter_mut().for_each(|s| fix(&mut s.thesaurus));
                 }
                 SourceConfig::Synth {
-                    facts, templates, ..
+                    facts,
+                    templates,
+                    synonyms,
+                    ..
                 } => {
                     fix(facts);
                     fix(templates);
+                    synonyms.iter_mut().for_each(|s| fix(&mut s.thesaurus));
                 }
                 SourceConfig::Offtopic {
-                    questions, answer, ..
+                    questions,
+                    answer,
+                    synonyms,
+                    ..
                 } => {
                     fix(questions);
                     answer.clone_from(&self.answers.fallback);
+                    synonyms.iter_mut().for_each(|s| fix(&mut s.thesaurus));
                 }
             }
         }

@@ -97,6 +97,12 @@ const OFFTOPIC_FILES: [(&str, &str); 3] = [
         include_str!("../../data/offtopic/train.txt"),
     ),
 ];
+/// The thesaurus of the sources' synonym copies: generic English, written beside the
+/// templates (and by `--force` when it is missing, so an older folder keeps training).
+const THESAURUS: (&str, &str) = (
+    "templates/synonyms.txt",
+    include_str!("../../data/templates/synonyms.txt"),
+);
 /// The owner's files, never overwritten.
 const OWNER_FILES: [&str; 3] = ["facts.toml", "qa.csv", "prose"];
 
@@ -136,6 +142,10 @@ pub fn run(opts: &InitOptions) -> Result<InitReport> {
     // the owner: they are the same for anyone, so `--force` writes them too.
     for (rel, text) in OFFTOPIC_FILES {
         put(rel, text)?;
+    }
+    // The owner may have added words of their own: an existing thesaurus stays.
+    if !dir.join(THESAURUS.0).exists() {
+        put(THESAURUS.0, THESAURUS.1)?;
     }
     if existing.is_empty() {
         let name = opts
@@ -221,6 +231,9 @@ fn owner_curriculum(base: &str, opts: &InitOptions) -> Result<String> {
         let src = src
             .as_table_mut()
             .ok_or_else(|| anyhow!("built-in curriculum: source {name} is not a table"))?;
+        if let Some(synonyms) = src.get_mut("synonyms").and_then(|s| s.as_table_mut()) {
+            synonyms.insert("thesaurus".into(), THESAURUS.0.into());
+        }
         match src.get("kind").and_then(|k| k.as_str()) {
             Some("stories") => {
                 src.insert("train".into(), "stories/stories.txt".into());

@@ -12,6 +12,7 @@ mod rng;
 mod sources;
 pub mod stream;
 pub mod synth;
+pub mod thesaurus;
 pub mod token_cache;
 pub mod tokenizer;
 pub mod word_memo;

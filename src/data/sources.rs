@@ -5,18 +5,20 @@
 //! starts. Training windows begin at sample starts, so position 0 of a window is a BOS token,
 //! exactly as when the badge answers a question.
 
-use crate::config::{LossOn, SourceConfig};
+use crate::config::{LossOn, SourceConfig, Synonyms};
 use crate::data::tokenizer::BadgeTokenizer;
 use anyhow::{bail, Context, Result};
 use badge_firmware::template::PromptTemplate;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::noise::Edits;
 use super::stream::{self, StoryReader};
+use super::thesaurus::Thesaurus;
 use super::token_cache::{self, CachedStories};
 
 /// One Q&A pair from a CSV file.
@@ -378,12 +380,13 @@ pub fn load_source(
             limit,
             paraphrases,
             noise,
+            synonyms,
         } => {
             let mut pairs = read_qa_csv(train)?;
             if *limit > 0 {
                 pairs.truncate(*limit);
             }
-            pairs = augmented(pairs, *paraphrases, *noise, Edits::Any);
+            pairs = Augment::new(*paraphrases, *noise, Edits::Any, synonyms.as_ref())?.apply(pairs);
             let valid_pairs = match valid {
                 Some(v) => read_qa_csv(v)?,
                 None => Vec::new(),
@@ -400,6 +403,7 @@ pub fn load_source(
             questions,
             paraphrases,
             noise,
+            synonyms,
             answer,
         } => {
             let pairs: Vec<QaPair> = read_questions(questions)?
@@ -412,7 +416,8 @@ pub fn load_source(
                     category: None,
                 })
                 .collect();
-            let pairs = augmented(pairs, *paraphrases, *noise, Edits::TyposOnly);
+            let pairs = Augment::new(*paraphrases, *noise, Edits::TyposOnly, synonyms.as_ref())?
+                .apply(pairs);
             Ok(SourceData {
                 train: qa_samples(&pairs, LossOn::Answer),
                 train_pairs: pairs,
@@ -427,6 +432,7 @@ pub fn load_source(
             loss_on,
             paraphrases,
             noise,
+            synonyms,
         } => {
             let report = crate::data::synth::run(&crate::data::synth::SynthOptions {
                 facts: facts.clone(),
@@ -439,7 +445,7 @@ pub fn load_source(
             let (pt, pv) = split_holdout(&prose, *holdout);
             let (qt, qv) = split_holdout(&pairs, *holdout);
             // Held-out pairs stay clean: they calibrate and measure, they do not train.
-            let qt = augmented(qt, *paraphrases, *noise, Edits::Any);
+            let qt = Augment::new(*paraphrases, *noise, Edits::Any, synonyms.as_ref())?.apply(qt);
             let _ = report;
             let mut train: Vec<Sample> = pt.into_iter().map(Sample::Text).collect();
             train.extend(qa_samples(&qt, *loss_on));
@@ -456,34 +462,96 @@ pub fn load_source(
     }
 }
 
-/// `pairs` followed by up to `paraphrases` generic paraphrases and `noise` noisy copies of
-/// each question (same answer, id with a `~k` suffix), deterministic for the pair's id.
-fn augmented(pairs: Vec<QaPair>, paraphrases: usize, noise: usize, edits: Edits) -> Vec<QaPair> {
-    if paraphrases == 0 && noise == 0 {
-        return pairs;
+/// The extra phrasings a source trains on besides its own questions.
+struct Augment {
+    paraphrases: usize,
+    noise: usize,
+    edits: Edits,
+    synonyms: Option<(Thesaurus, usize)>,
+}
+
+impl Augment {
+    /// Reads the thesaurus, when the source has synonym copies.
+    fn new(
+        paraphrases: usize,
+        noise: usize,
+        edits: Edits,
+        synonyms: Option<&Synonyms>,
+    ) -> Result<Augment> {
+        let synonyms = match synonyms {
+            Some(s) => Some((Thesaurus::load(&s.thesaurus)?, s.copies)),
+            None => None,
+        };
+        Ok(Augment {
+            paraphrases,
+            noise,
+            edits,
+            synonyms,
+        })
     }
-    let mut extra = Vec::new();
-    for p in &pairs {
-        let seed = crate::data::rng::hash_str(&p.id);
-        let forms = crate::data::paraphrase::paraphrases(&p.question, seed, paraphrases)
-            .into_iter()
-            .chain(crate::data::noise::noisy_copies(
+
+    /// `pairs` followed by up to `paraphrases` generic paraphrases, `noise` noisy copies and
+    /// the synonym copies of each question (same answer, id with a `~k` suffix),
+    /// deterministic for the pair's id.
+    fn apply(&self, pairs: Vec<QaPair>) -> Vec<QaPair> {
+        let synonym_copies = self.synonym_copies(&pairs);
+        let mut extra = Vec::new();
+        for (p, synonyms) in pairs.iter().zip(synonym_copies) {
+            let seed = crate::data::rng::hash_str(&p.id);
+            let mut forms =
+                crate::data::paraphrase::paraphrases(&p.question, seed, self.paraphrases);
+            forms.extend(crate::data::noise::noisy_copies(
                 &p.question,
                 seed,
-                noise,
-                edits,
+                self.noise,
+                self.edits,
             ));
-        for (k, q) in forms.enumerate() {
-            extra.push(QaPair {
-                id: format!("{}~{}", p.id, k + 1),
-                question: q,
-                ..p.clone()
-            });
+            forms.extend(synonyms);
+            for (k, q) in forms.into_iter().enumerate() {
+                extra.push(QaPair {
+                    id: format!("{}~{}", p.id, k + 1),
+                    question: q,
+                    ..p.clone()
+                });
+            }
         }
+        let mut all = pairs;
+        all.extend(extra);
+        all
     }
-    let mut all = pairs;
-    all.extend(extra);
-    all
+
+    /// The synonym copies of each pair's question, without those that read as a question of
+    /// another answer: a thesaurus line can join words the owner keeps apart ("What are you
+    /// good at?" and "What are you best at?" may have different answers), and training both
+    /// answers on one question would unteach the one the owner wrote.
+    fn synonym_copies(&self, pairs: &[QaPair]) -> Vec<Vec<String>> {
+        let Some((thesaurus, copies)) = &self.synonyms else {
+            return vec![Vec::new(); pairs.len()];
+        };
+        let all: Vec<Vec<String>> = pairs
+            .iter()
+            .map(|p| thesaurus.copies(&p.question, crate::data::rng::hash_str(&p.id), *copies))
+            .collect();
+        let mut answers: HashMap<String, HashSet<&str>> = HashMap::new();
+        let questions = pairs.iter().map(|p| &p.question);
+        let copies_of = all
+            .iter()
+            .zip(pairs)
+            .flat_map(|(c, p)| c.iter().map(move |q| (q, p)));
+        for (q, p) in questions.zip(pairs).chain(copies_of) {
+            answers
+                .entry(crate::data::synth::normalize(q))
+                .or_default()
+                .insert(p.answer.as_str());
+        }
+        all.into_iter()
+            .map(|c| {
+                c.into_iter()
+                    .filter(|q| answers[&crate::data::synth::normalize(q)].len() == 1)
+                    .collect()
+            })
+            .collect()
+    }
 }
 
 /// Samples as one token stream: `BOS sample EOS BOS sample EOS ...`, with a loss mask per
@@ -666,6 +734,67 @@ mod tests {
     }
 
     #[test]
+    fn qa_synonym_copies_keep_the_answer_and_a_missing_thesaurus_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("qa.csv");
+        std::fs::write(
+            &csv,
+            "id,question,answer\njob-1,What is your job?,I fix bikes.\nname-1,Who are you?,Ana.\n",
+        )
+        .unwrap();
+        let thesaurus = dir.path().join("synonyms.txt");
+        std::fs::write(&thesaurus, "job, occupation, line of work\n").unwrap();
+        let cfg = |thesaurus: PathBuf| SourceConfig::Qa {
+            train: csv.clone(),
+            valid: None,
+            loss_on: LossOn::Answer,
+            limit: 0,
+            paraphrases: 0,
+            noise: 0,
+            synonyms: Some(Synonyms {
+                thesaurus,
+                copies: 2,
+            }),
+        };
+        let tpl = PromptTemplate::parse("Q: {question}\nA: {answer}").unwrap();
+        let d = load_source(&cfg(thesaurus.clone()), &tpl, dir.path(), false).unwrap();
+        let mut questions: Vec<&str> = d.train_pairs.iter().map(|p| p.question.as_str()).collect();
+        questions.sort();
+        assert_eq!(
+            questions,
+            [
+                "What is your job?",
+                "What is your line of work?",
+                "What is your occupation?",
+                "Who are you?"
+            ]
+        );
+        for p in &d.train_pairs {
+            let answer = if p.id.starts_with("job") {
+                "I fix bikes."
+            } else {
+                "Ana."
+            };
+            assert_eq!(p.answer, answer, "{}", p.question);
+        }
+        // A copy that reads as another answer's question, or as a copy of one, is dropped.
+        std::fs::write(
+            &csv,
+            "id,question,answer\ns-1,What are you good at?,Rust and C.\ns-2,What are you best at?,Rust.\n",
+        )
+        .unwrap();
+        std::fs::write(&thesaurus, "good at, best at, great at\n").unwrap();
+        let d = load_source(&cfg(thesaurus.clone()), &tpl, dir.path(), false).unwrap();
+        assert_eq!(d.train_pairs.len(), 2, "{:?}", d.train_pairs);
+        let missing = dir.path().join("nope.txt");
+        let err = format!(
+            "{:#}",
+            load_source(&cfg(missing.clone()), &tpl, dir.path(), false).unwrap_err()
+        );
+        assert!(err.contains(&missing.display().to_string()), "{err}");
+    }
+
+    #[test]
     fn offtopic_questions_are_taught_the_fallback_line_with_noisy_copies() {
         let dir = tempfile::tempdir().unwrap();
         let q = dir.path().join("train.txt");
@@ -678,6 +807,7 @@ mod tests {
             questions: q,
             paraphrases: 0,
             noise: 2,
+            synonyms: None,
             answer: "I don't know.".into(),
         };
         let tpl = PromptTemplate::parse("Q: {question}\nA: {answer}").unwrap();
