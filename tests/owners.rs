@@ -427,6 +427,13 @@ fn init_refuses_to_overwrite_and_force_keeps_the_owner_files() {
     ] {
         assert!(s.dir.join(f).is_file(), "{f}");
     }
+    // The tiny curriculum's sources take synonym copies from the thesaurus written beside
+    // the templates.
+    let check = s.ok(
+        &["data", "check", "--curriculum", &s.path("badge.toml")],
+        None,
+    );
+    assert!(check.contains("Synonym copies, source `synth`"), "{check}");
     let e = s.err(&["init", &dir]);
     assert!(
         e.contains("nothing was overwritten") && e.contains("--force"),

@@ -8,7 +8,8 @@
 
 use super::sources::{read_qa_csv, QaPair};
 use super::synth::{self, normalize, SynthOptions};
-use crate::config::{Curriculum, SourceConfig};
+use super::thesaurus::Thesaurus;
+use crate::config::{Curriculum, SourceConfig, Synonyms};
 use anyhow::{Context, Result};
 use badge_firmware::sam::translit::speakable;
 use serde::Serialize;
@@ -58,6 +59,31 @@ pub struct CategoryCheck {
     pub conflicts: Vec<Conflict>,
 }
 
+/// How far a source's thesaurus reaches its questions (`synonyms = {...}` on the source).
+#[derive(Debug, Serialize)]
+pub struct SynonymCoverage {
+    pub source: String,
+    pub questions: usize,
+    /// Questions that got at least one synonym copy.
+    pub reached: usize,
+    pub copies: usize,
+    /// Copies left out because they read as the question of another answer.
+    pub dropped: usize,
+}
+
+impl SynonymCoverage {
+    fn of(source: &str, pairs: &[QaPair], synonyms: &Synonyms) -> Result<SynonymCoverage> {
+        let c = Thesaurus::load(&synonyms.thesaurus)?.copies_of_pairs(pairs, synonyms.copies);
+        Ok(SynonymCoverage {
+            source: source.to_string(),
+            questions: pairs.len(),
+            reached: c.copies.iter().filter(|c| !c.is_empty()).count(),
+            copies: c.copies.iter().map(Vec::len).sum(),
+            dropped: c.dropped,
+        })
+    }
+}
+
 /// The whole report.
 #[derive(Debug, Serialize)]
 pub struct CheckReport {
@@ -67,6 +93,8 @@ pub struct CheckReport {
     pub unspeakable: BTreeMap<char, usize>,
     /// The generator's per-category absent fields (see `badge data synth`).
     pub absent: BTreeMap<String, BTreeSet<String>>,
+    /// Per source with synonym copies, how many of its questions the thesaurus reaches.
+    pub synonyms: Vec<SynonymCoverage>,
 }
 
 /// Checks the curriculum at `path` (or `DIR/badge.toml` when `path` is a folder).
@@ -79,16 +107,26 @@ pub fn run(path: &Path) -> Result<CheckReport> {
     let resolved = Curriculum::load(&file)?;
     let mut rows: Vec<(QaPair, Origin)> = Vec::new();
     let mut absent = BTreeMap::new();
+    let mut synonyms = Vec::new();
     let scratch = tempfile::tempdir().context("cannot create a temporary folder")?;
     for (name, src) in &resolved.curriculum.sources {
         match src {
-            SourceConfig::Qa { train, .. } => {
-                rows.extend(read_qa_csv(train)?.into_iter().map(|p| (p, Origin::Human)));
+            SourceConfig::Qa {
+                train,
+                synonyms: syn,
+                ..
+            } => {
+                let pairs = read_qa_csv(train)?;
+                if let Some(syn) = syn {
+                    synonyms.push(SynonymCoverage::of(name, &pairs, syn)?);
+                }
+                rows.extend(pairs.into_iter().map(|p| (p, Origin::Human)));
             }
             SourceConfig::Synth {
                 facts,
                 templates,
                 seed,
+                synonyms: syn,
                 ..
             } => {
                 let out = scratch.path().join(name);
@@ -104,7 +142,11 @@ pub fn run(path: &Path) -> Result<CheckReport> {
                         .or_insert_with(BTreeSet::new)
                         .extend(fields);
                 }
-                for p in read_qa_csv(&out.join("qa-synth.csv"))? {
+                let pairs = read_qa_csv(&out.join("qa-synth.csv"))?;
+                if let Some(syn) = syn {
+                    synonyms.push(SynonymCoverage::of(name, &pairs, syn)?);
+                }
+                for p in pairs {
                     let origin = if p.id.contains("-free-") {
                         Origin::Free
                     } else {
@@ -116,7 +158,9 @@ pub fn run(path: &Path) -> Result<CheckReport> {
             _ => {}
         }
     }
-    Ok(analyse(&file.display().to_string(), &rows, absent))
+    let mut report = analyse(&file.display().to_string(), &rows, absent);
+    report.synonyms = synonyms;
+    Ok(report)
 }
 
 fn analyse(
@@ -171,6 +215,7 @@ fn analyse(
         categories,
         unspeakable,
         absent,
+        synonyms: Vec::new(),
     }
 }
 
@@ -250,6 +295,12 @@ impl CheckReport {
             out.push_str(&format!(
                 "Templates skipped for absent facts: {}\n",
                 absent.join("; ")
+            ));
+        }
+        for s in &self.synonyms {
+            out.push_str(&format!(
+                "Synonym copies, source `{}`: {} of {} questions reached, {} copies, {} left out as another answer's question\n",
+                s.source, s.reached, s.questions, s.copies, s.dropped
             ));
         }
         out

@@ -12,7 +12,6 @@ use badge_firmware::template::PromptTemplate;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -520,37 +519,12 @@ impl Augment {
         all
     }
 
-    /// The synonym copies of each pair's question, without those that read as a question of
-    /// another answer: a thesaurus line can join words the owner keeps apart ("What are you
-    /// good at?" and "What are you best at?" may have different answers), and training both
-    /// answers on one question would unteach the one the owner wrote.
+    /// The synonym copies of each pair's question (see [`Thesaurus::copies_of_pairs`]).
     fn synonym_copies(&self, pairs: &[QaPair]) -> Vec<Vec<String>> {
-        let Some((thesaurus, copies)) = &self.synonyms else {
-            return vec![Vec::new(); pairs.len()];
-        };
-        let all: Vec<Vec<String>> = pairs
-            .iter()
-            .map(|p| thesaurus.copies(&p.question, crate::data::rng::hash_str(&p.id), *copies))
-            .collect();
-        let mut answers: HashMap<String, HashSet<&str>> = HashMap::new();
-        let questions = pairs.iter().map(|p| &p.question);
-        let copies_of = all
-            .iter()
-            .zip(pairs)
-            .flat_map(|(c, p)| c.iter().map(move |q| (q, p)));
-        for (q, p) in questions.zip(pairs).chain(copies_of) {
-            answers
-                .entry(crate::data::synth::normalize(q))
-                .or_default()
-                .insert(p.answer.as_str());
+        match &self.synonyms {
+            Some((thesaurus, copies)) => thesaurus.copies_of_pairs(pairs, *copies).copies,
+            None => vec![Vec::new(); pairs.len()],
         }
-        all.into_iter()
-            .map(|c| {
-                c.into_iter()
-                    .filter(|q| answers[&crate::data::synth::normalize(q)].len() == 1)
-                    .collect()
-            })
-            .collect()
     }
 }
 

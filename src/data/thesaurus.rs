@@ -12,16 +12,28 @@
 //! Matching ignores case and whole words only; a phrase may be several words.
 //! Deterministic: the same question, seed and count give the same copies on every machine.
 
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use anyhow::{bail, Result};
 
 use super::rng::{hash_str, Rng};
+use super::sources::QaPair;
+use super::synth::normalize;
 
 /// Groups of interchangeable words and phrases, each stored lower case as its words.
 #[derive(Debug, Clone, Default)]
 pub struct Thesaurus {
     groups: Vec<Vec<Vec<String>>>,
+}
+
+/// The synonym copies of a list of Q&A pairs.
+#[derive(Debug, Clone, Default)]
+pub struct PairCopies {
+    /// The copies of each pair's question, in the pairs' order.
+    pub copies: Vec<Vec<String>>,
+    /// Copies left out because they read as the question of another answer.
+    pub dropped: usize,
 }
 
 /// One place a question's words match a thesaurus entry.
@@ -107,6 +119,44 @@ impl Thesaurus {
             }
         }
         out
+    }
+
+    /// Up to `copies` synonym copies of each pair's question (seeded by the pair's id),
+    /// without those that read as a question of another answer, or as a copy of one: a line
+    /// can join words the owner keeps apart ("What are you good at?" and "What are you best
+    /// at?" may have different answers), and training both answers on one question would
+    /// unteach the one the owner wrote.
+    pub fn copies_of_pairs(&self, pairs: &[QaPair], copies: usize) -> PairCopies {
+        let all: Vec<Vec<String>> = pairs
+            .iter()
+            .map(|p| self.copies(&p.question, hash_str(&p.id), copies))
+            .collect();
+        let mut answers: HashMap<String, HashSet<&str>> = HashMap::new();
+        let questions = pairs.iter().map(|p| &p.question);
+        let copies_of = all
+            .iter()
+            .zip(pairs)
+            .flat_map(|(c, p)| c.iter().map(move |q| (q, p)));
+        for (q, p) in questions.zip(pairs).chain(copies_of) {
+            answers
+                .entry(normalize(q))
+                .or_default()
+                .insert(p.answer.as_str());
+        }
+        let mut dropped = 0;
+        let copies = all
+            .into_iter()
+            .map(|c| {
+                let before = c.len();
+                let kept: Vec<String> = c
+                    .into_iter()
+                    .filter(|q| answers[&normalize(q)].len() == 1)
+                    .collect();
+                dropped += before - kept.len();
+                kept
+            })
+            .collect();
+        PairCopies { copies, dropped }
     }
 
     /// Every place an entry matches the question's words, except a match inside a longer
