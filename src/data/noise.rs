@@ -8,7 +8,7 @@
 //! exact, because the badge must say them exactly. Deterministic: the same question, seed and
 //! count give the same copies on every machine.
 
-use super::rng::{hash_str, Rng};
+use super::rng::{distinct_draws, hash_str, Rng};
 
 /// Letters made-up words are drawn from (lower case, so they read as ordinary words).
 const LETTERS: &[u8] = b"abcdefghijklmnopqrstuvwxyz";
@@ -34,18 +34,7 @@ pub fn noisy_copies(question: &str, seed: u64, n: usize, edits: Edits) -> Vec<St
         return Vec::new();
     }
     let mut rng = Rng::new(seed ^ hash_str(original).rotate_left(17));
-    let mut out: Vec<String> = Vec::new();
-    // A few tries per copy: some edits coincide or change nothing.
-    for _ in 0..n * 4 {
-        if out.len() == n {
-            break;
-        }
-        let copy = one_edit(&words, &mut rng, edits);
-        if copy != original && !out.contains(&copy) {
-            out.push(copy);
-        }
-    }
-    out
+    distinct_draws(original, n, || one_edit(&words, &mut rng, edits))
 }
 
 /// `words` with one random edit, joined again.

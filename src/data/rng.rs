@@ -39,3 +39,20 @@ pub fn hash_str(text: &str) -> u64 {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01B3)
     })
 }
+
+/// Up to `n` distinct strings from `draw`, none equal to `original`: a few tries per string,
+/// since two draws can give the same one or change nothing. The noise and synonym copies of a
+/// question share it, so both stop after the same number of draws for a seed.
+pub fn distinct_draws(original: &str, n: usize, mut draw: impl FnMut() -> String) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for _ in 0..n * 4 {
+        if out.len() == n {
+            break;
+        }
+        let copy = draw();
+        if copy != original && !out.contains(&copy) {
+            out.push(copy);
+        }
+    }
+    out
+}

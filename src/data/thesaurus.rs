@@ -17,7 +17,7 @@ use std::path::Path;
 
 use anyhow::{bail, Result};
 
-use super::rng::{hash_str, Rng};
+use super::rng::{distinct_draws, hash_str, Rng};
 use super::sources::QaPair;
 use super::synth::normalize;
 
@@ -101,24 +101,15 @@ impl Thesaurus {
             return Vec::new();
         }
         let mut rng = Rng::new(seed ^ hash_str(original).rotate_left(29));
-        let mut out: Vec<String> = Vec::new();
-        // A few tries per copy: two draws can give the same string.
-        for _ in 0..n * 4 {
-            if out.len() == n {
-                break;
-            }
+        distinct_draws(original, n, || {
             let m = &matches[rng.below(matches.len())];
             let group = &self.groups[m.group];
             let mut pick = rng.below(group.len() - 1);
             if pick >= m.entry {
                 pick += 1;
             }
-            let copy = replaced(&words, m, &group[pick]);
-            if copy != original && !out.contains(&copy) {
-                out.push(copy);
-            }
-        }
-        out
+            replaced(&words, m, &group[pick])
+        })
     }
 
     /// Up to `copies` synonym copies of each pair's question (seeded by the pair's id),
@@ -169,10 +160,10 @@ impl Thesaurus {
                 for start in 0..lower.len() {
                     let end = start + entry.len();
                     // Punctuation may only close the last word of the span ("job?").
-                    let inner_clean = words
-                        .get(start..end.saturating_sub(1))
-                        .is_some_and(|ws| ws.iter().all(|w| closing(w).is_empty()));
-                    if end <= lower.len() && lower[start..end] == entry[..] && inner_clean {
+                    if end <= lower.len()
+                        && lower[start..end] == entry[..]
+                        && words[start..end - 1].iter().all(|w| closing(w).is_empty())
+                    {
                         found.push(Match {
                             start,
                             len: entry.len(),
