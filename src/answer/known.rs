@@ -23,6 +23,9 @@ pub struct TaughtAnswers {
     /// holdout with a noisy copy of each, or the Q&A source's `valid` file where the
     /// curriculum holds no synth out.
     pub heldout_questions: Vec<String>,
+    /// The owner's own Q&A pairs (without their training copies): a threshold may never
+    /// refuse one of them that the model answers right.
+    pub trained_pairs: Vec<crate::data::QaPair>,
 }
 
 /// Reads the Q&A and synth sources of a run's curriculum. `synth_root` is where the run's
@@ -31,6 +34,7 @@ pub fn taught_answers(rc: &ResolvedCurriculum, synth_root: &Path) -> Result<Taug
     let template = PromptTemplate::parse(&rc.curriculum.template).map_err(anyhow::Error::msg)?;
     let mut answers = BTreeSet::new();
     let (mut synth_heldout, mut qa_heldout) = (Vec::new(), Vec::new());
+    let mut trained_pairs = Vec::new();
     let mut thesaurus = None;
     for (name, cfg) in &rc.curriculum.sources {
         if let SourceConfig::Synth {
@@ -47,6 +51,14 @@ pub fn taught_answers(rc: &ResolvedCurriculum, synth_root: &Path) -> Result<Taug
         let d = crate::data::load_source(cfg, &template, &synth_root.join(name), false)
             .with_context(|| format!("source `{name}`"))?;
         answers.extend(d.train_pairs.iter().map(|p| p.answer.trim().to_string()));
+        if let SourceConfig::Qa { .. } = cfg {
+            trained_pairs.extend(
+                d.train_pairs
+                    .iter()
+                    .filter(|p| !crate::data::is_training_copy(p))
+                    .cloned(),
+            );
+        }
         heldout.extend(d.valid_pairs.iter().map(|p| p.question.clone()));
     }
     // The synth holdout calibrates; a Q&A `valid` file only when there is none, since it is
@@ -72,6 +84,7 @@ pub fn taught_answers(rc: &ResolvedCurriculum, synth_root: &Path) -> Result<Taug
     Ok(TaughtAnswers {
         answers: answers.into_iter().collect(),
         heldout_questions: heldout,
+        trained_pairs,
     })
 }
 
@@ -125,8 +138,19 @@ pub struct MeasureFit {
     pub offtopic_fallback: f64,
 }
 
-/// Share of in-domain calibration questions the threshold must keep answering.
-pub const KEEP_KNOWN: f64 = 0.9;
+/// Share of in-domain calibration questions the threshold must keep answering. Not 0.9 (the
+/// issue's 10% fallback budget): the calibration questions are the synth holdout, phrased
+/// like training, and a stranger's questions lose more to the same threshold. Over 31 tiny
+/// runs of the bundled owner (issue #14 note), 0.92 fell back on 15.1% of the held-out
+/// rephrasings and on 80.5% of the off-topic test list; 0.9 on 17.0% and 82.2%, 0.94 on
+/// 11.2% and 75.4%.
+pub const KEEP_KNOWN: f64 = 0.92;
+
+/// The measure the threshold is set on. Every measure is fitted and reported, but picking the
+/// one that refuses the most of the few dozen calibration off-topic questions picks the one
+/// that happens to fit those questions: over the same 31 runs it refused more of the held-out
+/// rephrasings (16.5% against 15.1% at the same threshold rule) and no more off-topic ones.
+pub const THRESHOLD_MEASURE: ConfidenceMeasure = ConfidenceMeasure::MeanLogProb;
 
 impl MeasureFit {
     /// Better: keeps at least `need` of the in-domain questions, then refuses the most
@@ -148,6 +172,8 @@ impl MeasureFit {
 pub struct Calibration {
     pub known_questions: usize,
     pub offtopic_questions: usize,
+    /// Trained questions answered right, none of which the threshold may refuse.
+    pub trained_questions: usize,
     pub fits: Vec<MeasureFit>,
     pub chosen: usize,
 }
@@ -162,8 +188,8 @@ impl Calibration {
 
     pub fn table(&self) -> String {
         let mut s = format!(
-            "confidence calibration on {} held-out in-domain and {} off-topic questions:\n{:<22} {:>10} {:>11} {:>18}\n",
-            self.known_questions, self.offtopic_questions, "measure", "threshold", "answered", "off-topic fallback"
+            "confidence calibration on {} held-out in-domain and {} off-topic questions, keeping all {} trained questions answered right:\n{:<22} {:>10} {:>11} {:>18}\n",
+            self.known_questions, self.offtopic_questions, self.trained_questions, "measure", "threshold", "answered", "off-topic fallback"
         );
         for (i, f) in self.fits.iter().enumerate() {
             s += &format!(
@@ -180,30 +206,32 @@ impl Calibration {
 }
 
 /// For every measure, the threshold that refuses the most off-topic questions while still
-/// answering at least [`KEEP_KNOWN`] of the in-domain ones (the issue's targets: at most 10%
-/// fallback on known questions, as many off-topic refusals as that allows); ties go to the
-/// lower threshold. The chosen measure refuses the most off-topic questions under that rule.
+/// answering at least [`KEEP_KNOWN`] of the in-domain ones, and never refuses a trained
+/// question that the model answers right; ties go to the lower threshold. The blob's is the
+/// fit of [`THRESHOLD_MEASURE`]; the others are there for the table.
 ///
 /// A `None` is an answer the model already refused (it chose the taught fallback line): it
 /// counts as a fallback whatever the threshold, so the known questions it costs come out of
-/// the same 10% budget. Where those alone exceed it, the threshold refuses nothing more.
-pub fn calibrate(known: &[Option<Confidence>], offtopic: &[Option<Confidence>]) -> Calibration {
+/// the same budget. Where those alone exceed it, the threshold refuses nothing more.
+pub fn calibrate(
+    known: &[Option<Confidence>],
+    offtopic: &[Option<Confidence>],
+    trained: &[Confidence],
+) -> Calibration {
     let answerable = known.iter().filter(|c| c.is_some()).count() as f64;
     let need = KEEP_KNOWN.min(answerable / known.len().max(1) as f64);
     let fits: Vec<MeasureFit> = ConfidenceMeasure::ALL
         .iter()
-        .map(|&m| fit(m, known, offtopic, need))
+        .map(|&m| fit(m, known, offtopic, trained, need))
         .collect();
-    let chosen = (0..fits.len()).fold(0, |b, i| {
-        if fits[i].better_than(&fits[b], need) {
-            i
-        } else {
-            b
-        }
-    });
+    let chosen = ConfidenceMeasure::ALL
+        .iter()
+        .position(|&m| m == THRESHOLD_MEASURE)
+        .expect("the threshold measure is one of ALL");
     Calibration {
         known_questions: known.len(),
         offtopic_questions: offtopic.len(),
+        trained_questions: trained.len(),
         fits,
         chosen,
     }
@@ -213,6 +241,7 @@ fn fit(
     m: ConfidenceMeasure,
     known: &[Option<Confidence>],
     offtopic: &[Option<Confidence>],
+    trained: &[Confidence],
     need: f64,
 ) -> MeasureFit {
     let value = |c: &Option<Confidence>| c.map_or(f32::NEG_INFINITY, |c| c.value(m));
@@ -225,7 +254,13 @@ fn fit(
     let finite = || k.iter().chain(&o).copied().filter(|x| x.is_finite());
     let mut cands: Vec<f32> = finite().map(next_up).collect();
     cands.push(finite().fold(f32::INFINITY, f32::min));
-    cands.retain(|c| c.is_finite());
+    // Never above the least confident trained question the model answers right.
+    let floor = trained
+        .iter()
+        .map(|c| c.value(m))
+        .fold(f32::INFINITY, f32::min);
+    cands.push(floor);
+    cands.retain(|&c| c.is_finite() && c <= floor);
     cands.sort_by(f32::total_cmp);
     let mut best: Option<MeasureFit> = None;
     for &t in &cands {
@@ -277,6 +312,37 @@ pub fn confidences(
     Ok(out)
 }
 
+/// The confidences of the trained pairs that `answerer` (never falling back) answers right.
+pub fn trained_confidences(
+    answerer: &mut dyn crate::answer::Answerer,
+    pairs: &[crate::data::QaPair],
+) -> Result<Vec<Confidence>> {
+    let mut out = Vec::new();
+    for p in pairs {
+        let mut said = String::new();
+        let stats = answerer.answer_streaming(&p.question, &mut |t| said.push_str(t))?;
+        if let (Outcome::Known, Some(c)) = (stats.outcome, stats.confidence) {
+            if said.trim() == p.answer.trim() {
+                out.push(c);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Asks `answerer` (known-answer decoding, never falling back) the held-out in-domain
+/// questions, the off-topic ones and the trained pairs, and fits the threshold on them.
+pub fn calibrate_answerer(
+    answerer: &mut dyn crate::answer::Answerer,
+    taught: &TaughtAnswers,
+    offtopic: &[String],
+) -> Result<Calibration> {
+    let k = confidences(answerer, &taught.heldout_questions)?;
+    let o = confidences(answerer, offtopic)?;
+    let t = trained_confidences(answerer, &taught.trained_pairs)?;
+    Ok(calibrate(&k, &o, &t))
+}
+
 /// The f32 checkpoint of `run` decoding against the run's known answers, with its own
 /// threshold calibrated the way `badge export` calibrates the blob's (when the curriculum has
 /// off-topic questions), so both engines are compared in the same mode.
@@ -298,9 +364,7 @@ pub fn candle_known(
     let mut a = a.with_answers(&spec);
     if let Some(path) = &rc.curriculum.answers.offtopic {
         if !taught.heldout_questions.is_empty() {
-            let k = confidences(&mut a, &taught.heldout_questions)?;
-            let o = confidences(&mut a, &read_questions(path)?)?;
-            let c = calibrate(&k, &o);
+            let c = calibrate_answerer(&mut a, &taught, &read_questions(path)?)?;
             spec.measure = c.measure();
             spec.threshold = c.threshold();
             a = a.with_answers(&spec);
@@ -322,11 +386,12 @@ mod tests {
     }
 
     #[test]
-    fn calibration_separates_and_picks_the_measure_that_separates() {
+    fn calibration_fits_every_measure_and_sets_the_threshold_measure() {
         let known: Vec<_> = [-0.1, -0.2, -0.3, -0.9].map(conf).to_vec();
         let off: Vec<_> = [-1.0, -1.5, -0.25].map(conf).to_vec();
-        let c = calibrate(&known, &off);
-        assert_eq!(c.measure(), ConfidenceMeasure::MeanLogProb);
+        let c = calibrate(&known, &off, &[]);
+        assert_eq!(c.fits.len(), ConfidenceMeasure::ALL.len());
+        assert_eq!(c.measure(), THRESHOLD_MEASURE);
         let f = &c.fits[c.chosen];
         // Keeping 90% of four means keeping all four: the threshold sits just above -1.0,
         // which refuses -1.0 and -1.5 but not -0.25.
@@ -340,13 +405,27 @@ mod tests {
     }
 
     #[test]
+    fn the_threshold_never_refuses_a_trained_question_answered_right() {
+        // Without the trained questions the threshold sits just above -1.0; a trained
+        // question answered at -1.2 holds it at or below -1.2, refusing only -1.5.
+        let known: Vec<_> = [-0.1, -0.2, -0.3, -0.9].map(conf).to_vec();
+        let off: Vec<_> = [-1.0, -1.5, -0.25].map(conf).to_vec();
+        let trained: Vec<Confidence> = [-0.05, -1.2].map(|v| conf(v).unwrap()).to_vec();
+        let c = calibrate(&known, &off, &trained);
+        let f = &c.fits[c.chosen];
+        assert!(f.threshold <= -1.2 && f.threshold > -1.5, "{f:?}");
+        assert_eq!((f.known_kept, f.offtopic_fallback), (1.0, 1.0 / 3.0));
+        assert_eq!(c.trained_questions, 2);
+    }
+
+    #[test]
     fn a_taught_fallback_spends_the_budget_and_counts_as_a_refusal() {
         // Ten in-domain questions, one already answered with the fallback line: the
         // threshold may refuse no other, so it sits at or below the lowest of the nine.
         let mut known: Vec<_> = (0..9).map(|i| conf(-0.1 * i as f32)).collect();
         known.push(None);
         let off = vec![None, conf(-0.85), conf(-0.05)];
-        let c = calibrate(&known, &off);
+        let c = calibrate(&known, &off, &[]);
         let f = &c.fits[0];
         assert_eq!(f.measure, "mean-log-prob");
         assert!((f.known_kept - 0.9).abs() < 1e-9, "{f:?}");
@@ -355,7 +434,7 @@ mod tests {
         // Where the taught fallback alone spends more than the budget, nothing more is
         // refused: the threshold sits at the lowest confidence.
         let known = vec![None, None, conf(-0.2), conf(-0.4)];
-        let c = calibrate(&known, &off);
+        let c = calibrate(&known, &off, &[]);
         let f = &c.fits[0];
         assert_eq!(f.known_kept, 0.5, "{f:?}");
         assert!(f.threshold <= -0.4, "{f:?}");

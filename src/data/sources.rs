@@ -461,6 +461,15 @@ pub fn load_source(
     }
 }
 
+/// What joins a pair's id and a copy's number in the id of a training copy (`qa-007~2`).
+const COPY_ID_MARK: char = '~';
+
+/// Whether a pair is a training copy (paraphrase, noisy or synonym copy) rather than one of
+/// the source's own pairs.
+pub fn is_training_copy(p: &QaPair) -> bool {
+    p.id.contains(COPY_ID_MARK)
+}
+
 /// The extra phrasings a source trains on besides its own questions.
 struct Augment {
     paraphrases: usize,
@@ -508,7 +517,7 @@ impl Augment {
             forms.extend(synonyms);
             for (k, q) in forms.into_iter().enumerate() {
                 extra.push(QaPair {
-                    id: format!("{}~{}", p.id, k + 1),
+                    id: format!("{}{COPY_ID_MARK}{}", p.id, k + 1),
                     question: q,
                     ..p.clone()
                 });

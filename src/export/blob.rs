@@ -287,7 +287,7 @@ pub fn export(opts: &ExportOptions) -> Result<ExportResult> {
     let calibration = match &rc.curriculum.answers.offtopic {
         Some(path) if !taught.heldout_questions.is_empty() => {
             let offtopic = crate::answer::known::read_questions(path)?;
-            let c = calibrate_blob(&blob, &taught.heldout_questions, &offtopic)?;
+            let c = calibrate_blob(&blob, &taught, &offtopic)?;
             answers.measure = c.measure();
             answers.threshold = c.threshold();
             Some(c)
@@ -335,17 +335,14 @@ pub fn export(opts: &ExportOptions) -> Result<ExportResult> {
     })
 }
 
-/// Asks the blob (known-answer decoding, never falling back) the held-out in-domain and the
-/// off-topic questions, and fits the confidence threshold on their confidences.
+/// Asks the blob (known-answer decoding, never falling back) the calibration questions
+/// ([`crate::answer::known::calibrate_answerer`]) and fits the confidence threshold.
 fn calibrate_blob(
     blob: &[u8],
-    known: &[String],
+    taught: &crate::answer::known::TaughtAnswers,
     offtopic: &[String],
 ) -> Result<crate::answer::known::Calibration> {
-    use crate::answer::known::{calibrate, confidences};
     let file = crate::answer::BlobFile::from_bytes(blob)?;
     let mut badge = crate::answer::BlobAnswerer::new(&file, 1, Default::default())?;
-    let k = confidences(&mut badge, known)?;
-    let o = confidences(&mut badge, offtopic)?;
-    Ok(calibrate(&k, &o))
+    crate::answer::known::calibrate_answerer(&mut badge, taught, offtopic)
 }
