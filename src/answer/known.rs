@@ -394,7 +394,7 @@ mod tests {
         assert_eq!(c.fits.len(), ConfidenceMeasure::ALL.len());
         assert_eq!(c.measure(), THRESHOLD_MEASURE);
         let f = &c.fits[c.chosen];
-        // Keeping 90% of four means keeping all four: the threshold sits just above -1.0,
+        // Keeping 92% of four means keeping all four: the threshold sits just above -1.0,
         // which refuses -1.0 and -1.5 but not -0.25.
         assert_eq!((f.known_kept, f.offtopic_fallback), (1.0, 2.0 / 3.0));
         assert!(f.threshold > -1.0 && f.threshold < -0.9);
