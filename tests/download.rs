@@ -39,7 +39,8 @@ fn tinystories_is_read_from_the_hf_hub_cache() {
     };
     let tpl =
         badge_firmware::template::PromptTemplate::parse(badge::config::DEFAULT_TEMPLATE).unwrap();
-    let data = badge::data::load_source(&source, &tpl, home.path(), true).unwrap();
+    let data =
+        badge::data::load_source(&source, &tpl, home.path(), true, &Default::default()).unwrap();
     // The train file is streamed from disk (tokenized into the run's cache), not held.
     let file = data.stories.as_ref().expect("a streamed stories file");
     assert_eq!(file.path, train);

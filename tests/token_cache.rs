@@ -135,7 +135,8 @@ fn a_stories_source_streams_its_file() {
     };
     let tpl =
         badge_firmware::template::PromptTemplate::parse(badge::config::DEFAULT_TEMPLATE).unwrap();
-    let mut data = badge::data::load_source(&source, &tpl, dir.path(), false).unwrap();
+    let mut data =
+        badge::data::load_source(&source, &tpl, dir.path(), false, &Default::default()).unwrap();
     assert!(data.train.is_empty());
     let Some(StoriesFile { path, limit, .. }) = &data.stories else {
         panic!("a text stories file is streamed");

@@ -36,6 +36,7 @@ pub fn taught_answers(rc: &ResolvedCurriculum, synth_root: &Path) -> Result<Taug
     let (mut synth_heldout, mut qa_heldout) = (Vec::new(), Vec::new());
     let mut trained_pairs = Vec::new();
     let mut thesaurus = None;
+    let held_out = crate::data::held_out::HeldOut::of_curriculum(&rc.curriculum)?;
     for (name, cfg) in &rc.curriculum.sources {
         if let SourceConfig::Synth {
             synonyms: Some(s), ..
@@ -48,7 +49,7 @@ pub fn taught_answers(rc: &ResolvedCurriculum, synth_root: &Path) -> Result<Taug
             SourceConfig::Qa { .. } | SourceConfig::Offtopic { .. } => &mut qa_heldout,
             _ => continue,
         };
-        let d = crate::data::load_source(cfg, &template, &synth_root.join(name), false)
+        let d = crate::data::load_source(cfg, &template, &synth_root.join(name), false, &held_out)
             .with_context(|| format!("source `{name}`"))?;
         answers.extend(d.train_pairs.iter().map(|p| p.answer.trim().to_string()));
         if let SourceConfig::Qa { .. } = cfg {

@@ -5,6 +5,7 @@
 pub mod check;
 pub mod download;
 pub mod facts;
+pub mod held_out;
 pub mod init;
 pub mod noise;
 pub mod paraphrase;

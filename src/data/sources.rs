@@ -15,6 +15,7 @@ use rand::SeedableRng;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::held_out::HeldOut;
 use super::noise::Edits;
 use super::stream::{self, StoryReader};
 use super::thesaurus::Thesaurus;
@@ -227,6 +228,8 @@ pub struct SourceData {
     pub valid_pairs: Vec<QaPair>,
     /// A stories file streamed instead of `train` (which is then empty).
     pub stories: Option<StoriesFile>,
+    /// Generated questions left out because they read as held-out ones (see data::held_out).
+    pub held_out_dropped: usize,
 }
 
 impl SourceData {
@@ -303,12 +306,14 @@ fn split_holdout<T: Clone>(items: &[T], holdout: f64) -> (Vec<T>, Vec<T>) {
     (train, valid)
 }
 
-/// Loads one source. `synth_dir` is where generated data goes; `download` fetches TinyStories.
+/// Loads one source. `synth_dir` is where generated data goes; `download` fetches TinyStories;
+/// generated questions that read as one of `held_out` are left out of training.
 pub fn load_source(
     cfg: &SourceConfig,
     template: &PromptTemplate<'_>,
     synth_dir: &Path,
     download: bool,
+    held_out: &HeldOut,
 ) -> Result<SourceData> {
     let qa_samples = |pairs: &[QaPair], loss_on| {
         pairs
@@ -385,17 +390,21 @@ pub fn load_source(
             if *limit > 0 {
                 pairs.truncate(*limit);
             }
-            pairs = Augment::new(*paraphrases, *noise, Edits::Any, synonyms.as_ref())?.apply(pairs);
             let valid_pairs = match valid {
                 Some(v) => read_qa_csv(v)?,
                 None => Vec::new(),
             };
+            let held_out = held_out.with(valid_pairs.iter().map(|p| p.question.as_str()));
+            let (pairs, held_out_dropped) =
+                Augment::new(*paraphrases, *noise, Edits::Any, synonyms.as_ref())?
+                    .apply(pairs, &held_out);
             Ok(SourceData {
                 train: qa_samples(&pairs, *loss_on),
                 valid: qa_samples(&valid_pairs, *loss_on),
                 train_pairs: pairs,
                 valid_pairs,
                 stories: None,
+                held_out_dropped,
             })
         }
         SourceConfig::Offtopic {
@@ -415,11 +424,13 @@ pub fn load_source(
                     category: None,
                 })
                 .collect();
-            let pairs = Augment::new(*paraphrases, *noise, Edits::TyposOnly, synonyms.as_ref())?
-                .apply(pairs);
+            let (pairs, held_out_dropped) =
+                Augment::new(*paraphrases, *noise, Edits::TyposOnly, synonyms.as_ref())?
+                    .apply(pairs, held_out);
             Ok(SourceData {
                 train: qa_samples(&pairs, LossOn::Answer),
                 train_pairs: pairs,
+                held_out_dropped,
                 ..Default::default()
             })
         }
@@ -443,8 +454,13 @@ pub fn load_source(
             let pairs = read_qa_csv(&synth_dir.join("qa-synth.csv"))?;
             let (pt, pv) = split_holdout(&prose, *holdout);
             let (qt, qv) = split_holdout(&pairs, *holdout);
-            // Held-out pairs stay clean: they calibrate and measure, they do not train.
-            let qt = Augment::new(*paraphrases, *noise, Edits::Any, synonyms.as_ref())?.apply(qt);
+            // Held-out pairs stay clean: they calibrate and measure, they do not train; nor
+            // does a generated question or copy that reads as one of them.
+            let held_out = held_out.with(qv.iter().map(|p| p.question.as_str()));
+            let (qt, generated_dropped) = held_out.without_held_out(qt);
+            let (qt, copies_dropped) =
+                Augment::new(*paraphrases, *noise, Edits::Any, synonyms.as_ref())?
+                    .apply(qt, &held_out);
             let _ = report;
             let mut train: Vec<Sample> = pt.into_iter().map(Sample::Text).collect();
             train.extend(qa_samples(&qt, *loss_on));
@@ -456,6 +472,7 @@ pub fn load_source(
                 train_pairs: qt,
                 valid_pairs: qv,
                 stories: None,
+                held_out_dropped: generated_dropped + copies_dropped,
             })
         }
     }
@@ -500,8 +517,9 @@ impl Augment {
 
     /// `pairs` followed by up to `paraphrases` generic paraphrases, `noise` noisy copies and
     /// the synonym copies of each question (same answer, id with a `~k` suffix),
-    /// deterministic for the pair's id.
-    fn apply(&self, pairs: Vec<QaPair>) -> Vec<QaPair> {
+    /// deterministic for the pair's id; without the copies that read as a `held_out`
+    /// question, whose number comes second.
+    fn apply(&self, pairs: Vec<QaPair>, held_out: &HeldOut) -> (Vec<QaPair>, usize) {
         let synonym_copies = self.synonym_copies(&pairs);
         let mut extra = Vec::new();
         for (p, synonyms) in pairs.iter().zip(synonym_copies) {
@@ -523,9 +541,10 @@ impl Augment {
                 });
             }
         }
+        let (extra, dropped) = held_out.without_held_out(extra);
         let mut all = pairs;
         all.extend(extra);
-        all
+        (all, dropped)
     }
 
     /// The synonym copies of each pair's question (see [`Thesaurus::copies_of_pairs`]).
@@ -740,7 +759,14 @@ mod tests {
             }),
         };
         let tpl = PromptTemplate::parse("Q: {question}\nA: {answer}").unwrap();
-        let d = load_source(&cfg(thesaurus.clone()), &tpl, dir.path(), false).unwrap();
+        let d = load_source(
+            &cfg(thesaurus.clone()),
+            &tpl,
+            dir.path(),
+            false,
+            &HeldOut::default(),
+        )
+        .unwrap();
         let mut questions: Vec<&str> = d.train_pairs.iter().map(|p| p.question.as_str()).collect();
         questions.sort();
         assert_eq!(
@@ -760,6 +786,15 @@ mod tests {
             };
             assert_eq!(p.answer, answer, "{}", p.question);
         }
+        // A copy that reads as a held-out question is left out, and counted.
+        let held_out = HeldOut::default().with(["what is your OCCUPATION"]);
+        let d = load_source(&cfg(thesaurus.clone()), &tpl, dir.path(), false, &held_out).unwrap();
+        assert_eq!(d.held_out_dropped, 1);
+        assert!(d
+            .train_pairs
+            .iter()
+            .all(|p| p.question != "What is your occupation?"));
+        assert_eq!(d.train_pairs.len(), 3);
         // A copy that reads as another answer's question, or as a copy of one, is dropped.
         std::fs::write(
             &csv,
@@ -767,12 +802,26 @@ mod tests {
         )
         .unwrap();
         std::fs::write(&thesaurus, "good at, best at, great at\n").unwrap();
-        let d = load_source(&cfg(thesaurus.clone()), &tpl, dir.path(), false).unwrap();
+        let d = load_source(
+            &cfg(thesaurus.clone()),
+            &tpl,
+            dir.path(),
+            false,
+            &HeldOut::default(),
+        )
+        .unwrap();
         assert_eq!(d.train_pairs.len(), 2, "{:?}", d.train_pairs);
         let missing = dir.path().join("nope.txt");
         let err = format!(
             "{:#}",
-            load_source(&cfg(missing.clone()), &tpl, dir.path(), false).unwrap_err()
+            load_source(
+                &cfg(missing.clone()),
+                &tpl,
+                dir.path(),
+                false,
+                &HeldOut::default()
+            )
+            .unwrap_err()
         );
         assert!(err.contains(&missing.display().to_string()), "{err}");
     }
@@ -794,7 +843,7 @@ mod tests {
             answer: "I don't know.".into(),
         };
         let tpl = PromptTemplate::parse("Q: {question}\nA: {answer}").unwrap();
-        let d = load_source(&cfg, &tpl, dir.path(), false).unwrap();
+        let d = load_source(&cfg, &tpl, dir.path(), false, &HeldOut::default()).unwrap();
         assert_eq!(
             d.train_pairs.len(),
             6,

@@ -73,10 +73,19 @@ pub fn prepare(rc: &ResolvedCurriculum, run: &RunDir, download: bool) -> Result<
     let c = &rc.curriculum;
     let template =
         PromptTemplate::parse(&c.template).map_err(|e| anyhow::anyhow!("template: {e}"))?;
+    let held_out = data::held_out::HeldOut::of_curriculum(c)?;
     let mut sources = BTreeMap::new();
     for (name, cfg) in &c.sources {
-        let d = data::load_source(cfg, &template, &run.root.join("synth").join(name), download)
+        let synth_dir = run.root.join("synth").join(name);
+        let d = data::load_source(cfg, &template, &synth_dir, download, &held_out)
             .with_context(|| format!("loading data source `{name}`"))?;
+        if d.held_out_dropped > 0 {
+            eprintln!(
+                "source `{name}`: {} generated questions left out of training: they read as \
+                 held-out or calibration questions",
+                d.held_out_dropped
+            );
+        }
         sources.insert(name.clone(), d);
     }
     let tokenizer = if run.tokenizer().exists() {
