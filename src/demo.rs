@@ -124,6 +124,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport> {
         max_rel_error: None,
         quality_samples: 0,
         free: false,
+        keep_known: None,
         board: Some(PathBuf::from(crate::config::board::DEFAULT_BOARD)).filter(|p| p.exists()),
     })?;
     if !opts.quiet {

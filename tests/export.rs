@@ -36,6 +36,7 @@ fn options(
         board: Some(common::repo().join("configs/boards/esp32s3-n16r8.toml")),
         quality_samples: 0,
         free: false,
+        keep_known: None,
     }
 }
 

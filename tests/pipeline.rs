@@ -88,6 +88,7 @@ fn tiny_curriculum_memorises_the_trained_questions() {
         max_rel_error: Some(0.05),
         quality_samples: 8,
         free: false,
+        keep_known: None,
         board: Some(common::repo().join("configs/boards/esp32s3-n16r8.toml")),
     };
     let exported = badge::export::export(&opts).unwrap();
@@ -111,6 +112,40 @@ fn tiny_curriculum_memorises_the_trained_questions() {
     let err = badge::export::export(&strict).unwrap_err().to_string();
     assert!(
         err.contains("--max-rel-error") && !strict_out.exists(),
+        "{err}"
+    );
+    // --keep-known: a more cautious share may only raise the threshold, and a share out of
+    // range is refused with nothing written.
+    let default_cal = exported.calibration.as_ref().expect("calibrated");
+    assert_eq!(default_cal.keep_known, badge::config::DEFAULT_KEEP_KNOWN);
+    let cautious = badge::export::export(&badge::export::ExportOptions {
+        out: dir.path().join("cautious.bin"),
+        quality_samples: 0,
+        keep_known: Some(0.5),
+        ..opts.clone()
+    })
+    .unwrap();
+    let cautious_cal = cautious.calibration.as_ref().expect("calibrated");
+    assert_eq!(cautious_cal.keep_known, 0.5);
+    assert!(
+        cautious_cal.threshold() >= default_cal.threshold(),
+        "{}\n{}",
+        cautious_cal.table(),
+        default_cal.table()
+    );
+    let bad_out = dir.path().join("bad-keep.bin");
+    let err = format!(
+        "{:#}",
+        badge::export::export(&badge::export::ExportOptions {
+            out: bad_out.clone(),
+            quality_samples: 0,
+            keep_known: Some(1.5),
+            ..opts.clone()
+        })
+        .unwrap_err()
+    );
+    assert!(
+        err.contains("keep_known is 1.5") && !bad_out.exists(),
         "{err}"
     );
 

@@ -92,6 +92,12 @@ enum Command {
         /// Make open generation the badge's default (the known answers are still stored).
         #[arg(long)]
         free: bool,
+        /// How cautious the badge is: the share (0 to 1) of held-out questions about the owner
+        /// that it must still answer when the "I don't know" threshold is calibrated. Lower
+        /// says "I don't know" more often, to strangers' odd phrasings and to off-topic
+        /// questions alike. Default: the curriculum's `[answers] keep_known` (0.92).
+        #[arg(long, value_name = "SHARE")]
+        keep_known: Option<f64>,
         #[arg(long)]
         json: bool,
         /// Write the error table as CSV to this file.
@@ -491,6 +497,7 @@ fn run(cli: Cli) -> Result<()> {
             quality,
             board,
             free,
+            keep_known,
             json,
             csv,
         } => {
@@ -508,6 +515,7 @@ fn run(cli: Cli) -> Result<()> {
                 quality_samples: quality,
                 board: Some(board).filter(|b| b.exists()),
                 free,
+                keep_known,
             };
             commands::export(&opts, json, csv.as_deref())
         }

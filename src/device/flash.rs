@@ -492,6 +492,7 @@ pub fn export_run(run: &Path, board: &Path) -> Result<std::path::PathBuf> {
         max_rel_error: None,
         quality_samples: 0,
         free: false,
+        keep_known: None,
         board: Some(board.to_path_buf()),
     })?;
     eprintln!("exported {}", out.display());

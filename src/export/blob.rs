@@ -145,6 +145,9 @@ pub struct ExportOptions {
     pub quality_samples: usize,
     /// Store the known answers but make open generation the badge's default.
     pub free: bool,
+    /// The share of held-out in-domain questions the threshold must still answer; `None`
+    /// takes the curriculum's `[answers] keep_known`.
+    pub keep_known: Option<f64>,
 }
 
 /// What an export produced.
@@ -223,6 +226,8 @@ pub fn kv_name(kind: KvCacheKind) -> &'static str {
 pub fn export(opts: &ExportOptions) -> Result<ExportResult> {
     let run = Run::load(&opts.run, opts.checkpoint.as_deref())?;
     let rc = &run.config;
+    let keep_known = opts.keep_known.unwrap_or(rc.curriculum.answers.keep_known);
+    let keep_known = crate::config::check_keep_known(keep_known).context("--keep-known")?;
     let cfg = rc.model;
     let weights = run.flat_weights()?;
     let tokenizer = &run.tokenizer;
@@ -287,7 +292,7 @@ pub fn export(opts: &ExportOptions) -> Result<ExportResult> {
     let calibration = match &rc.curriculum.answers.offtopic {
         Some(path) if !taught.heldout_questions.is_empty() => {
             let offtopic = crate::answer::known::read_questions(path)?;
-            let c = calibrate_blob(&blob, &taught, &offtopic)?;
+            let c = calibrate_blob(&blob, &taught, &offtopic, keep_known)?;
             answers.measure = c.measure();
             answers.threshold = c.threshold();
             Some(c)
@@ -341,8 +346,9 @@ fn calibrate_blob(
     blob: &[u8],
     taught: &crate::answer::known::TaughtAnswers,
     offtopic: &[String],
+    keep_known: f64,
 ) -> Result<crate::answer::known::Calibration> {
     let file = crate::answer::BlobFile::from_bytes(blob)?;
     let mut badge = crate::answer::BlobAnswerer::new(&file, 1, Default::default())?;
-    crate::answer::known::calibrate_answerer(&mut badge, taught, offtopic)
+    crate::answer::known::calibrate_answerer(&mut badge, taught, offtopic, keep_known)
 }
