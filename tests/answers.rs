@@ -125,6 +125,45 @@ fn constrained_decoding_says_only_known_answers_or_the_fallback() {
     }
 }
 
+/// The novelty measure through the badge's engine: a question's words that no trained
+/// question has lower its confidence by the blob's penalty each, and only that measure.
+#[test]
+fn novel_words_lower_the_novelty_confidence_by_the_penalty() {
+    let trained = ["Where do you live?", "What is your job?"];
+    let (bytes, _) = common::random_blob_with(&common::tiny_config(), 4, KvCacheKind::F32, |t| {
+        let mut s = spec_for(t, ConfidenceMeasure::None, 0.0);
+        s.question_words = trained
+            .iter()
+            .flat_map(|q| badge_firmware::answers::question_words(q))
+            .collect();
+        s.novelty_penalty = 0.5;
+        Some(s)
+    });
+    let file = BlobFile {
+        bytes: badge::util::AlignedBytes::from_slice(&bytes),
+    };
+    let set = file.blob().answers.expect("an answers section");
+    assert_eq!(
+        set.question_word_count(),
+        8,
+        "where do you live what is your job"
+    );
+    let mut badge = BlobAnswerer::new(&file, 1, GenerateOptions::default()).unwrap();
+    for (q, novel) in [
+        ("where do you live", 0.0),
+        ("your cousin's job?", 1.0),
+        ("sunny Oslo", 2.0),
+    ] {
+        let stats = badge.answer_streaming(q, &mut |_| {}).unwrap();
+        let c = stats
+            .confidence
+            .unwrap_or_else(|| panic!("{q:?}: {stats:?}"));
+        let drop = c.mean_log_prob - c.value(ConfidenceMeasure::MeanLogProbNovelty);
+        assert!((drop - 0.5 * novel).abs() < 1e-5, "{q:?}: {c:?}");
+        assert_eq!(c.value(ConfidenceMeasure::MeanLogProb), c.mean_log_prob);
+    }
+}
+
 fn with_crc(mut b: Vec<u8>) -> Vec<u8> {
     let crc = badge_firmware::format::crc32(&b[HEADER_SIZE..]);
     b[16..20].copy_from_slice(&crc.to_le_bytes());

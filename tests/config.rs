@@ -82,7 +82,7 @@ fn tiny_curriculum_error(edit: impl Fn(String) -> String) -> String {
 fn a_keep_known_out_of_range_names_the_field() {
     for bad in ["0.0", "1.5", "-1"] {
         let err = tiny_curriculum_error(|t| {
-            t.replacen("keep_known = 0.92", &format!("keep_known = {bad}"), 1)
+            t.replacen("keep_known = 0.95", &format!("keep_known = {bad}"), 1)
         });
         assert!(
             err.contains("c.toml") && err.contains("answers.keep_known"),

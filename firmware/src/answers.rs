@@ -27,6 +27,8 @@ pub const NODE_FALLBACK: u32 = 2;
 pub const MAX_NODES: usize = 1 << 20;
 /// Longest fallback line in bytes.
 pub const MAX_FALLBACK_BYTES: usize = 1024;
+/// Most question words a section may hold (keeps sizes in u32).
+pub const MAX_QUESTION_WORDS: usize = 1 << 20;
 
 /// Which number along the chosen path measures the model's confidence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,13 +44,17 @@ pub enum ConfidenceMeasure {
     /// Log-probability of the whole answer among the known answers (allowed tokens
     /// renormalised at every branch point).
     AnswerLogProb = 3,
+    /// [`Self::MeanLogProb`] less the section's novelty penalty for each word of the question
+    /// that no trained question about the owner contains (see [`AnswerSet::novel_words`]).
+    MeanLogProbNovelty = 4,
 }
 
 impl ConfidenceMeasure {
-    pub const ALL: [ConfidenceMeasure; 3] = [
+    pub const ALL: [ConfidenceMeasure; 4] = [
         Self::MeanLogProb,
         Self::FirstBranchMargin,
         Self::AnswerLogProb,
+        Self::MeanLogProbNovelty,
     ];
     pub fn from_u32(v: u32) -> Option<Self> {
         match v {
@@ -56,6 +62,7 @@ impl ConfidenceMeasure {
             1 => Some(Self::MeanLogProb),
             2 => Some(Self::FirstBranchMargin),
             3 => Some(Self::AnswerLogProb),
+            4 => Some(Self::MeanLogProbNovelty),
             _ => None,
         }
     }
@@ -65,6 +72,7 @@ impl ConfidenceMeasure {
             Self::MeanLogProb => "mean-log-prob",
             Self::FirstBranchMargin => "first-branch-margin",
             Self::AnswerLogProb => "answer-log-prob",
+            Self::MeanLogProbNovelty => "mean-log-prob-novelty",
         }
     }
 }
@@ -76,6 +84,8 @@ pub struct Confidence {
     /// 1.0 when the path never branches (only one answer could follow the question).
     pub first_branch_margin: f32,
     pub answer_log_prob: f32,
+    /// [`Self::mean_log_prob`] less the novelty penalty of the question's unseen words.
+    pub mean_log_prob_novelty: f32,
 }
 
 impl Confidence {
@@ -85,8 +95,30 @@ impl Confidence {
             ConfidenceMeasure::MeanLogProb => self.mean_log_prob,
             ConfidenceMeasure::FirstBranchMargin => self.first_branch_margin,
             ConfidenceMeasure::AnswerLogProb => self.answer_log_prob,
+            ConfidenceMeasure::MeanLogProbNovelty => self.mean_log_prob_novelty,
         }
     }
+}
+
+/// The words of a question as [`word_hash`]es: maximal runs of letters, digits and
+/// apostrophes, lower-cased, so "Where's", "where's" and "WHERE'S" are one word.
+pub fn question_words(text: &str) -> impl Iterator<Item = u32> + '_ {
+    text.split(|c: char| !(c.is_alphanumeric() || c == '\''))
+        .filter(|w| !w.is_empty())
+        .map(word_hash)
+}
+
+/// FNV-1a (32 bits) of a word's lower-case UTF-8 bytes. A hash rather than the word: the
+/// section stays a flat sorted array of u32 that the badge binary-searches in place.
+pub fn word_hash(word: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    let mut buf = [0u8; 4];
+    for c in word.chars().flat_map(char::to_lowercase) {
+        for &b in c.encode_utf8(&mut buf).as_bytes() {
+            h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+        }
+    }
+    h
 }
 
 /// Why the answers section was rejected.
@@ -104,6 +136,12 @@ pub struct AnswerSet<'a> {
     /// The badge generates freely unless asked for known answers.
     pub free_by_default: bool,
     pub answer_count: usize,
+    /// Sorted [`word_hash`]es of every word of the trained questions about the owner (empty
+    /// in a section without them).
+    question_words: &'a [u8],
+    /// What each question word outside [`Self::question_words`] takes off the
+    /// [`ConfidenceMeasure::MeanLogProbNovelty`] confidence.
+    pub novelty_penalty: f32,
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -128,8 +166,9 @@ impl<'a> AnswerSet<'a> {
             .ok_or(bad("unknown confidence measure"))?;
         let threshold = f32::from_bits(u32_at(sec, 20));
         let fallback_len = u32_at(sec, 24) as usize;
-        if u32_at(sec, 28) != 0 {
-            return Err(bad("reserved header field is not zero"));
+        let n_words = u32_at(sec, 28) as usize;
+        if n_words > MAX_QUESTION_WORDS {
+            return Err(bad("more than 2^20 question words"));
         }
         if threshold.is_nan() {
             return Err(bad("confidence threshold is NaN"));
@@ -152,13 +191,36 @@ impl<'a> AnswerSet<'a> {
         let end = fallback_off
             .checked_add(fallback_len)
             .ok_or(bad("section size overflows"))?;
-        if end > sec.len() {
-            return Err(bad("nodes, edges or fallback line run past the section"));
+        // The novelty penalty and the words follow the fallback line when there are words;
+        // n_words ≤ 2^20, so 4 + 4 · n_words fits in 32 bits.
+        let words_len = if n_words == 0 { 0 } else { 4 + 4 * n_words };
+        let words_end = end
+            .checked_add(words_len)
+            .ok_or(bad("section size overflows"))?;
+        if words_end > sec.len() {
+            return Err(bad(
+                "nodes, edges, fallback line or question words run past the section",
+            ));
         }
         let fallback = core::str::from_utf8(&sec[fallback_off..end])
             .map_err(|_| bad("fallback line is not UTF-8"))?;
         if fallback.trim().is_empty() {
             return Err(bad("fallback line is empty"));
+        }
+        let (novelty_penalty, question_words) = if n_words == 0 {
+            (0.0, &sec[end..end])
+        } else {
+            (f32::from_bits(u32_at(sec, end)), &sec[end + 4..words_end])
+        };
+        if !(novelty_penalty.is_finite() && novelty_penalty >= 0.0) {
+            return Err(bad("novelty penalty is not a finite number ≥ 0"));
+        }
+        let ascending = question_words
+            .chunks_exact(4)
+            .zip(question_words.chunks_exact(4).skip(1))
+            .all(|(a, b)| u32_at(a, 0) < u32_at(b, 0));
+        if !ascending {
+            return Err(bad("question words are not sorted and distinct"));
         }
         let set = AnswerSet {
             nodes: &sec[ANSWERS_HEADER_SIZE..ANSWERS_HEADER_SIZE + nodes_len],
@@ -168,6 +230,8 @@ impl<'a> AnswerSet<'a> {
             threshold,
             free_by_default: flags & FLAG_FREE != 0,
             answer_count,
+            question_words,
+            novelty_penalty,
         };
         let mut next_edge = 0usize;
         let mut terminals = 0usize;
@@ -255,9 +319,50 @@ impl<'a> AnswerSet<'a> {
         self.nodes.len() / NODE_SIZE
     }
 
-    /// Bytes the section occupies in the blob (header, nodes, edges, fallback line).
+    /// How many question words the section stores (see [`Self::novel_words`]).
+    pub fn question_word_count(&self) -> usize {
+        self.question_words.len() / 4
+    }
+
+    /// Bytes the section occupies in the blob (header, nodes, edges, fallback line, and the
+    /// novelty penalty and question words when there are any).
     pub fn byte_len(&self) -> usize {
-        ANSWERS_HEADER_SIZE + self.nodes.len() + self.edges.len() + self.fallback.len()
+        let words = match self.question_words.len() {
+            0 => 0,
+            n => 4 + n,
+        };
+        ANSWERS_HEADER_SIZE + self.nodes.len() + self.edges.len() + self.fallback.len() + words
+    }
+
+    /// How many words of `question` no trained question about the owner contains: a
+    /// stranger's question about the weather or someone's cousin is made of words the badge
+    /// was never asked about, while a rephrasing of a known question mostly is not. 0 when
+    /// the section stores no words.
+    pub fn novel_words(&self, question: &str) -> u32 {
+        if self.question_words.is_empty() {
+            return 0;
+        }
+        let n = self.question_words.len() / 4;
+        let known = |h: u32| {
+            let (mut lo, mut hi) = (0usize, n);
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                match u32_at(self.question_words, mid * 4).cmp(&h) {
+                    core::cmp::Ordering::Less => lo = mid + 1,
+                    core::cmp::Ordering::Greater => hi = mid,
+                    core::cmp::Ordering::Equal => return true,
+                }
+            }
+            false
+        };
+        question_words(question).filter(|&h| !known(h)).count() as u32
+    }
+
+    /// The confidence of an answer to a question with `novel_words` unseen words, every
+    /// measure filled in from the path's own numbers.
+    pub fn with_novelty(&self, mut c: Confidence, novel_words: u32) -> Confidence {
+        c.mean_log_prob_novelty = c.mean_log_prob - self.novelty_penalty * novel_words as f32;
+        c
     }
 
     /// Every known answer's token ids, in trie order (for reports and tests).
@@ -291,6 +396,12 @@ pub struct AnswersSpec {
     pub measure: ConfidenceMeasure,
     pub threshold: f32,
     pub free_by_default: bool,
+    /// [`word_hash`]es of the words of every trained question about the owner (any order,
+    /// duplicates merged); empty stores none and the novelty measure equals the mean
+    /// log-probability.
+    pub question_words: Vec<u32>,
+    /// See [`AnswerSet::novelty_penalty`].
+    pub novelty_penalty: f32,
 }
 
 /// Serialises an answers section (deterministic: the same answers give the same bytes).
@@ -352,6 +463,9 @@ pub fn write_answers(spec: &AnswersSpec) -> Vec<u8> {
             edges.extend_from_slice(&next_edge.to_le_bytes());
         }
     }
+    let mut words = spec.question_words.clone();
+    words.sort_unstable();
+    words.dedup();
     let mut out = Vec::new();
     let flags = if spec.free_by_default { FLAG_FREE } else { 0 };
     for v in [
@@ -362,13 +476,19 @@ pub fn write_answers(spec: &AnswersSpec) -> Vec<u8> {
         spec.measure as u32,
         spec.threshold.to_bits(),
         spec.fallback.len() as u32,
-        0,
+        words.len() as u32,
     ] {
         out.extend_from_slice(&v.to_le_bytes());
     }
     out.extend_from_slice(&nodes);
     out.extend_from_slice(&edges);
     out.extend_from_slice(spec.fallback.as_bytes());
+    if !words.is_empty() {
+        out.extend_from_slice(&spec.novelty_penalty.to_bits().to_le_bytes());
+        words
+            .iter()
+            .for_each(|w| out.extend_from_slice(&w.to_le_bytes()));
+    }
     out
 }
 
@@ -385,7 +505,59 @@ mod tests {
             measure: ConfidenceMeasure::MeanLogProb,
             threshold: -1.5,
             free_by_default: false,
+            question_words: Vec::new(),
+            novelty_penalty: 0.0,
         }
+    }
+
+    #[test]
+    fn question_words_count_the_words_no_trained_question_has() {
+        let mut s = spec(&[&[4]]);
+        s.question_words = ["Where do you live?", "What's your job?"]
+            .iter()
+            .flat_map(|q| question_words(q))
+            .collect();
+        s.novelty_penalty = 0.25;
+        let bytes = write_answers(&s);
+        let set = AnswerSet::parse(&bytes, 16, 1, 2).unwrap();
+        assert_eq!(set.byte_len(), bytes.len());
+        assert_eq!(
+            set.novel_words("WHERE do you LIVE"),
+            0,
+            "case and punctuation"
+        );
+        assert_eq!(set.novel_words("what's your cousin's job?"), 1);
+        assert_eq!(set.novel_words("Is it sunny where you are?"), 4);
+        let c = set.with_novelty(
+            Confidence {
+                mean_log_prob: -0.5,
+                ..Default::default()
+            },
+            2,
+        );
+        assert_eq!(c.value(ConfidenceMeasure::MeanLogProbNovelty), -1.0);
+        // Without words, nothing is novel and the section ends at the fallback line.
+        let plain_bytes = write_answers(&spec(&[&[4]]));
+        let plain = AnswerSet::parse(&plain_bytes, 16, 1, 2).unwrap();
+        assert_eq!(plain.novel_words("Is it sunny where you are?"), 0);
+        // Unsorted words, a word past the end, a negative penalty: refused.
+        let words_at = bytes.len() - set.question_words.len();
+        let mut b = bytes.clone();
+        b.swap(words_at, words_at + 4);
+        b.swap(words_at + 1, words_at + 5);
+        b.swap(words_at + 2, words_at + 6);
+        b.swap(words_at + 3, words_at + 7);
+        assert!(AnswerSet::parse(&b, 16, 1, 2).is_err(), "unsorted words");
+        assert!(AnswerSet::parse(&bytes[..bytes.len() - 1], 16, 1, 2).is_err());
+        let mut b = bytes.clone();
+        b[words_at - 4..words_at].copy_from_slice(&(-1.0f32).to_bits().to_le_bytes());
+        assert!(AnswerSet::parse(&b, 16, 1, 2).is_err(), "negative penalty");
+        let mut b = bytes.clone();
+        b[28..32].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(
+            AnswerSet::parse(&b, 16, 1, 2).is_err(),
+            "word count overflow"
+        );
     }
 
     #[test]

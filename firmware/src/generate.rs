@@ -126,9 +126,17 @@ pub fn answer<M: LogitsModel>(
     // it is dropped from the text the user sees.
     let sep_tail = &template.between[template.prompt_suffix().len()..];
     let mut streamer = TextStreamer::new(sep_tail);
-    let stats = decode(model, &prompt, bos_id, eos_id, opts, answers, &mut |id| {
-        streamer.push(tok, id, on_text)
-    })?;
+    let novel = answers.map_or(0, |a| a.novel_words(question));
+    let stats = decode(
+        model,
+        &prompt,
+        novel,
+        bos_id,
+        eos_id,
+        opts,
+        answers,
+        &mut |id| streamer.push(tok, id, on_text),
+    )?;
     streamer.finish(on_text);
     if stats.outcome == Outcome::Fallback {
         if let Some(a) = answers {
@@ -141,9 +149,12 @@ pub fn answer<M: LogitsModel>(
 /// The token-level core of [`answer`]: runs `prompt` (BOS included), then generates, calling
 /// `on_token` with each answer token: as it comes in open generation, all at once after the
 /// decision in known-answer mode, and never for a fallback (the caller says the line).
+/// `novel_words` is [`AnswerSet::novel_words`] of the question behind `prompt`.
+#[allow(clippy::too_many_arguments)]
 pub fn decode<M: LogitsModel>(
     model: &mut M,
     prompt: &[u32],
+    novel_words: u32,
     bos_id: u32,
     eos_id: u32,
     opts: &GenerateOptions,
@@ -219,7 +230,7 @@ pub fn decode<M: LogitsModel>(
     stats.generated_tokens = generated.len();
     stats.stop = stop;
     if let Some(a) = constrained {
-        let conf = path.finish();
+        let conf = a.with_novelty(path.finish(), novel_words);
         stats.confidence = Some(conf);
         let complete =
             stop == StopReason::EndOfSequence && a.is_terminal(node) && !a.is_fallback(node);
@@ -312,6 +323,7 @@ impl PathConfidence {
             mean_log_prob: self.log_prob_sum / self.steps.max(1) as f32,
             first_branch_margin: self.first_margin.unwrap_or(1.0),
             answer_log_prob: self.answer_log_prob,
+            mean_log_prob_novelty: 0.0,
         }
     }
 }

@@ -249,9 +249,11 @@ impl Answerer for CandleAnswerer {
             logits: Vec::new(),
         };
         let mut out = Vec::new();
+        let novel = answers.as_ref().map_or(0, |a| a.novel_words(question));
         let stats = generate::decode(
             &mut steps,
             &ids,
+            novel,
             self.tokenizer.bos_id(),
             self.tokenizer.eos_id(),
             &self.options,

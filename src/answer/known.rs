@@ -26,6 +26,10 @@ pub struct TaughtAnswers {
     /// The owner's own Q&A pairs (without their training copies): a threshold may never
     /// refuse one of them that the model answers right.
     pub trained_pairs: Vec<crate::data::QaPair>,
+    /// The words of every trained question about the owner (Q&A and synth, copies
+    /// included), as the firmware's word hashes: what a stranger's question is measured
+    /// against for [`ConfidenceMeasure::MeanLogProbNovelty`].
+    pub question_words: Vec<u32>,
 }
 
 /// Reads the Q&A and synth sources of a run's curriculum. `synth_root` is where the run's
@@ -35,6 +39,7 @@ pub fn taught_answers(rc: &ResolvedCurriculum, synth_root: &Path) -> Result<Taug
     let mut answers = BTreeSet::new();
     let (mut synth_heldout, mut qa_heldout) = (Vec::new(), Vec::new());
     let mut trained_pairs = Vec::new();
+    let mut question_words = BTreeSet::new();
     let mut thesaurus = None;
     let held_out = crate::data::held_out::HeldOut::of_curriculum(&rc.curriculum)?;
     for (name, cfg) in &rc.curriculum.sources {
@@ -52,6 +57,11 @@ pub fn taught_answers(rc: &ResolvedCurriculum, synth_root: &Path) -> Result<Taug
         let d = crate::data::load_source(cfg, &template, &synth_root.join(name), false, &held_out)
             .with_context(|| format!("source `{name}`"))?;
         answers.extend(d.train_pairs.iter().map(|p| p.answer.trim().to_string()));
+        if !matches!(cfg, SourceConfig::Offtopic { .. }) {
+            question_words.extend(d.train_pairs.iter().flat_map(|p| {
+                badge_firmware::answers::question_words(&p.question).collect::<Vec<_>>()
+            }));
+        }
         if let SourceConfig::Qa { .. } = cfg {
             trained_pairs.extend(
                 d.train_pairs
@@ -86,6 +96,7 @@ pub fn taught_answers(rc: &ResolvedCurriculum, synth_root: &Path) -> Result<Taug
         answers: answers.into_iter().collect(),
         heldout_questions: heldout,
         trained_pairs,
+        question_words: question_words.into_iter().collect(),
     })
 }
 
@@ -125,6 +136,8 @@ pub fn answers_spec(
         measure: ConfidenceMeasure::None,
         threshold: 0.0,
         free_by_default,
+        question_words: Vec::new(),
+        novelty_penalty: NOVELTY_PENALTY,
     })
 }
 
@@ -141,10 +154,22 @@ pub struct MeasureFit {
 
 /// The measure the threshold is set on. Every measure is fitted and reported, but picking the
 /// one that refuses the most of the few dozen calibration off-topic questions picks the one
-/// that happens to fit those questions: over the same 31 runs, at the default `keep_known` (0.92), the
-/// picked measure got fewer held-out rephrasings right (70.5% against 70.8%) and more of them
-/// wrong (14.9% against 14.1%), and refused fewer off-topic questions (78.8% against 80.5%).
-pub const THRESHOLD_MEASURE: ConfidenceMeasure = ConfidenceMeasure::MeanLogProb;
+/// that happens to fit those questions (over 31 tiny runs it got fewer held-out rephrasings
+/// right and more wrong, and refused fewer off-topic questions than a fixed measure). The
+/// mean log-probability less a penalty for the question's novel words: on the tiny demo
+/// (seeds 1-14) it refuses as many off-topic questions as the plain mean log-probability
+/// with 1.8 points more held-out rephrasings right and 5 points fewer fallbacks (at 82-83%
+/// off-topic refused: 69.8% right, 13.4% fallback against 67.6%, 18.7%).
+pub const THRESHOLD_MEASURE: ConfidenceMeasure = ConfidenceMeasure::MeanLogProbNovelty;
+
+/// What each word of a question that no trained question about the owner contains takes off
+/// the mean log-probability ([`ConfidenceMeasure::MeanLogProbNovelty`]). A question about the
+/// weather or someone's cousin is made of such words; a rephrasing of a known question mostly
+/// is not, and the noisy copies among the calibration questions (a made-up word each) keep
+/// the threshold from refusing every question with one new word. 0.1 and 0.3 did about as
+/// well on the tiny demo (issue #14 note); the mean log-probabilities of answers that strangers
+/// get right lie between 0 and -0.1.
+pub const NOVELTY_PENALTY: f32 = 0.1;
 
 impl MeasureFit {
     /// Better: keeps at least `need` of the in-domain questions, then refuses the most
@@ -359,6 +384,7 @@ pub fn candle_known(
         &rc.curriculum.answers.fallback,
         false,
     )?;
+    spec.question_words = taught.question_words.clone();
     let mut a = crate::answer::CandleAnswerer::from_run(run, options.max_new_tokens)?;
     a.options = options;
     let mut a = a.with_answers(&spec);
@@ -388,6 +414,7 @@ mod tests {
             mean_log_prob: v,
             first_branch_margin: 0.5,
             answer_log_prob: -v,
+            mean_log_prob_novelty: v,
         })
     }
 

@@ -287,10 +287,10 @@ pub struct AnswersConfig {
 /// calibration questions are the synth holdout, phrased like training, and a stranger's
 /// questions lose more to the same threshold. On the tiny demo (bundled owner, seeds 1-14,
 /// issue #14), held-out rephrasings right / fallback / wrong, and off-topic test questions
-/// refused: 0.90: 67.6 / 18.7 / 13.7%, 81.9%; 0.92: 69.5 / 14.1 / 16.4%, 77.4%; 0.94:
-/// 71.2 / 11.0 / 17.8%, 75.5%; 0.96: 71.3 / 9.5 / 19.2%, 72.9%. Lower is more cautious:
-/// fewer wrong answers, more "I don't know".
-pub const DEFAULT_KEEP_KNOWN: f64 = 0.92;
+/// refused: 0.90: 68.6 / 15.8 / 15.5%, 86.0%; 0.92: 69.0 / 14.6 / 16.4%, 84.0%; 0.95:
+/// 69.8 / 13.4 / 16.9%, 82.9%; 0.96: 70.4 / 11.2 / 18.4%, 79.0%; 0.97: 70.8 / 10.1 / 19.0%,
+/// 76.4%. Lower is more cautious: fewer wrong answers, more "I don't know".
+pub const DEFAULT_KEEP_KNOWN: f64 = 0.95;
 
 fn default_keep_known() -> f64 {
     DEFAULT_KEEP_KNOWN
@@ -301,7 +301,7 @@ pub fn check_keep_known(value: f64) -> Result<f64> {
     if value > 0.0 && value <= 1.0 {
         Ok(value)
     } else {
-        bail!("keep_known is {value}, but must be a share above 0 and at most 1 (e.g. 0.92: answer at least 92% of the held-out in-domain questions)")
+        bail!("keep_known is {value}, but must be a share above 0 and at most 1 (e.g. 0.95: answer at least 95% of the held-out in-domain questions)")
     }
 }
 

@@ -264,6 +264,7 @@ pub fn export(opts: &ExportOptions) -> Result<ExportResult> {
         // Calibration needs the constrained decoder; the flag is set on the final build.
         false,
     )?;
+    answers.question_words = taught.question_words.clone();
     let build = |kv_cache, answers: &badge_firmware::answers::AnswersSpec| {
         let inputs = BlobInputs {
             prompts: prompts.clone(),

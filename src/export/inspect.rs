@@ -43,6 +43,9 @@ pub struct Inspection {
 pub struct AnswersRow {
     pub answers: usize,
     pub trie_nodes: usize,
+    /// Words of the trained questions stored for the novelty penalty.
+    pub question_words: usize,
+    pub novelty_penalty: f32,
     pub bytes: usize,
     pub fallback: String,
     pub measure: &'static str,
@@ -84,6 +87,8 @@ pub fn inspect(path: &Path, board: Option<&Path>, against: Option<&Path>) -> Res
     let answers = blob.answers.map(|a| AnswersRow {
         answers: a.answer_count,
         trie_nodes: a.node_count(),
+        question_words: a.question_word_count(),
+        novelty_penalty: a.novelty_penalty,
         bytes: a.byte_len(),
         fallback: a.fallback.to_string(),
         measure: a.measure.name(),
@@ -178,9 +183,11 @@ impl Inspection {
         match &self.answers {
             Some(a) => {
                 s += &format!(
-                    "\nknown answers: {} ({} trie nodes, {} bytes); {}; fallback below {} {:.4}: {:?}\n",
+                    "\nknown answers: {} ({} trie nodes, {} question words at novelty penalty {}, {} bytes); {}; fallback below {} {:.4}: {:?}\n",
                     a.answers,
                     a.trie_nodes,
+                    a.question_words,
+                    a.novelty_penalty,
                     a.bytes,
                     if a.free_by_default { "open generation by default" } else { "known-answer decoding by default" },
                     a.measure,
