@@ -156,6 +156,17 @@ fn tiny_curriculum_memorises_the_trained_questions() {
     let taught = badge::answer::known::taught_answers(&rc, &run.join("synth")).unwrap();
     let answers = file.blob().answers.expect("exported with known answers");
     assert_eq!(answers.answer_count, taught.answers.len());
+    // The question words are the trained questions' own, and not the off-topic ones': no
+    // word of a trained question is novel, and most off-topic questions have one.
+    assert!(pairs.iter().all(|p| answers.novel_words(&p.question) == 0));
+    let off_test =
+        badge::answer::known::read_questions(&common::repo().join("data/offtopic/test.txt"))
+            .unwrap();
+    let novel = off_test
+        .iter()
+        .filter(|q| answers.novel_words(q) > 0)
+        .count();
+    assert!(2 * novel > off_test.len(), "{novel} of {}", off_test.len());
     let known: std::collections::HashSet<&str> =
         taught.answers.iter().map(String::as_str).collect();
     let mut known_model = BlobAnswerer::new(&file, 1, Default::default()).unwrap();
