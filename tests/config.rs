@@ -56,36 +56,22 @@ fn partition_sizes_parse_with_checked_arithmetic() {
     assert!(err.contains("p.csv") && err.contains("size"), "{err}");
 }
 
-/// The tiny curriculum with `edit` applied to its text, loaded from a temporary folder: the
-/// error it gives.
-fn tiny_curriculum_error(edit: impl Fn(String) -> String) -> String {
-    let repo = common::repo();
-    let text = std::fs::read_to_string(repo.join("configs/badge-tiny.toml"))
-        .unwrap()
-        .replace(
-            "model = \"models/badge-tiny.toml\"",
-            &format!(
-                "model = {:?}",
-                repo.join("configs/models/badge-tiny.toml")
-                    .display()
-                    .to_string()
-            ),
-        );
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("c.toml");
-    std::fs::write(&path, edit(text)).unwrap();
-    format!("{:#}", badge::config::Curriculum::load(&path).unwrap_err())
-}
-
 /// `[answers] keep_known` must be a share above 0 and at most 1.
 #[test]
 fn a_keep_known_out_of_range_names_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = common::reduced_curriculum(dir.path(), [1, 1, 1], 10, 1);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("keep_known = 0.95"), "{text}");
     for bad in ["0.0", "1.5", "-1"] {
-        let err = tiny_curriculum_error(|t| {
-            t.replacen("keep_known = 0.95", &format!("keep_known = {bad}"), 1)
-        });
+        std::fs::write(
+            &path,
+            text.replacen("keep_known = 0.95", &format!("keep_known = {bad}"), 1),
+        )
+        .unwrap();
+        let err = format!("{:#}", badge::config::Curriculum::load(&path).unwrap_err());
         assert!(
-            err.contains("c.toml") && err.contains("answers.keep_known"),
+            err.contains("curriculum.toml") && err.contains("answers.keep_known"),
             "{err}"
         );
     }

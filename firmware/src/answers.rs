@@ -543,10 +543,7 @@ mod tests {
         // Unsorted words, a word past the end, a negative penalty: refused.
         let words_at = bytes.len() - set.question_words.len();
         let mut b = bytes.clone();
-        b.swap(words_at, words_at + 4);
-        b.swap(words_at + 1, words_at + 5);
-        b.swap(words_at + 2, words_at + 6);
-        b.swap(words_at + 3, words_at + 7);
+        b[words_at..words_at + 8].rotate_left(4); // swap the first two words
         assert!(AnswerSet::parse(&b, 16, 1, 2).is_err(), "unsorted words");
         assert!(AnswerSet::parse(&bytes[..bytes.len() - 1], 16, 1, 2).is_err());
         let mut b = bytes.clone();

@@ -319,11 +319,13 @@ impl PathConfidence {
     }
 
     fn finish(&self) -> Confidence {
+        let mean_log_prob = self.log_prob_sum / self.steps.max(1) as f32;
         Confidence {
-            mean_log_prob: self.log_prob_sum / self.steps.max(1) as f32,
+            mean_log_prob,
             first_branch_margin: self.first_margin.unwrap_or(1.0),
             answer_log_prob: self.answer_log_prob,
-            mean_log_prob_novelty: 0.0,
+            // No novel words until `AnswerSet::with_novelty` counts them.
+            mean_log_prob_novelty: mean_log_prob,
         }
     }
 }

@@ -58,9 +58,11 @@ pub fn taught_answers(rc: &ResolvedCurriculum, synth_root: &Path) -> Result<Taug
             .with_context(|| format!("source `{name}`"))?;
         answers.extend(d.train_pairs.iter().map(|p| p.answer.trim().to_string()));
         if !matches!(cfg, SourceConfig::Offtopic { .. }) {
-            question_words.extend(d.train_pairs.iter().flat_map(|p| {
-                badge_firmware::answers::question_words(&p.question).collect::<Vec<_>>()
-            }));
+            question_words.extend(
+                d.train_pairs
+                    .iter()
+                    .flat_map(|p| badge_firmware::answers::question_words(&p.question)),
+            );
         }
         if let SourceConfig::Qa { .. } = cfg {
             trained_pairs.extend(
