@@ -2,7 +2,8 @@
 # Answer quality of a trained run (issue #14's benchmark): one table per model (the f32
 # checkpoint through candle, the Q8_0 blob through the badge's engine) and per mode (open
 # generation, known-answer decoding), on the trained questions, the held-out rephrasings and
-# the off-topic questions that were never used for calibration.
+# the off-topic questions that were never used for calibration; and the blob re-exported
+# with --no-match, to show what the question match adds to known-answer decoding.
 #
 #   scripts/bench_quality.sh RUN_DIR BLOB [QA_TRAIN] [QA_HELDOUT] [OFFTOPIC]
 #
@@ -27,10 +28,14 @@ BADGE=target/release/badge
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
 
-for model in blob f32; do
+"$BADGE" export --from "$RUN" --out "$OUT/no-match.bin" --no-match --quality 0 >/dev/null
+for model in blob f32 no-match; do
     path=$BLOB
     [[ $model == f32 ]] && path=$RUN
-    for mode in known free; do
+    [[ $model == no-match ]] && path=$OUT/no-match.bin
+    modes=(known free)
+    [[ $model == no-match ]] && modes=(known)
+    for mode in "${modes[@]}"; do
         flag=()
         [[ $mode == free ]] && flag=(--free)
         "$BADGE" eval --model "$path" --qa "$TRAIN" "${flag[@]}" --misses 100000 --json >"$OUT/$model-$mode-trained.json"
@@ -46,8 +51,10 @@ known = set()
 for f in [train] + glob.glob(f"{run}/synth/*/qa-synth.csv"):
     known |= {r["answer"].strip() for r in csv.DictReader(open(f))}
 known.add(json.load(open(f"{run}/config.json"))["curriculum"]["answers"]["fallback"].strip())
-for model, name in [("blob", "Q8_0 blob (badge engine)"), ("f32", "f32 checkpoint (candle)")]:
-    for mode in ["known", "free"]:
+for model, name, modes in [("blob", "Q8_0 blob (badge engine)", ["known", "free"]),
+                           ("f32", "f32 checkpoint (candle)", ["known", "free"]),
+                           ("no-match", "Q8_0 blob without the question match", ["known"])]:
+    for mode in modes:
         t = json.load(open(f"{out}/{model}-{mode}-trained.json"))
         h = json.load(open(f"{out}/{model}-{mode}-heldout.json"))
         def garbled(r):

@@ -125,6 +125,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport> {
         quality_samples: 0,
         free: false,
         keep_known: None,
+        question_match: true,
         board: Some(PathBuf::from(crate::config::board::DEFAULT_BOARD)).filter(|p| p.exists()),
     })?;
     if !opts.quiet {

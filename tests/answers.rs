@@ -9,6 +9,7 @@ use badge_firmware::answers::{AnswersSpec, ConfidenceMeasure, ANSWERS_HEADER_SIZ
 use badge_firmware::config::KvCacheKind;
 use badge_firmware::format::{Blob, BlobError, HEADER_SIZE};
 use badge_firmware::generate::{GenerateOptions, Outcome};
+use badge_firmware::question_match::MatchWeights;
 use std::collections::BTreeSet;
 
 const FALLBACK: &str = badge::config::DEFAULT_FALLBACK;
@@ -162,6 +163,74 @@ fn novel_words_lower_the_novelty_confidence_by_the_penalty() {
         assert!((drop - 0.5 * novel).abs() < 1e-5, "{q:?}: {c:?}");
         assert_eq!(c.value(ConfidenceMeasure::MeanLogProb), c.mean_log_prob);
     }
+}
+
+/// A blob whose answers section carries the question match of the example owner's Q&A
+/// pairs at `steer` (a random model, so the match is what decides).
+fn matched_blob(pairs: &[badge::data::QaPair], steer: f32) -> BlobFile {
+    let taught = badge::answer::known::TaughtAnswers {
+        match_questions: pairs
+            .iter()
+            .map(|p| (p.question.clone(), p.answer.clone()))
+            .collect(),
+        ..Default::default()
+    };
+    // Room for the longest answer in the tiny tokenizer's pieces.
+    let config = badge_firmware::config::ModelConfig {
+        seq_len: 256,
+        ..common::tiny_config()
+    };
+    let (bytes, _) = common::random_blob_with(&config, 4, KvCacheKind::F32, |t| {
+        let mut s = spec_for(t, ConfidenceMeasure::None, 0.0);
+        badge::answer::known::add_question_signals(
+            &mut s,
+            t,
+            badge::config::DEFAULT_TEMPLATE,
+            &taught,
+        )
+        .unwrap();
+        s.match_weights = MatchWeights {
+            steer,
+            confidence: 1.0,
+        };
+        Some(s)
+    });
+    BlobFile {
+        bytes: badge::util::AlignedBytes::from_slice(&bytes),
+    }
+}
+
+/// The question match through the badge's engine: asked a question it was taught, the badge
+/// says that question's answer when the match steers, whatever random weights would pick;
+/// without steering the model alone chooses, and mostly wrongly.
+#[test]
+fn the_question_match_steers_a_taught_question_to_its_answer() {
+    let pairs = badge::data::read_qa_csv(&common::repo().join("data/profile/qa.csv")).unwrap();
+    let right = |file: &BlobFile| {
+        let mut badge = BlobAnswerer::new(file, 1, GenerateOptions::default()).unwrap();
+        pairs
+            .iter()
+            .step_by(5)
+            .filter(|p| badge.answer(&p.question).unwrap() == p.answer)
+            .count()
+    };
+    let asked = pairs.iter().step_by(5).count();
+    let steered = matched_blob(&pairs, 1000.0);
+    let set = steered.blob().answers.expect("an answers section");
+    let m = set.question_match.expect("a question-match block");
+    assert!(
+        m.question_count() >= 150,
+        "{} questions",
+        m.question_count()
+    );
+    let (with, without) = (right(&steered), right(&matched_blob(&pairs, 0.0)));
+    // Two taught questions may share all their telling words ("What do you do?" for two
+    // answers), so not every one; but far more than the model alone.
+    assert!(with * 10 >= asked * 9, "{with} of {asked} with the match");
+    assert!(
+        without * 2 < with,
+        "{without} of {asked} without, {with} with"
+    );
 }
 
 fn with_crc(mut b: Vec<u8>) -> Vec<u8> {

@@ -37,6 +37,7 @@ fn options(
         quality_samples: 0,
         free: false,
         keep_known: None,
+        question_match: true,
     }
 }
 

@@ -89,6 +89,7 @@ fn tiny_curriculum_memorises_the_trained_questions() {
         quality_samples: 8,
         free: false,
         keep_known: None,
+        question_match: true,
         board: Some(common::repo().join("configs/boards/esp32s3-n16r8.toml")),
     };
     let exported = badge::export::export(&opts).unwrap();
@@ -167,6 +168,40 @@ fn tiny_curriculum_memorises_the_trained_questions() {
         .filter(|q| answers.novel_words(q) > 0)
         .count();
     assert!(2 * novel > off_test.len(), "{novel} of {}", off_test.len());
+    // The question match holds every trained question (their own, not the copies) with the
+    // calibrated measure, and a trained question matches its own answer perfectly.
+    let m = answers
+        .question_match
+        .expect("exported with the question match");
+    assert!(
+        m.question_count() >= pairs.len(),
+        "{} questions",
+        m.question_count()
+    );
+    assert_eq!(
+        answers.measure,
+        badge::answer::known::THRESHOLD_MEASURE,
+        "{:?}",
+        exported.calibration
+    );
+    let s = answers.signals(&pairs[0].question);
+    assert!((s.node_match.best_below[badge_firmware::answers::AnswerSet::ROOT] - 1.0).abs() < 1e-5);
+    // --no-match: the same blob without the block, smaller.
+    let plain = badge::export::export(&badge::export::ExportOptions {
+        out: dir.path().join("no-match.bin"),
+        quality_samples: 0,
+        question_match: false,
+        ..opts.clone()
+    })
+    .unwrap();
+    let plain_file = BlobFile::read(&plain.out).unwrap();
+    assert!(plain_file.blob().answers.unwrap().question_match.is_none());
+    assert!(
+        plain.bytes + m.byte_len() - 16 <= exported.bytes,
+        "{} {}",
+        plain.bytes,
+        exported.bytes
+    );
     let known: std::collections::HashSet<&str> =
         taught.answers.iter().map(String::as_str).collect();
     let mut known_model = BlobAnswerer::new(&file, 1, Default::default()).unwrap();

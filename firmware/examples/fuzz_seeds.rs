@@ -9,15 +9,50 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use badge_firmware::answers::{question_words, AnswersSpec, ConfidenceMeasure};
 use badge_firmware::config::KvCacheKind;
 use badge_firmware::format::BlobWriter;
 use badge_firmware::partition::{build, Partition, FLAG_READONLY, TYPE_APP, TYPE_DATA};
+use badge_firmware::question_match::{MatchQuestion, MatchWeights};
 use std::path::Path;
 
 fn write(dir: &Path, target: &str, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     let d = dir.join(target);
     std::fs::create_dir_all(&d)?;
     std::fs::write(d.join(name), bytes)
+}
+
+/// Three answers over token ids 3..31 (1 and 2 are BOS and EOS), each taught for a question.
+fn known_answers() -> AnswersSpec {
+    let taught = [
+        (vec![5u32, 9], "Where do you live?"),
+        (vec![5, 11, 7], "Where did you work before?"),
+        (vec![20], "What is the weather like?"),
+    ];
+    AnswersSpec {
+        answers: taught[..2].iter().map(|(a, _)| a.clone()).collect(),
+        fallback_ids: Some(taught[2].0.clone()),
+        fallback: "Sorry.".into(),
+        measure: ConfidenceMeasure::MeanLogProbNoveltyMatch,
+        threshold: -3.0,
+        free_by_default: false,
+        question_words: taught[..2]
+            .iter()
+            .flat_map(|(_, q)| question_words(q))
+            .collect(),
+        novelty_penalty: 0.1,
+        match_questions: taught
+            .iter()
+            .map(|(a, q)| MatchQuestion {
+                answer: a.clone(),
+                words: question_words(q).collect(),
+            })
+            .collect(),
+        match_weights: MatchWeights {
+            steer: 50.0,
+            confidence: 1.0,
+        },
+    }
 }
 
 fn main() -> std::io::Result<()> {
@@ -41,6 +76,15 @@ fn main() -> std::io::Result<()> {
     gqa.config.n_kv_heads = 2;
     gqa.tokenizer.split_digits = true;
     blobs.push(("gqa-int8".into(), BlobWriter::write(&gqa)));
+    // Known answers with question words and the question match, so mutations reach the
+    // answers loader and the constrained decoder (`app_startup`'s whole session).
+    let mut answers = tiny.clone();
+    answers.answers = Some(known_answers());
+    let bytes = BlobWriter::write(&answers);
+    let aligned = common::Aligned::new(&bytes);
+    let parsed = badge_firmware::format::Blob::parse(aligned.bytes()).expect("a valid seed");
+    assert!(parsed.answers.is_some_and(|a| a.question_match.is_some()));
+    blobs.push(("answers-int8".into(), bytes));
     for (name, b) in &blobs {
         write(dir, "blob_engine", name, b)?;
         write(dir, "app_startup", name, b)?;

@@ -8,6 +8,7 @@
 //! node `k + 1`, children sorted by token), which makes it a tree by construction and lets the
 //! loader check it in one linear pass with checked arithmetic.
 
+use crate::question_match::{MatchQuestion, MatchWeights, NodeMatch, QuestionMatch};
 use alloc::vec::Vec;
 
 /// Bytes of the section header.
@@ -18,6 +19,8 @@ pub const NODE_SIZE: usize = 12;
 pub const EDGE_SIZE: usize = 8;
 /// Section flag: the badge generates freely by default (`badge export --free`).
 pub const FLAG_FREE: u32 = 1;
+/// Section flag: a question-match block ([`QuestionMatch`]) follows the question words.
+pub const FLAG_MATCH: u32 = 2;
 /// Node flag: a known answer ends here (EOS may follow).
 pub const NODE_TERMINAL: u32 = 1;
 /// Node flag (with [`NODE_TERMINAL`]): the answer ending here is the fallback line itself,
@@ -47,14 +50,19 @@ pub enum ConfidenceMeasure {
     /// [`Self::MeanLogProb`] less the section's novelty penalty for each word of the question
     /// that no trained question about the owner contains (see [`AnswerSet::novel_words`]).
     MeanLogProbNovelty = 4,
+    /// [`Self::MeanLogProbNovelty`] plus the question-match block's confidence weight times
+    /// the chosen answer's match ([`QuestionMatch`]): how much the question reads like the
+    /// ones that answer was taught for.
+    MeanLogProbNoveltyMatch = 5,
 }
 
 impl ConfidenceMeasure {
-    pub const ALL: [ConfidenceMeasure; 4] = [
+    pub const ALL: [ConfidenceMeasure; 5] = [
         Self::MeanLogProb,
         Self::FirstBranchMargin,
         Self::AnswerLogProb,
         Self::MeanLogProbNovelty,
+        Self::MeanLogProbNoveltyMatch,
     ];
     pub fn from_u32(v: u32) -> Option<Self> {
         match v {
@@ -63,6 +71,7 @@ impl ConfidenceMeasure {
             2 => Some(Self::FirstBranchMargin),
             3 => Some(Self::AnswerLogProb),
             4 => Some(Self::MeanLogProbNovelty),
+            5 => Some(Self::MeanLogProbNoveltyMatch),
             _ => None,
         }
     }
@@ -73,6 +82,7 @@ impl ConfidenceMeasure {
             Self::FirstBranchMargin => "first-branch-margin",
             Self::AnswerLogProb => "answer-log-prob",
             Self::MeanLogProbNovelty => "mean-log-prob-novelty",
+            Self::MeanLogProbNoveltyMatch => "novelty-plus-match",
         }
     }
 }
@@ -86,6 +96,12 @@ pub struct Confidence {
     pub answer_log_prob: f32,
     /// [`Self::mean_log_prob`] less the novelty penalty of the question's unseen words.
     pub mean_log_prob_novelty: f32,
+    /// The question's match with the chosen answer's trained questions, in [0, 1] (0 without
+    /// a question-match block).
+    pub answer_match: f32,
+    /// [`Self::mean_log_prob_novelty`] plus the block's confidence weight times
+    /// [`Self::answer_match`].
+    pub novelty_plus_match: f32,
 }
 
 impl Confidence {
@@ -96,6 +112,7 @@ impl Confidence {
             ConfidenceMeasure::FirstBranchMargin => self.first_branch_margin,
             ConfidenceMeasure::AnswerLogProb => self.answer_log_prob,
             ConfidenceMeasure::MeanLogProbNovelty => self.mean_log_prob_novelty,
+            ConfidenceMeasure::MeanLogProbNoveltyMatch => self.novelty_plus_match,
         }
     }
 }
@@ -142,6 +159,18 @@ pub struct AnswerSet<'a> {
     /// What each question word outside [`Self::question_words`] takes off the
     /// [`ConfidenceMeasure::MeanLogProbNovelty`] confidence.
     pub novelty_penalty: f32,
+    /// The trained questions per answer, when the section has them ([`FLAG_MATCH`]).
+    pub question_match: Option<QuestionMatch<'a>>,
+}
+
+/// What known-answer decoding needs to know about the question itself, besides the model's
+/// logits: computed once per question by [`AnswerSet::signals`].
+#[derive(Debug, Clone, Default)]
+pub struct QuestionSignals {
+    /// See [`AnswerSet::novel_words`].
+    pub novel_words: u32,
+    /// The question's match per trie node (empty without a question-match block).
+    pub node_match: NodeMatch,
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -156,7 +185,7 @@ impl<'a> AnswerSet<'a> {
             return Err(bad("section shorter than its 32-byte header"));
         }
         let flags = u32_at(sec, 0);
-        if flags & !FLAG_FREE != 0 {
+        if flags & !(FLAG_FREE | FLAG_MATCH) != 0 {
             return Err(bad("unknown flags"));
         }
         let n_nodes = u32_at(sec, 4) as usize;
@@ -222,7 +251,7 @@ impl<'a> AnswerSet<'a> {
         if !ascending {
             return Err(bad("question words are not sorted and distinct"));
         }
-        let set = AnswerSet {
+        let mut set = AnswerSet {
             nodes: &sec[ANSWERS_HEADER_SIZE..ANSWERS_HEADER_SIZE + nodes_len],
             edges: &sec[ANSWERS_HEADER_SIZE + nodes_len..fallback_off],
             fallback,
@@ -232,6 +261,7 @@ impl<'a> AnswerSet<'a> {
             answer_count,
             question_words,
             novelty_penalty,
+            question_match: None,
         };
         let mut next_edge = 0usize;
         let mut terminals = 0usize;
@@ -276,6 +306,10 @@ impl<'a> AnswerSet<'a> {
         }
         if terminals != answer_count {
             return Err(bad("answer count differs from the terminal nodes"));
+        }
+        if flags & FLAG_MATCH != 0 {
+            let (m, _) = QuestionMatch::parse(&sec[words_end..], n_nodes, &|n| set.is_terminal(n))?;
+            set.question_match = Some(m);
         }
         Ok(set)
     }
@@ -331,7 +365,13 @@ impl<'a> AnswerSet<'a> {
             0 => 0,
             n => 4 + n,
         };
-        ANSWERS_HEADER_SIZE + self.nodes.len() + self.edges.len() + self.fallback.len() + words
+        let matching = self.question_match.map_or(0, |m| m.byte_len());
+        ANSWERS_HEADER_SIZE
+            + self.nodes.len()
+            + self.edges.len()
+            + self.fallback.len()
+            + words
+            + matching
     }
 
     /// How many words of `question` no trained question about the owner contains: a
@@ -358,11 +398,47 @@ impl<'a> AnswerSet<'a> {
         question_words(question).filter(|&h| !known(h)).count() as u32
     }
 
-    /// The confidence of an answer to a question with `novel_words` unseen words, every
+    /// The novel words of `question` and its match per trie node.
+    pub fn signals(&self, question: &str) -> QuestionSignals {
+        QuestionSignals {
+            novel_words: self.novel_words(question),
+            node_match: self
+                .question_match
+                .map_or_else(NodeMatch::default, |m| m.node_match(question, self)),
+        }
+    }
+
+    /// The confidence of the answer ending at `node` for a question with `signals`, every
     /// measure filled in from the path's own numbers.
-    pub fn with_novelty(&self, mut c: Confidence, novel_words: u32) -> Confidence {
-        c.mean_log_prob_novelty = c.mean_log_prob - self.novelty_penalty * novel_words as f32;
+    pub fn with_signals(
+        &self,
+        mut c: Confidence,
+        signals: &QuestionSignals,
+        node: usize,
+    ) -> Confidence {
+        c.mean_log_prob_novelty =
+            c.mean_log_prob - self.novelty_penalty * signals.novel_words as f32;
+        c.answer_match = signals.node_match.own.get(node).copied().unwrap_or(0.0);
+        let weight = self.question_match.map_or(0.0, |m| m.confidence_weight);
+        c.novelty_plus_match = c.mean_log_prob_novelty + weight * c.answer_match;
         c
+    }
+
+    /// What the question match adds to the logit of a step into `node`: the steering weight
+    /// times the best match among the answers below it (0 without a block).
+    pub fn steer(&self, signals: &QuestionSignals, node: usize) -> f32 {
+        match (self.question_match, signals.node_match.best_below.get(node)) {
+            (Some(m), Some(&best)) => m.steer_weight * best,
+            _ => 0.0,
+        }
+    }
+
+    /// What the question match adds to ending the answer at `node` (EOS).
+    pub fn steer_end(&self, signals: &QuestionSignals, node: usize) -> f32 {
+        match (self.question_match, signals.node_match.own.get(node)) {
+            (Some(m), Some(&own)) => m.steer_weight * own,
+            _ => 0.0,
+        }
     }
 
     /// Every known answer's token ids, in trie order (for reports and tests).
@@ -402,6 +478,11 @@ pub struct AnswersSpec {
     pub question_words: Vec<u32>,
     /// See [`AnswerSet::novelty_penalty`].
     pub novelty_penalty: f32,
+    /// Every trained question (off-topic ones included, answered with the fallback line)
+    /// for the question-match block; empty writes none. A question whose answer is not
+    /// among `answers` or `fallback_ids` is left out.
+    pub match_questions: Vec<MatchQuestion>,
+    pub match_weights: MatchWeights,
 }
 
 /// Serialises an answers section (deterministic: the same answers give the same bytes).
@@ -466,8 +547,27 @@ pub fn write_answers(spec: &AnswersSpec) -> Vec<u8> {
     let mut words = spec.question_words.clone();
     words.sort_unstable();
     words.dedup();
+    let mut number = alloc::vec![0u32; tree.len()];
+    for (k, &n) in order.iter().enumerate() {
+        number[n] = k as u32;
+    }
+    let terminal_of = |answer: &[u32]| {
+        let mut n = 0;
+        for t in answer {
+            n = *tree[n].kids.get(t)?;
+        }
+        tree[n].terminal.then_some(number[n])
+    };
+    let matched: Vec<(u32, Vec<u32>)> = spec
+        .match_questions
+        .iter()
+        .filter_map(|q| Some((terminal_of(&q.answer)?, q.words.clone())))
+        .collect();
     let mut out = Vec::new();
-    let flags = if spec.free_by_default { FLAG_FREE } else { 0 };
+    let mut flags = if spec.free_by_default { FLAG_FREE } else { 0 };
+    if !matched.is_empty() {
+        flags |= FLAG_MATCH;
+    }
     for v in [
         flags,
         order.len() as u32,
@@ -489,6 +589,12 @@ pub fn write_answers(spec: &AnswersSpec) -> Vec<u8> {
             .iter()
             .for_each(|w| out.extend_from_slice(&w.to_le_bytes()));
     }
+    if !matched.is_empty() {
+        out.extend(crate::question_match::write_match(
+            &matched,
+            spec.match_weights,
+        ));
+    }
     out
 }
 
@@ -507,6 +613,11 @@ mod tests {
             free_by_default: false,
             question_words: Vec::new(),
             novelty_penalty: 0.0,
+            match_questions: Vec::new(),
+            match_weights: MatchWeights {
+                steer: 0.0,
+                confidence: 0.0,
+            },
         }
     }
 
@@ -528,12 +639,16 @@ mod tests {
         );
         assert_eq!(set.novel_words("what's your cousin's job?"), 1);
         assert_eq!(set.novel_words("Is it sunny where you are?"), 4);
-        let c = set.with_novelty(
+        let c = set.with_signals(
             Confidence {
                 mean_log_prob: -0.5,
                 ..Default::default()
             },
-            2,
+            &QuestionSignals {
+                novel_words: 2,
+                ..Default::default()
+            },
+            0,
         );
         assert_eq!(c.value(ConfidenceMeasure::MeanLogProbNovelty), -1.0);
         // Without words, nothing is novel and the section ends at the fallback line.

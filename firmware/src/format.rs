@@ -11,8 +11,9 @@ use alloc::vec::Vec;
 
 /// The first four bytes of every blob.
 pub const MAGIC: [u8; 4] = *b"BDGE";
-/// Bumped whenever the layout changes incompatibly (2: the button prompts and answers sections).
-pub const FORMAT_VERSION: u32 = 3;
+/// Bumped whenever the layout changes incompatibly (2: the button prompts and answers sections;
+/// 3: question words; 4: the question match).
+pub const FORMAT_VERSION: u32 = 4;
 /// Fixed header size; everything after it is covered by the CRC.
 pub const HEADER_SIZE: usize = 128;
 /// Every section and tensor starts on this boundary (PIE vector loads ignore the low 4 bits).

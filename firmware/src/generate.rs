@@ -7,7 +7,7 @@
 //! model's confidence along the chosen path is below the blob's threshold, its fallback line.
 //! The constraint reuses the logits of the forward passes open generation makes anyway.
 
-use crate::answers::{AnswerSet, Confidence, ConfidenceMeasure};
+use crate::answers::{AnswerSet, Confidence, ConfidenceMeasure, QuestionSignals};
 use crate::engine::{Engine, ForwardError};
 use crate::sampler::{Sampler, SamplerConfig};
 use crate::template::PromptTemplate;
@@ -126,11 +126,11 @@ pub fn answer<M: LogitsModel>(
     // it is dropped from the text the user sees.
     let sep_tail = &template.between[template.prompt_suffix().len()..];
     let mut streamer = TextStreamer::new(sep_tail);
-    let novel = answers.map_or(0, |a| a.novel_words(question));
+    let signals = answers.map_or_else(QuestionSignals::default, |a| a.signals(question));
     let stats = decode(
         model,
         &prompt,
-        novel,
+        &signals,
         bos_id,
         eos_id,
         opts,
@@ -149,12 +149,12 @@ pub fn answer<M: LogitsModel>(
 /// The token-level core of [`answer`]: runs `prompt` (BOS included), then generates, calling
 /// `on_token` with each answer token: as it comes in open generation, all at once after the
 /// decision in known-answer mode, and never for a fallback (the caller says the line).
-/// `novel_words` is [`AnswerSet::novel_words`] of the question behind `prompt`.
+/// `signals` are [`AnswerSet::signals`] of the question behind `prompt`.
 #[allow(clippy::too_many_arguments)]
 pub fn decode<M: LogitsModel>(
     model: &mut M,
     prompt: &[u32],
-    novel_words: u32,
+    signals: &QuestionSignals,
     bos_id: u32,
     eos_id: u32,
     opts: &GenerateOptions,
@@ -203,7 +203,7 @@ pub fn decode<M: LogitsModel>(
         let next = match constrained {
             None => sampler.sample(&mut logits),
             Some(a) => {
-                let next = pick_known(a, node, eos_id, &logits, &mut masked, &mut sampler);
+                let next = pick_known(a, signals, node, eos_id, &logits, &mut masked, &mut sampler);
                 path.step(a, node, eos_id, &logits, next);
                 next
             }
@@ -230,7 +230,7 @@ pub fn decode<M: LogitsModel>(
     stats.generated_tokens = generated.len();
     stats.stop = stop;
     if let Some(a) = constrained {
-        let conf = a.with_novelty(path.finish(), novel_words);
+        let conf = a.with_signals(path.finish(), signals, node);
         stats.confidence = Some(conf);
         let complete =
             stop == StopReason::EndOfSequence && a.is_terminal(node) && !a.is_fallback(node);
@@ -245,10 +245,12 @@ pub fn decode<M: LogitsModel>(
 }
 
 /// The allowed token with the best logit (or a sample among the allowed ones): the children
-/// of `node`, and EOS where a known answer ends. `masked` is a vocabulary-sized scratch row
-/// of -inf, restored before returning.
+/// of `node`, and EOS where a known answer ends, each logit raised by the question's match
+/// with the answers it leads to ([`AnswerSet::steer`]). `masked` is a vocabulary-sized
+/// scratch row of -inf, restored before returning.
 fn pick_known(
     a: &AnswerSet<'_>,
+    signals: &QuestionSignals,
     node: usize,
     eos_id: u32,
     logits: &[f32],
@@ -260,8 +262,11 @@ fn pick_known(
             .map(|(t, _)| t)
             .chain(a.is_terminal(node).then_some(eos_id))
     };
-    for t in allowed() {
-        masked[t as usize] = logits[t as usize];
+    for (t, child) in a.children(node) {
+        masked[t as usize] = logits[t as usize] + a.steer(signals, child);
+    }
+    if a.is_terminal(node) {
+        masked[eos_id as usize] = logits[eos_id as usize] + a.steer_end(signals, node);
     }
     let next = sampler.sample(masked);
     for t in allowed() {
@@ -324,8 +329,10 @@ impl PathConfidence {
             mean_log_prob,
             first_branch_margin: self.first_margin.unwrap_or(1.0),
             answer_log_prob: self.answer_log_prob,
-            // No novel words until `AnswerSet::with_novelty` counts them.
+            // No novel words and no match until `AnswerSet::with_signals` adds them.
             mean_log_prob_novelty: mean_log_prob,
+            answer_match: 0.0,
+            novelty_plus_match: mean_log_prob,
         }
     }
 }

@@ -33,6 +33,7 @@ pub mod kernel;
 pub mod partition;
 pub mod prompts;
 pub mod quant;
+pub mod question_match;
 pub mod sam;
 pub mod sampler;
 pub mod template;

@@ -249,11 +249,13 @@ impl Answerer for CandleAnswerer {
             logits: Vec::new(),
         };
         let mut out = Vec::new();
-        let novel = answers.as_ref().map_or(0, |a| a.novel_words(question));
+        let signals = answers
+            .as_ref()
+            .map_or_else(Default::default, |a| a.signals(question));
         let stats = generate::decode(
             &mut steps,
             &ids,
-            novel,
+            &signals,
             self.tokenizer.bos_id(),
             self.tokenizer.eos_id(),
             &self.options,

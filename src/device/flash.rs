@@ -493,6 +493,7 @@ pub fn export_run(run: &Path, board: &Path) -> Result<std::path::PathBuf> {
         quality_samples: 0,
         free: false,
         keep_known: None,
+        question_match: true,
         board: Some(board.to_path_buf()),
     })?;
     eprintln!("exported {}", out.display());

@@ -148,6 +148,9 @@ pub struct ExportOptions {
     /// The share of held-out in-domain questions the threshold must still answer; `None`
     /// takes the curriculum's `[answers] keep_known`.
     pub keep_known: Option<f64>,
+    /// Store the question match (`badge_firmware::question_match`); `false` leaves the
+    /// choice between known answers to the model alone (`badge export --no-match`).
+    pub question_match: bool,
 }
 
 /// What an export produced.
@@ -264,7 +267,15 @@ pub fn export(opts: &ExportOptions) -> Result<ExportResult> {
         // Calibration needs the constrained decoder; the flag is set on the final build.
         false,
     )?;
-    answers.question_words = taught.question_words.clone();
+    crate::answer::known::add_question_signals(
+        &mut answers,
+        tokenizer,
+        &rc.curriculum.template,
+        &taught,
+    )?;
+    if !opts.question_match {
+        answers.match_questions.clear();
+    }
     let build = |kv_cache, answers: &badge_firmware::answers::AnswersSpec| {
         let inputs = BlobInputs {
             prompts: prompts.clone(),

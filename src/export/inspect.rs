@@ -46,11 +46,23 @@ pub struct AnswersRow {
     /// Words of the trained questions stored for the novelty penalty.
     pub question_words: usize,
     pub novelty_penalty: f32,
+    /// The question match, when the blob has one.
+    pub question_match: Option<MatchRow>,
     pub bytes: usize,
     pub fallback: String,
     pub measure: &'static str,
     pub threshold: f32,
     pub free_by_default: bool,
+}
+
+/// The blob's question match (`badge_firmware::question_match`), as `inspect` reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct MatchRow {
+    pub questions: usize,
+    pub words: usize,
+    pub steer_weight: f32,
+    pub confidence_weight: f32,
+    pub bytes: usize,
 }
 
 fn tensor_name(t: &badge_firmware::format::TensorView<'_>) -> String {
@@ -89,6 +101,13 @@ pub fn inspect(path: &Path, board: Option<&Path>, against: Option<&Path>) -> Res
         trie_nodes: a.node_count(),
         question_words: a.question_word_count(),
         novelty_penalty: a.novelty_penalty,
+        question_match: a.question_match.map(|m| MatchRow {
+            questions: m.question_count(),
+            words: m.word_count(),
+            steer_weight: m.steer_weight,
+            confidence_weight: m.confidence_weight,
+            bytes: m.byte_len(),
+        }),
         bytes: a.byte_len(),
         fallback: a.fallback.to_string(),
         measure: a.measure.name(),
@@ -182,12 +201,22 @@ impl Inspection {
         }
         match &self.answers {
             Some(a) => {
+                let matching = a.question_match.as_ref().map_or(
+                    ", no question match".to_string(),
+                    |m| {
+                        format!(
+                            ", question match on {} trained questions of {} words (steer {}, confidence {}; {} bytes)",
+                            m.questions, m.words, m.steer_weight, m.confidence_weight, m.bytes
+                        )
+                    },
+                );
                 s += &format!(
-                    "\nknown answers: {} ({} trie nodes, {} question words at novelty penalty {}, {} bytes); {}; fallback below {} {:.4}: {:?}\n",
+                    "\nknown answers: {} ({} trie nodes, {} question words at novelty penalty {}{}, {} bytes); {}; fallback below {} {:.4}: {:?}\n",
                     a.answers,
                     a.trie_nodes,
                     a.question_words,
                     a.novelty_penalty,
+                    matching,
                     a.bytes,
                     if a.free_by_default { "open generation by default" } else { "known-answer decoding by default" },
                     a.measure,
