@@ -4,9 +4,10 @@
 //!
 //! Known-answer decoding walks this trie: at each step only a token that continues some known
 //! answer (or EOS where a whole answer ends) may be chosen, so the badge can only ever say one
-//! of its answers, or the fallback. The trie is canonical (breadth-first, edge `k` leads to
-//! node `k + 1`, children sorted by token), which makes it a tree by construction and lets the
-//! loader check it in one linear pass with checked arithmetic.
+//! of its answers, or the fallback; which one, the model's logits and the question match
+//! ([`crate::question_match`]) decide together. The trie is canonical (breadth-first, edge `k`
+//! leads to node `k + 1`, children sorted by token), which makes it a tree by construction and
+//! lets the loader check it in one linear pass with checked arithmetic.
 
 use crate::question_match::{MatchQuestion, MatchWeights, NodeMatch, QuestionMatch};
 use alloc::vec::Vec;

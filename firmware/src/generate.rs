@@ -5,7 +5,9 @@
 //! With the blob's known answers ([`AnswerSet`]) generation is constrained: each step may only
 //! pick a token that continues some known answer, so the badge says one of them, or, when the
 //! model's confidence along the chosen path is below the blob's threshold, its fallback line.
-//! The constraint reuses the logits of the forward passes open generation makes anyway.
+//! Where answers diverge, the question match raises the tokens towards answers taught for
+//! questions like this one. The constraint reuses the logits of the forward passes open
+//! generation makes anyway.
 
 use crate::answers::{AnswerSet, Confidence, ConfidenceMeasure, QuestionSignals};
 use crate::engine::{Engine, ForwardError};

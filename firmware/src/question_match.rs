@@ -492,4 +492,33 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn any_byte_of_the_block_corrupted_is_refused_or_matched_without_a_panic() {
+        let good = section(&TAUGHT);
+        let set = AnswerSet::parse(&good, 16, 1, 2).unwrap();
+        let block = good.len() - set.question_match.unwrap().byte_len();
+        // Every byte of the block set to each of a few values; what the loader accepts must
+        // then match questions without panicking, one number per node.
+        let mut accepted = 0;
+        for at in block..good.len() {
+            for v in [0u8, 1, 0x7f, 0x80, 0xff] {
+                let mut b = good.clone();
+                b[at] = v;
+                let Ok(set) = AnswerSet::parse(&b, 16, 1, 2) else {
+                    continue;
+                };
+                accepted += 1;
+                for q in ["Who employed you in the past?", "", "where where WHERE"] {
+                    let s = set.signals(q);
+                    assert_eq!(s.node_match.own.len(), set.node_count());
+                    let _ = set.steer(&s, AnswerSet::ROOT);
+                }
+            }
+        }
+        assert!(
+            accepted > 0,
+            "some corruptions (weights) are still valid blocks"
+        );
+    }
 }
