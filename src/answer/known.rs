@@ -65,8 +65,8 @@ pub fn taught_answers(rc: &ResolvedCurriculum, synth_root: &Path) -> Result<Taug
         answers.extend(d.train_pairs.iter().map(|p| p.answer.trim().to_string()));
         // The sources' own questions, not their training copies: a copy's made-up or
         // misspelt word only adds noise to the match, and the copies would make the block
-        // four times larger (tiny demo, seeds 1-4: 57 of 69 held-out right against 56,
-        // 46 KB against 183 KB).
+        // four times larger (the tiny curriculum with twice the phase 2 and 3 steps, seeds
+        // 1-4: 57 of 69 held-out right against 56, 46 KB against 183 KB).
         match_questions.extend(
             d.train_pairs
                 .iter()
@@ -219,9 +219,10 @@ pub const THRESHOLD_MEASURE: ConfidenceMeasure = ConfidenceMeasure::MeanLogProbN
 pub const NOVELTY_PENALTY: f32 = 0.1;
 
 /// How much the question match ([`badge_firmware::question_match`]) weighs: added, times the
-/// match in [0, 1], to a token's logit where answers diverge, and to the confidence. A tiny
-/// model's logits at a branch differ by tens, so at 50 the match decides between answers
-/// whose trained questions differ in it by a few tenths, and the model where it is sure.
+/// match in [0, 1], to a token's logit where answers diverge, and to the confidence. Where
+/// answers diverge the tiny model's logits lie far apart: steering 1 to 8 changed one answer
+/// of 69 on one run. At 50 the match decides between answers whose trained questions differ
+/// in it by a few tenths, and the model where it is sure.
 /// Tiny demo, seeds 1-4, held-out right / fallback / off-topic refused: steer 0 71.4 / 10.9 /
 /// 82.5%, 30 76.8 / 14.1 / 90.0%, 50 79.7 / 8.3 / 85.8%, 80 80.8 / 5.4 / 81.7% (confidence
 /// weight 1; 0.5 gave 80.1 / 7.6 / 85.0% at 50). The match alone (steering 1000) got fewer
