@@ -62,11 +62,11 @@ fn a_keep_known_out_of_range_names_the_field() {
     let dir = tempfile::tempdir().unwrap();
     let path = common::reduced_curriculum(dir.path(), [1, 1, 1], 10, 1);
     let text = std::fs::read_to_string(&path).unwrap();
-    assert!(text.contains("keep_known = 0.95"), "{text}");
+    assert!(text.contains("keep_known = 0.96"), "{text}");
     for bad in ["0.0", "1.5", "-1"] {
         std::fs::write(
             &path,
-            text.replacen("keep_known = 0.95", &format!("keep_known = {bad}"), 1),
+            text.replacen("keep_known = 0.96", &format!("keep_known = {bad}"), 1),
         )
         .unwrap();
         let err = format!("{:#}", badge::config::Curriculum::load(&path).unwrap_err());

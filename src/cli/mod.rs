@@ -95,7 +95,7 @@ enum Command {
         /// How cautious the badge is: the share (0 to 1) of held-out questions about the owner
         /// that it must still answer when the "I don't know" threshold is calibrated. Lower
         /// says "I don't know" more often, to strangers' odd phrasings and to off-topic
-        /// questions alike. Default: the curriculum's `[answers] keep_known` (0.95).
+        /// questions alike. Default: the curriculum's `[answers] keep_known` (0.96).
         #[arg(long, value_name = "SHARE")]
         keep_known: Option<f64>,
         /// Leave out the question match: known answers are chosen by the model's own

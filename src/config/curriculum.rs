@@ -286,11 +286,13 @@ pub struct AnswersConfig {
 /// The default [`AnswersConfig::keep_known`]. Not 0.9 (the issue's 10% fallback budget): the
 /// calibration questions are the synth holdout, phrased like training, and a stranger's
 /// questions lose more to the same threshold. On the tiny demo (bundled owner, seeds 1-14,
-/// issue #14), held-out rephrasings right / fallback / wrong, and off-topic test questions
-/// refused: 0.90: 68.6 / 15.8 / 15.5%, 86.0%; 0.92: 69.0 / 14.6 / 16.4%, 84.0%; 0.95:
-/// 69.8 / 13.4 / 16.9%, 82.9%; 0.96: 70.4 / 11.2 / 18.4%, 79.0%; 0.97: 70.8 / 10.1 / 19.0%,
-/// 76.4%. Lower is more cautious: fewer wrong answers, more "I don't know".
-pub const DEFAULT_KEEP_KNOWN: f64 = 0.95;
+/// issue #14, with the question match), held-out rephrasings right / fallback / wrong, and
+/// off-topic test questions refused: 0.90: 78.6 / 12.9 / 8.5%, 89.3%; 0.93: 79.8 / 11.2 /
+/// 9.0%, 88.3%; 0.95: 80.3 / 9.6 / 10.1%, 85.2%; 0.96: 81.1 / 7.8 / 11.1%, 83.6%; 0.97: 81.9 /
+/// 5.8 / 12.3%, 81.9%. 0.96 keeps both of the issue's bars (at most 10% fallback, at least
+/// 80% refused) with about two points to spare. Lower is more cautious: fewer wrong answers,
+/// more "I don't know".
+pub const DEFAULT_KEEP_KNOWN: f64 = 0.96;
 
 fn default_keep_known() -> f64 {
     DEFAULT_KEEP_KNOWN
