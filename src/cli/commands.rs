@@ -213,7 +213,7 @@ fn ask_one(a: &mut dyn Answerer, question: &str) -> Result<String> {
     let how = match (stats.outcome, stats.confidence) {
         (badge_firmware::generate::Outcome::Free, _) => "open generation".to_string(),
         (o, Some(c)) => format!(
-            "{} (mean log-prob {:.3}, first-branch margin {:.3}, answer log-prob {:.3})",
+            "{} (mean log-prob {:.3}, first-branch margin {:.3}, answer log-prob {:.3}, question match {:.3}, novelty plus match {:.3})",
             if o == badge_firmware::generate::Outcome::Known {
                 "known answer"
             } else {
@@ -221,7 +221,9 @@ fn ask_one(a: &mut dyn Answerer, question: &str) -> Result<String> {
             },
             c.mean_log_prob,
             c.first_branch_margin,
-            c.answer_log_prob
+            c.answer_log_prob,
+            c.answer_match,
+            c.novelty_plus_match
         ),
         (_, None) => "fallback".to_string(),
     };
