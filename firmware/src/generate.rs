@@ -128,7 +128,10 @@ pub fn answer<M: LogitsModel>(
     // it is dropped from the text the user sees.
     let sep_tail = &template.between[template.prompt_suffix().len()..];
     let mut streamer = TextStreamer::new(sep_tail);
-    let signals = answers.map_or_else(QuestionSignals::default, |a| a.signals(question));
+    // Open generation never looks at them.
+    let signals = answers
+        .filter(|a| !opts.free && !a.free_by_default)
+        .map_or_else(QuestionSignals::default, |a| a.signals(question));
     let stats = decode(
         model,
         &prompt,
