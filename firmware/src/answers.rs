@@ -178,6 +178,21 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
+/// The position of `value` in `sorted`, strictly ascending little-endian u32s read in place
+/// (the question words of the section and of the question-match block).
+pub(crate) fn find_sorted_u32(sorted: &[u8], value: u32) -> Option<usize> {
+    let (mut lo, mut hi) = (0usize, sorted.len() / 4);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        match u32_at(sorted, mid * 4).cmp(&value) {
+            core::cmp::Ordering::Less => lo = mid + 1,
+            core::cmp::Ordering::Greater => hi = mid,
+            core::cmp::Ordering::Equal => return Some(mid),
+        }
+    }
+    None
+}
+
 impl<'a> AnswerSet<'a> {
     /// Validates a section: `vocab_size`, `bos` and `eos` bound the tokens it may name.
     pub fn parse(sec: &'a [u8], vocab_size: u32, bos: u32, eos: u32) -> Result<Self, AnswersError> {
@@ -383,20 +398,9 @@ impl<'a> AnswerSet<'a> {
         if self.question_words.is_empty() {
             return 0;
         }
-        let n = self.question_words.len() / 4;
-        let known = |h: u32| {
-            let (mut lo, mut hi) = (0usize, n);
-            while lo < hi {
-                let mid = lo + (hi - lo) / 2;
-                match u32_at(self.question_words, mid * 4).cmp(&h) {
-                    core::cmp::Ordering::Less => lo = mid + 1,
-                    core::cmp::Ordering::Greater => hi = mid,
-                    core::cmp::Ordering::Equal => return true,
-                }
-            }
-            false
-        };
-        question_words(question).filter(|&h| !known(h)).count() as u32
+        question_words(question)
+            .filter(|&h| find_sorted_u32(self.question_words, h).is_none())
+            .count() as u32
     }
 
     /// The novel words of `question` and its match per trie node.

@@ -10,7 +10,7 @@
 //! and never adds an answer: it only weighs the ones the trie allows. Stored in the blob's
 //! answers section (layout in `firmware/FORMAT.md`), read in place.
 
-use crate::answers::{question_words, AnswerSet, AnswersError};
+use crate::answers::{find_sorted_u32, question_words, AnswerSet, AnswersError};
 use alloc::vec::Vec;
 
 /// Bytes of the block header: word count, question count, word-index count, unseen-word
@@ -179,16 +179,7 @@ impl<'a> QuestionMatch<'a> {
 
     /// The number of `hash` in the word table, if a trained question has it.
     fn word_number(&self, hash: u32) -> Option<usize> {
-        let (mut lo, mut hi) = (0usize, self.word_count());
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            match u32_at(self.words, 4 * mid).cmp(&hash) {
-                core::cmp::Ordering::Less => lo = mid + 1,
-                core::cmp::Ordering::Greater => hi = mid,
-                core::cmp::Ordering::Equal => return Some(mid),
-            }
-        }
-        None
+        find_sorted_u32(self.words, hash)
     }
 
     /// The similarity of `question` to each stored question, kept per node of `trie`.
