@@ -35,7 +35,6 @@ fn known_answers() -> AnswersSpec {
         fallback: "Sorry.".into(),
         measure: ConfidenceMeasure::MeanLogProbNoveltyMatch,
         threshold: -3.0,
-        free_by_default: false,
         question_words: taught[..2]
             .iter()
             .flat_map(|(_, q)| question_words(q))
@@ -43,15 +42,13 @@ fn known_answers() -> AnswersSpec {
         novelty_penalty: 0.1,
         match_questions: taught
             .iter()
-            .map(|(a, q)| MatchQuestion {
-                answer: a.clone(),
-                words: question_words(q).collect(),
-            })
+            .map(|(a, q)| MatchQuestion::new(a, q))
             .collect(),
         match_weights: MatchWeights {
             steer: 50.0,
             confidence: 1.0,
         },
+        ..Default::default()
     }
 }
 

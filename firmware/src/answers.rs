@@ -35,10 +35,11 @@ pub const MAX_FALLBACK_BYTES: usize = 1024;
 pub const MAX_QUESTION_WORDS: usize = 1 << 20;
 
 /// Which number along the chosen path measures the model's confidence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[repr(u32)]
 pub enum ConfidenceMeasure {
     /// Never fall back.
+    #[default]
     None = 0,
     /// Mean log-probability (whole vocabulary) of the chosen tokens, EOS included.
     MeanLogProb = 1,
@@ -465,8 +466,10 @@ impl<'a> AnswerSet<'a> {
     }
 }
 
-/// What the writer stores: the answers as token ids, and the fallback settings.
-#[derive(Debug, Clone, PartialEq)]
+/// What the writer stores: the answers as token ids, and the fallback settings. The default
+/// is an empty spec that never falls back and stores no question words and no match: set
+/// the answers and the fallback line, and what else a blob needs.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct AnswersSpec {
     /// Token ids of each known answer as the model produces it (separator tail included),
     /// without EOS. Duplicates are merged; order does not matter.
@@ -611,18 +614,10 @@ mod tests {
     fn spec(answers: &[&[u32]]) -> AnswersSpec {
         AnswersSpec {
             answers: answers.iter().map(|a| a.to_vec()).collect(),
-            fallback_ids: None,
             fallback: "Sorry.".into(),
             measure: ConfidenceMeasure::MeanLogProb,
             threshold: -1.5,
-            free_by_default: false,
-            question_words: Vec::new(),
-            novelty_penalty: 0.0,
-            match_questions: Vec::new(),
-            match_weights: MatchWeights {
-                steer: 0.0,
-                confidence: 0.0,
-            },
+            ..Default::default()
         }
     }
 

@@ -242,8 +242,18 @@ pub struct MatchQuestion {
     pub words: Vec<u32>,
 }
 
-/// The weights the writer stores with the questions.
-#[derive(Debug, Clone, Copy, PartialEq)]
+impl MatchQuestion {
+    /// `question`, taught with the answer whose token ids are `answer`.
+    pub fn new(answer: &[u32], question: &str) -> Self {
+        MatchQuestion {
+            answer: answer.to_vec(),
+            words: question_words(question).collect(),
+        }
+    }
+}
+
+/// The weights the writer stores with the questions (default: no steering, no confidence).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct MatchWeights {
     pub steer: f32,
     pub confidence: f32,
@@ -320,24 +330,16 @@ mod tests {
     fn section(questions: &[(&[u32], &str)]) -> Vec<u8> {
         write_answers(&AnswersSpec {
             answers: vec![vec![4], vec![5, 6], vec![5, 7]],
-            fallback_ids: None,
             fallback: "Sorry.".into(),
-            measure: ConfidenceMeasure::None,
-            threshold: 0.0,
-            free_by_default: false,
-            question_words: Vec::new(),
-            novelty_penalty: 0.0,
             match_questions: questions
                 .iter()
-                .map(|(a, q)| MatchQuestion {
-                    answer: a.to_vec(),
-                    words: question_words(q).collect(),
-                })
+                .map(|(a, q)| MatchQuestion::new(a, q))
                 .collect(),
             match_weights: MatchWeights {
                 steer: 3.0,
                 confidence: 0.5,
             },
+            ..Default::default()
         })
     }
 

@@ -152,13 +152,12 @@ pub fn answers_spec(
         answers: ids,
         fallback_ids,
         fallback: fallback.to_string(),
-        measure: ConfidenceMeasure::None,
-        threshold: 0.0,
         free_by_default,
-        question_words: Vec::new(),
         novelty_penalty: NOVELTY_PENALTY,
-        match_questions: Vec::new(),
         match_weights: MATCH_WEIGHTS,
+        // No threshold yet (measure none), and no question words or match until
+        // `add_question_signals`.
+        ..Default::default()
     })
 }
 
@@ -180,10 +179,8 @@ pub fn add_question_signals(
             let ids = tokenizer.encode(&template.render("", answer).1)?;
             encoded.insert(answer.clone(), ids);
         }
-        spec.match_questions.push(MatchQuestion {
-            answer: encoded[answer].clone(),
-            words: badge_firmware::answers::question_words(question).collect(),
-        });
+        spec.match_questions
+            .push(MatchQuestion::new(&encoded[answer], question));
     }
     Ok(())
 }
