@@ -175,8 +175,17 @@ pub struct QuestionSignals {
     pub node_match: NodeMatch,
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
+pub(crate) fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// Whether `words`, little-endian u32s read in place, are strictly ascending (sorted and
+/// distinct, as [`find_sorted_u32`] needs).
+pub(crate) fn strictly_ascending_u32(words: &[u8]) -> bool {
+    words
+        .chunks_exact(4)
+        .zip(words.chunks_exact(4).skip(1))
+        .all(|(a, b)| u32_at(a, 0) < u32_at(b, 0))
 }
 
 /// The position of `value` in `sorted`, strictly ascending little-endian u32s read in place
@@ -261,11 +270,7 @@ impl<'a> AnswerSet<'a> {
         if !(novelty_penalty.is_finite() && novelty_penalty >= 0.0) {
             return Err(bad("novelty penalty is not a finite number ≥ 0"));
         }
-        let ascending = question_words
-            .chunks_exact(4)
-            .zip(question_words.chunks_exact(4).skip(1))
-            .all(|(a, b)| u32_at(a, 0) < u32_at(b, 0));
-        if !ascending {
+        if !strictly_ascending_u32(question_words) {
             return Err(bad("question words are not sorted and distinct"));
         }
         let mut set = AnswerSet {
@@ -325,7 +330,7 @@ impl<'a> AnswerSet<'a> {
             return Err(bad("answer count differs from the terminal nodes"));
         }
         if flags & FLAG_MATCH != 0 {
-            let (m, _) = QuestionMatch::parse(&sec[words_end..], n_nodes, &|n| set.is_terminal(n))?;
+            let m = QuestionMatch::parse(&sec[words_end..], n_nodes, &|n| set.is_terminal(n))?;
             set.question_match = Some(m);
         }
         Ok(set)

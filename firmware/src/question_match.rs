@@ -10,7 +10,9 @@
 //! and never adds an answer: it only weighs the ones the trie allows. Stored in the blob's
 //! answers section (layout in `firmware/FORMAT.md`), read in place.
 
-use crate::answers::{find_sorted_u32, question_words, AnswerSet, AnswersError};
+use crate::answers::{
+    find_sorted_u32, question_words, strictly_ascending_u32, u32_at, AnswerSet, AnswersError,
+};
 use alloc::vec::Vec;
 
 /// Bytes of the block header: word count, question count, word-index count, unseen-word
@@ -22,10 +24,6 @@ pub const MAX_MATCH_ITEMS: usize = 1 << 20;
 pub const MAX_MATCH_WORDS: usize = 1 << 16;
 /// Most words one stored question may have.
 pub const MAX_WORDS_PER_QUESTION: usize = 64;
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
 
 fn u16_at(b: &[u8], at: usize) -> usize {
     usize::from(u16::from_le_bytes([b[at], b[at + 1]]))
@@ -67,13 +65,13 @@ pub struct NodeMatch {
 }
 
 impl<'a> QuestionMatch<'a> {
-    /// Validates the block at the start of `b`; returns it and its length in bytes.
+    /// Validates the block at the start of `b` (its length is then [`Self::byte_len`]).
     /// `is_terminal(node)` says whether `node` (< `n_nodes`) ends an answer.
     pub fn parse(
         b: &'a [u8],
         n_nodes: usize,
         is_terminal: &dyn Fn(usize) -> bool,
-    ) -> Result<(Self, usize), AnswersError> {
+    ) -> Result<Self, AnswersError> {
         let bad = AnswersError;
         if b.len() < MATCH_HEADER_SIZE {
             return Err(bad("question-match block shorter than its 24-byte header"));
@@ -110,7 +108,7 @@ impl<'a> QuestionMatch<'a> {
             steer_weight,
             confidence_weight,
         };
-        if !(1..n_words).all(|i| u32_at(m.words, 4 * (i - 1)) < u32_at(m.words, 4 * i)) {
+        if !strictly_ascending_u32(m.words) {
             return Err(bad("question-match words are not sorted and distinct"));
         }
         if !(0..n_words).all(|i| sane(m.weight(i))) {
@@ -144,7 +142,7 @@ impl<'a> QuestionMatch<'a> {
                 "question-match index count differs from the questions' words",
             ));
         }
-        Ok((m, end))
+        Ok(m)
     }
 
     fn weight(&self, word: usize) -> f32 {
