@@ -26,6 +26,17 @@ pub struct GenerateOptions {
     pub free: bool,
 }
 
+impl GenerateOptions {
+    /// The known answers that constrain decoding: `answers`, unless these options (`--free`)
+    /// or the blob itself (`badge export --free`) ask for open generation.
+    pub fn known_answers<'s, 'a>(
+        &self,
+        answers: Option<&'s AnswerSet<'a>>,
+    ) -> Option<&'s AnswerSet<'a>> {
+        answers.filter(|a| !self.free && !a.free_by_default)
+    }
+}
+
 impl Default for GenerateOptions {
     fn default() -> Self {
         GenerateOptions {
@@ -129,8 +140,8 @@ pub fn answer<M: LogitsModel>(
     let sep_tail = &template.between[template.prompt_suffix().len()..];
     let mut streamer = TextStreamer::new(sep_tail);
     // Open generation never looks at them.
-    let signals = answers
-        .filter(|a| !opts.free && !a.free_by_default)
+    let signals = opts
+        .known_answers(answers)
         .map_or_else(QuestionSignals::default, |a| a.signals(question));
     let stats = decode(
         model,
@@ -168,7 +179,7 @@ pub fn decode<M: LogitsModel>(
 ) -> Result<GenerateStats, M::Error> {
     let seq_len = model.seq_len();
     let vocab = model.vocab_size();
-    let constrained = answers.filter(|a| !opts.free && !a.free_by_default);
+    let constrained = opts.known_answers(answers);
     let mut sampler = Sampler::new(opts.sampler, vocab);
     let mut stats = GenerateStats {
         prompt_tokens: prompt.len(),

@@ -249,8 +249,9 @@ impl Answerer for CandleAnswerer {
             logits: Vec::new(),
         };
         let mut out = Vec::new();
-        let signals = answers
-            .as_ref()
+        let signals = self
+            .options
+            .known_answers(answers.as_ref())
             .map_or_else(Default::default, |a| a.signals(question));
         let stats = generate::decode(
             &mut steps,
