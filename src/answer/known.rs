@@ -119,8 +119,18 @@ pub fn taught_answers(rc: &ResolvedCurriculum, synth_root: &Path) -> Result<Taug
     })
 }
 
-/// The answers section for `answers`: each answer tokenized as training did (the separator's
-/// tail, e.g. the space after "A:", is part of the answer's first token).
+/// `answer`'s token ids as training produced them after the prompt: the separator's tail,
+/// e.g. the space after "A:", is part of the first token. The trie and the question match
+/// must both use exactly these, or a matched question would name no answer.
+fn answer_ids(
+    tokenizer: &BadgeTokenizer,
+    template: &PromptTemplate<'_>,
+    answer: &str,
+) -> Result<Vec<u32>> {
+    tokenizer.encode(&template.render("", answer).1)
+}
+
+/// The answers section for `answers`, each tokenized by [`answer_ids`].
 pub fn answers_spec(
     tokenizer: &BadgeTokenizer,
     template: &str,
@@ -132,7 +142,7 @@ pub fn answers_spec(
     if answers.is_empty() {
         bail!("the curriculum teaches no answers (no Q&A or synth source): export with --free");
     }
-    let encode = |a: &str| tokenizer.encode(&template.render("", a).1);
+    let encode = |a: &str| answer_ids(tokenizer, &template, a);
     // The fallback line among the answers was taught for off-topic questions: the trie marks
     // it, so choosing it counts as not knowing.
     let ids = answers
@@ -163,7 +173,7 @@ pub fn answers_spec(
 
 /// Adds what the badge measures a question against to `spec`: the words of the trained
 /// questions about the owner (novelty) and every trained question with its answer's tokens
-/// (question match), tokenized as [`answers_spec`] tokenizes the answers.
+/// (question match), the answers tokenized by [`answer_ids`] as in [`answers_spec`].
 pub fn add_question_signals(
     spec: &mut AnswersSpec,
     tokenizer: &BadgeTokenizer,
@@ -176,8 +186,7 @@ pub fn add_question_signals(
     spec.match_questions.clear();
     for (question, answer) in &taught.match_questions {
         if !encoded.contains_key(answer) {
-            let ids = tokenizer.encode(&template.render("", answer).1)?;
-            encoded.insert(answer.clone(), ids);
+            encoded.insert(answer.clone(), answer_ids(tokenizer, &template, answer)?);
         }
         spec.match_questions
             .push(MatchQuestion::new(&encoded[answer], question));
